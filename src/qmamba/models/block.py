@@ -1,0 +1,51 @@
+"""The pre-norm residual block of Mamba LMs (mamba_ssm's ``Block``) and its optional gated MLP."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qmamba.models.cache import LayerState
+from qmamba.models.norm import RMSNorm
+
+
+class GatedMLP(nn.Module):
+    """mamba_ssm's ``GatedMLP``: fc2(a * silu(gate)) with (a, gate) = fc1(x)."""
+
+    def __init__(self, d_model: int, hidden: int, multiple_of: int = 128, bias: bool = False, device=None, dtype=None):
+        super().__init__()
+        hidden = (hidden + multiple_of - 1) // multiple_of * multiple_of
+        self.fc1 = nn.Linear(d_model, 2 * hidden, bias=bias, device=device, dtype=dtype)
+        self.fc2 = nn.Linear(hidden, d_model, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y, gate = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(y * F.silu(gate))
+
+
+class Block(nn.Module):
+    """residual += x; x = mixer(norm(residual)) [; residual += x; x = mlp(norm2(residual))].
+
+    The residual stream is carried separately (fp32 if ``residual_in_fp32``) so the add and the
+    norm fuse into one op, as mamba_ssm does.
+    """
+
+    def __init__(self, d_model: int, mixer: nn.Module, mlp: nn.Module | None = None, norm_eps: float = 1e-5,
+                 rms_norm: bool = True, residual_in_fp32: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.residual_in_fp32 = residual_in_fp32
+        self.norm = RMSNorm(d_model, eps=norm_eps, rms=rms_norm, device=device, dtype=dtype)
+        self.mixer = mixer
+        self.mlp = mlp
+        if mlp is not None:
+            self.norm2 = RMSNorm(d_model, eps=norm_eps, rms=rms_norm, device=device, dtype=dtype)
+
+    def forward(self, hidden: Tensor, residual: Tensor | None, state: LayerState | None = None,
+                mask: Tensor | None = None, step: bool = False) -> tuple[Tensor, Tensor]:
+        """hidden, residual: (b, l, d). ``step``: one token from ``state`` (l == 1)."""
+        hidden, residual = self.norm.add_forward(hidden, residual, self.residual_in_fp32)
+        hidden = self.mixer.step(hidden, state) if step else self.mixer(hidden, state=state, mask=mask)
+        if self.mlp is not None:
+            hidden, residual = self.norm2.add_forward(hidden, residual, self.residual_in_fp32)
+            hidden = self.mlp(hidden)
+        return hidden, residual

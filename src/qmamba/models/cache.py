@@ -1,0 +1,51 @@
+"""Explicit recurrent state for decoding: one (conv_state, ssm_state) pair per Mamba layer.
+
+A Mamba layer's whole memory of the past is a fixed-size state, so decoding needs O(1) memory
+per new token. ``MambaCache`` holds every layer's state for a batch:
+
+    conv_states[i]: (b, conv_dim, d_conv)   the last d_conv inputs of layer i's short conv
+    ssm_states[i]:  (b, d_inner, d_state) for Mamba-1, (b, nheads, headdim, d_state) for Mamba-2
+    seqlen_offset:  tokens already consumed (0 for a fresh cache)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LayerState:
+    conv_state: Tensor  # (b, conv_dim, d_conv)
+    ssm_state: Tensor  # (b, d_inner, n) or (b, h, p, n)
+
+
+@dataclass
+class MambaCache:
+    layers: list[LayerState]
+    seqlen_offset: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.layers[0].conv_state.shape[0] if self.layers else 0
+
+    def reset(self) -> None:
+        """Forget everything: zero every state and the offset (buffers are kept, for CUDA graphs)."""
+        for layer in self.layers:
+            layer.conv_state.zero_()
+            layer.ssm_state.zero_()
+        self.seqlen_offset = 0
+
+    def select_rows(self, rows: Tensor) -> None:
+        """Keep only batch rows ``rows`` (e.g. after some sequences finished)."""
+        for layer in self.layers:
+            layer.conv_state = layer.conv_state.index_select(0, rows)
+            layer.ssm_state = layer.ssm_state.index_select(0, rows)
+
+    def to(self, device: torch.device | str) -> MambaCache:
+        for layer in self.layers:
+            layer.conv_state = layer.conv_state.to(device)
+            layer.ssm_state = layer.ssm_state.to(device)
+        return self
