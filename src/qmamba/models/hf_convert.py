@@ -45,7 +45,7 @@ def hf_to_mamba_ssm_config(hf: dict, where: str) -> dict:
                                   f"but hidden_size * expand = {hidden * expand}")
         ssm = {"layer": "Mamba2", **common, "headdim": hf["head_dim"], "ngroups": hf.get("n_groups", 1),
                "chunk_size": hf.get("chunk_size", 256), "rmsnorm": hf.get("rms_norm", True),
-               "dt_limit": list(hf.get("time_step_limit", (0.0, math.inf)))}
+               "dt_limit": [_float(v) for v in hf.get("time_step_limit", (0.0, math.inf))]}
     return {
         "d_model": hf["hidden_size"], "d_intermediate": 0, "n_layer": hf["num_hidden_layers"],
         "vocab_size": hf["vocab_size"], "ssm_cfg": ssm, "rms_norm": True,
@@ -53,6 +53,13 @@ def hf_to_mamba_ssm_config(hf: dict, where: str) -> dict:
         "pad_vocab_size_multiple": 1, "tie_embeddings": hf.get("tie_word_embeddings", layer == "Mamba1"),
         "norm_epsilon": hf.get("layer_norm_epsilon", 1e-5),
     }
+
+
+def _float(value) -> float:
+    """A JSON float; transformers >= 5 writes infinities as {"__float__": "Infinity"}."""
+    if isinstance(value, dict) and "__float__" in value:
+        return float(value["__float__"])
+    return float(value)
 
 
 def mamba_ssm_to_hf_config(cfg: dict, layer: str, padded_vocab: int, d_inner_checks: dict) -> dict:

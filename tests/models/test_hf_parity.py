@@ -1,0 +1,61 @@
+"""Parity with transformers' MambaForCausalLM and Mamba2ForCausalLM, converting both ways:
+a random HF model saved by transformers loads into qmamba with the same logits, and a qmamba
+model saved with format='transformers' loads into transformers with the same logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import assert_close
+from qmamba import MambaLM
+from qmamba.models.mamba_lm import MambaLMConfig
+
+transformers = pytest.importorskip("transformers")
+
+
+def _hf_model(kind: str, n_groups: int = 1):
+    torch.manual_seed(1)
+    if kind == "mamba":
+        cfg = transformers.MambaConfig(vocab_size=96, hidden_size=32, state_size=8, num_hidden_layers=2,
+                                       expand=2, conv_kernel=4, time_step_rank=4, tie_word_embeddings=True)
+        model = transformers.MambaForCausalLM(cfg)
+    else:
+        cfg = transformers.Mamba2Config(vocab_size=96, hidden_size=32, state_size=16, num_hidden_layers=2,
+                                        expand=2, num_heads=8, head_dim=8, n_groups=n_groups, chunk_size=8,
+                                        tie_word_embeddings=False)
+        model = transformers.Mamba2ForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind,groups", [("mamba", 1), ("mamba2", 1), ("mamba2", 2)])
+def test_transformers_checkpoint_loads_with_same_logits(tmp_path, kind, groups):
+    hf = _hf_model(kind, groups)
+    hf.save_pretrained(tmp_path)
+    ours = MambaLM.from_pretrained(tmp_path)
+    ids = torch.randint(3, 96, (2, 21))  # no pad/bos/eos ids: transformers would infer a padding mask
+    with torch.no_grad():
+        assert_close(ours(ids).logits, hf(ids).logits, 1e-5, f"{kind} g{groups}")
+        greedy_hf = hf.generate(ids[:, :5], max_new_tokens=8, do_sample=False)
+    ours_greedy = ours.generate(ids[:, :5], max_new_tokens=8, eos_token_id=hf.generation_config.eos_token_id,
+                                pad_token_id=hf.generation_config.pad_token_id)
+    assert torch.equal(ours_greedy, greedy_hf)
+
+
+@pytest.mark.parametrize("ssm_cfg", [
+    {"layer": "Mamba1", "d_state": 8},
+    {"layer": "Mamba2", "d_state": 16, "headdim": 8, "ngroups": 2, "chunk_size": 8},
+], ids=["mamba1", "mamba2-g2"])
+def test_qmamba_model_exported_to_transformers_gives_same_logits(tmp_path, ssm_cfg):
+    ours = MambaLM(MambaLMConfig(d_model=32, n_layer=2, vocab_size=90, ssm_cfg=ssm_cfg)).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ours.save_pretrained(tmp_path, format="transformers")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 90, (2, 17))
+    with torch.no_grad():
+        assert_close(hf(ids).logits, ours(ids).logits, 1e-5)
