@@ -86,6 +86,7 @@ def generation_loop(model, input_ids: Tensor, attention_mask: Tensor | None, cfg
     vocab = model.generation_vocab_size
     seen = torch.zeros(b, logits.shape[-1], dtype=torch.bool, device=device)
     real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    real = real & (input_ids >= 0)  # negative ids are placeholders (e.g. an image), not tokens
     seen[torch.arange(b, device=device)[:, None].expand_as(input_ids)[real], input_ids[real]] = True
     finished = torch.zeros(b, dtype=torch.bool, device=device)
     generated: list[Tensor] = []

@@ -38,8 +38,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any], where: str, ignore: tup
     for key, value in data.items():
         if key not in fields:
             continue
-        ftype = hints_by_name.get(key)
-        if dataclasses.is_dataclass(ftype) and isinstance(value, dict):
+        ftype = _dataclass_in(hints_by_name.get(key))
+        if ftype is not None and isinstance(value, dict):
             value = config_from_dict(ftype, value, f"{where}.{key}")
         kwargs[key] = value
     try:
@@ -48,6 +48,16 @@ def config_from_dict(cls: type[T], data: dict[str, Any], where: str, ignore: tup
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass in a field's type hint (``X`` or ``X | None``), if any."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

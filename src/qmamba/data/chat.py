@@ -1,0 +1,82 @@
+"""Chat templates of Mamba chat models, and prompt encoding with an image placeholder.
+
+``zephyr`` is the template of mamba-2.8b-zephyr as Cobra uses it:
+    user turn:       "<|user|>\\n{msg}<|endoftext|>\\n<|assistant|>\\n"   (later user turns start with "\\n")
+    assistant turn:  "{msg}<|endoftext|>"
+``plain`` is Cobra's template for base Mamba LMs: "In: {msg}\\nOut: " then "{msg}<|endoftext|>".
+
+The image placeholder ``<image>`` in a user message becomes the id ``IMAGE_TOKEN_ID`` (-200, as
+LLaVA) in the token sequence; the model replaces it with the connector's visual tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qmamba.errors import ConfigError, InputError
+
+IMAGE_PLACEHOLDER = "<image>"
+IMAGE_TOKEN_ID = -200
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    name: str
+    user: str  # with {msg}; ends where the assistant's reply starts
+    assistant: str  # with {msg}; includes the end-of-turn marker
+    later_user_prefix: str  # put before every user turn but the first
+    stop: str  # the end-of-turn marker generation stops at
+
+
+TEMPLATES = {
+    "zephyr": ChatTemplate("zephyr", "<|user|>\n{msg}<|endoftext|>\n<|assistant|>\n", "{msg}<|endoftext|>",
+                           "\n", "<|endoftext|>"),
+    "plain": ChatTemplate("plain", "In: {msg}\nOut: ", "{msg}<|endoftext|>", "\n", "<|endoftext|>"),
+}
+
+
+def get_template(name: str) -> ChatTemplate:
+    if name not in TEMPLATES:
+        raise ConfigError(f"chat_template={name!r}; expected one of {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def render_turns(template: ChatTemplate, turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(role, text) turns -> (role, formatted text) pieces; roles are 'user' and 'assistant'."""
+    pieces, n_user = [], 0
+    for role, msg in turns:
+        if role == "user":
+            prefix = template.later_user_prefix if n_user else ""
+            pieces.append((role, prefix + template.user.format(msg=msg)))
+            n_user += 1
+        elif role == "assistant":
+            pieces.append((role, template.assistant.format(msg=msg if msg != "" else " ")))
+        else:
+            raise InputError(f"chat turn role {role!r}; expected 'user' or 'assistant'")
+    return pieces
+
+
+def render_prompt(template: ChatTemplate, message: str, history: list[tuple[str, str]] | None = None) -> str:
+    """The text to feed for a new user ``message`` (after ``history``), ending where the reply starts."""
+    return "".join(text for _, text in render_turns(template, [*(history or []), ("user", message)]))
+
+
+def encode_with_image(tokenizer, text: str, image_first: bool = False) -> list[int]:
+    """Token ids of ``text`` with each ``<image>`` replaced by ``IMAGE_TOKEN_ID``.
+
+    ``image_first`` (Cobra's layout): the placeholder is removed from the text and one
+    ``IMAGE_TOKEN_ID`` is put before all tokens.
+    """
+    if image_first:
+        n = text.count(IMAGE_PLACEHOLDER)
+        if n > 1:
+            raise InputError(f"the prompt has {n} {IMAGE_PLACEHOLDER} placeholders; this layout takes one image")
+        stripped = text.replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "")
+        return ([IMAGE_TOKEN_ID] if n else []) + tokenizer.encode(stripped, add_special_tokens=False)
+    ids: list[int] = []
+    for i, chunk in enumerate(text.split(IMAGE_PLACEHOLDER)):
+        if i:
+            ids.append(IMAGE_TOKEN_ID)
+        if chunk:
+            ids.extend(tokenizer.encode(chunk, add_special_tokens=False))
+    return ids
