@@ -22,59 +22,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qmamba.ops.selective_scan.linear_scan import linear_scan
 
-def _discretize(u, delta, A, B, delta_bias, delta_softplus):
-    """fp32 inputs and the discretised (dA, dBu), each (b, d, l, n)."""
-    u, delta = u.float(), delta.float()
+
+def _prepare_delta(delta: Tensor, delta_bias, delta_softplus) -> Tensor:
+    delta = delta.float()
     if delta_bias is not None:
         delta = delta + delta_bias.float()[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    d = u.shape[1]
-    dA = torch.exp(delta.unsqueeze(-1) * A.float()[:, None, :])  # (b, d, l, n)
-    dBu = (delta * u).unsqueeze(-1) * _per_channel(B.float(), d)  # (b, d, l, n)
-    return u, dA, dBu
+    return F.softplus(delta) if delta_softplus else delta  # (b, d, l)
 
 
-def _per_channel(BC: Tensor, d: int) -> Tensor:
-    """(b, n, l) -> (b, 1, l, n); (b, g, n, l) -> (b, d, l, n) with each group repeated over its channels."""
-    if BC.dim() == 3:
-        return BC.transpose(1, 2).unsqueeze(1)
-    g = BC.shape[1]
-    return BC.transpose(2, 3).repeat_interleave(d // g, dim=1)
+def _chunk_size(l: int, chunk_size: int | None) -> int:
+    return chunk_size or max(8, 2 ** round(math.log2(max(l, 1)) / 2))  # about sqrt(l) steps per chunk
 
 
-def _output(h: Tensor, C: Tensor, u: Tensor, D, z, dtype) -> Tensor:
-    """y = <C, h> (+ D u) (* silu(z)), cast to the input dtype; h: (b, d, l, n)."""
-    y = (h * _per_channel(C.float(), u.shape[1])).sum(-1)  # (b, d, l)
-    if D is not None:
-        y = y + u * D.float()[:, None]
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(dtype)
-
-
-def linear_scan_chunked(dA: Tensor, dBu: Tensor, h0: Tensor | None, chunk: int | None = None) -> Tensor:
-    """All states of h_t = dA_t * h_{t-1} + dBu_t along dim 2; dA, dBu: (b, d, l, n), h0: (b, d, n)."""
-    b, d, l, n = dA.shape
-    T = chunk or max(8, 2 ** round(math.log2(max(l, 1)) / 2))  # about sqrt(l) positions per chunk
+def _to_chunks(t: Tensor, T: int) -> Tensor:
+    """(b, c, l) -> (T, b, c, nc): sequence positions to (step in chunk, chunk); zero-padded."""
+    b, c, l = t.shape
     nc = -(-l // T)
-    pad = nc * T - l
-    if pad:
-        dA = F.pad(dA, (0, 0, 0, pad), value=1.0)
-        dBu = F.pad(dBu, (0, 0, 0, pad))
-    a = dA.reshape(b, d, nc, T, n).permute(3, 0, 1, 2, 4)  # (T, b, d, nc, n)
-    x = dBu.reshape(b, d, nc, T, n).permute(3, 0, 1, 2, 4)
-    hs, ps = [x[0]], [a[0]]
-    for t in range(1, T):  # every chunk at once: states from a zero start, and decay products
-        hs.append(a[t] * hs[-1] + x[t])
-        ps.append(a[t] * ps[-1])
-    h_local, p_local = torch.stack(hs), torch.stack(ps)  # (T, b, d, nc, n)
-    entry = [h0.float() if h0 is not None else torch.zeros_like(h_local[0, :, :, 0])]
-    for c in range(nc - 1):  # carry the state across chunk boundaries
-        entry.append(p_local[-1, :, :, c] * entry[-1] + h_local[-1, :, :, c])
-    h = h_local + p_local * torch.stack(entry, dim=2)  # (T, b, d, nc, n)
-    return h.permute(1, 2, 3, 0, 4).reshape(b, d, nc * T, n)[:, :, :l]
+    t = F.pad(t, (0, nc * T - l))
+    return t.view(b, c, nc, T).permute(3, 0, 1, 2).contiguous()  # so products come out contiguous
+
+
+def _bc_chunks(BC: Tensor, d: int, T: int) -> Tensor:
+    """B or C, (b, n, l) or (b, g, n, l) -> (T, b, 1 or d, nc, n)."""
+    if BC.dim() == 3:
+        return _to_chunks(BC.float(), T).transpose(2, 3).contiguous().unsqueeze(2)
+    b, g, n, l = BC.shape
+    per = _to_chunks(BC.float().reshape(b, g * n, l), T).unflatten(2, (g, n))  # (T, b, g, n, nc)
+    return per.transpose(3, 4).contiguous().repeat_interleave(d // g, dim=2)  # (T, b, d, nc, n)
 
 
 def selective_scan_ref(
@@ -92,10 +68,26 @@ def selective_scan_ref(
     chunk_size: int | None = None,
 ):
     """Chunked selective scan; returns out (b, d, l) and, if asked, last_state (b, d, n) in fp32."""
-    u32, dA, dBu = _discretize(u, delta, A, B, delta_bias, delta_softplus)
-    h = linear_scan_chunked(dA, dBu, initial_state, chunk_size)  # (b, d, l, n)
-    out = _output(h, C, u32, D, z, u.dtype)
-    return (out, h[:, :, -1]) if return_last_state else out
+    b, d, l = u.shape
+    T = _chunk_size(l, chunk_size)
+    u32 = u.float()
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    dA = torch.exp(_to_chunks(delta, T).unsqueeze(-1) * A.float()[:, None, :])  # (T, b, d, nc, n); pad: 1
+    dBu = _to_chunks(delta * u32, T).unsqueeze(-1) * _bc_chunks(B, d, T)  # (T, b, d, nc, n); pad: 0
+    h = linear_scan(dA, dBu, initial_state.float() if initial_state is not None else None)
+    y = (h * _bc_chunks(C, d, T)).sum(-1)  # (T, b, d, nc)
+    y = y.permute(1, 2, 3, 0).reshape(b, d, -1)[:, :, :l]
+    out = _finish(y, u32, D, z, u.dtype)
+    return (out, h[-1, :, :, -1]) if return_last_state else out  # padding keeps the last state
+
+
+def _finish(y: Tensor, u32: Tensor, D, z, dtype) -> Tensor:
+    """y (+ D u) (* silu(z)), cast to the input dtype."""
+    if D is not None:
+        y = y + u32 * D.float()[:, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(dtype)
 
 
 def selective_scan_sequential(
@@ -112,13 +104,23 @@ def selective_scan_sequential(
     return_last_state: bool = False,
 ):
     """Token-by-token selective scan (the textbook recurrence); slow, for tests."""
-    u32, dA, dBu = _discretize(u, delta, A, B, delta_bias, delta_softplus)
-    b, d, l, n = dA.shape
-    h = initial_state.float() if initial_state is not None else u32.new_zeros(b, d, n)
-    states = []
-    for t in range(l):
-        h = dA[:, :, t] * h + dBu[:, :, t]
-        states.append(h)
-    hs = torch.stack(states, dim=2)  # (b, d, l, n)
-    out = _output(hs, C, u32, D, z, u.dtype)
+    b, d, l = u.shape
+    u32 = u.float()
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    dA = torch.exp(delta.unsqueeze(-1) * A.float()[:, None, :])  # (b, d, l, n)
+    Bs, Cs = (_per_channel(M.float(), d) for M in (B, C))  # (b, 1 or d, l, n)
+    dBu = (delta * u32).unsqueeze(-1) * Bs
+    h = initial_state.float() if initial_state is not None else u32.new_zeros(b, d, A.shape[1])
+    ys = []
+    for a_t, x_t, c_t in zip(dA.unbind(2), dBu.unbind(2), Cs.unbind(2)):
+        h = a_t * h + x_t
+        ys.append((h * c_t).sum(-1))  # (b, d)
+    out = _finish(torch.stack(ys, dim=-1), u32, D, z, u.dtype)
     return (out, h) if return_last_state else out
+
+
+def _per_channel(BC: Tensor, d: int) -> Tensor:
+    """(b, n, l) -> (b, 1, l, n); (b, g, n, l) -> (b, d, l, n) with each group repeated over its channels."""
+    if BC.dim() == 3:
+        return BC.transpose(1, 2).unsqueeze(1)
+    return BC.transpose(2, 3).repeat_interleave(d // BC.shape[1], dim=1)
