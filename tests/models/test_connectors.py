@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_close
+from testing_utils import assert_close
 from qmamba.models.connectors import build_connector, connector_config
 from qmamba.models.connectors.attention import attention_reference, local_attention_mask
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig

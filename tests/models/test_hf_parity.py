@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_close
+from testing_utils import assert_close
 from qmamba import MambaLM
 from qmamba.models.mamba_lm import MambaLMConfig
 

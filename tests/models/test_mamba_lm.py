@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import FIXTURES, assert_close
+from testing_utils import FIXTURES, assert_close
 from qmamba import MambaLM
 from qmamba.models.mamba_lm import MambaLMConfig
 

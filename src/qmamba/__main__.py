@@ -1,0 +1,5 @@
+import sys
+
+from qmamba.cli import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""The multimodal model: vision encoder -> connector -> visual tokens spliced into the prompt -> Mamba LM.
+
+    pixel_values (n_images, 3k, S, S) -> vision (n_images, p, d_vision) -> connector (n_images, q, d_model)
+    input_ids (b, l) with IMAGE_TOKEN_ID placeholders -> embeddings (b, L, d_model) -> llm -> logits
+
+``image_position``: 'placeholder' puts the visual tokens where ``<image>`` stands in the prompt;
+'prefix' (Cobra, ML-Mamba) puts them before all text (the prompt encoder moves the placeholder).
+
+One directory holds a whole model: config.json (vision, connector, llm, layout), model.safetensors
+(``vision.*``, ``connector.*``, ``llm.*``), the tokenizer files and preprocessor_config.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from qmamba.errors import CheckpointError, ConfigError
+from qmamba.infer.generate import GenerationMixin
+from qmamba.models import checkpoints as ckpt
+from qmamba.models.cache import MambaCache
+from qmamba.models.connectors import ConnectorConfig, build_connector, connector_config
+from qmamba.models.mamba_lm import LMOutput, MambaLM, MambaLMConfig, next_token_loss
+from qmamba.models.splice import splice_visual_tokens
+from qmamba.models.vision import VisionConfig, VisionEncoder
+from qmamba.utils.config import config_from_dict, config_to_dict, read_json, write_json
+
+MODEL_TYPE = "qmamba-mllm"
+IMAGE_POSITIONS = ("placeholder", "prefix")
+
+
+@dataclass
+class MultimodalConfig:
+    vision: VisionConfig
+    connector: ConnectorConfig
+    llm: MambaLMConfig
+    image_position: str = "placeholder"
+    chat_template: str = "zephyr"
+    model_type: str = MODEL_TYPE
+
+    def __post_init__(self):
+        if self.image_position not in IMAGE_POSITIONS:
+            raise ConfigError(f"image_position={self.image_position!r}; expected one of {IMAGE_POSITIONS}")
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> MultimodalConfig:
+        if data.get("model_type") != MODEL_TYPE:
+            raise CheckpointError(f"{where}: model_type is {data.get('model_type')!r}, not {MODEL_TYPE!r}; "
+                                  f"a language model alone loads with qmamba.MambaLM.from_pretrained")
+        missing = [k for k in ("vision", "connector", "llm") if k not in data]
+        if missing:
+            raise ConfigError(f"{where}: missing section(s) {missing}")
+        rest = {k: v for k, v in data.items() if k not in ("vision", "connector", "llm")}
+        return cls(
+            vision=config_from_dict(VisionConfig, data["vision"], f"{where}: vision"),
+            connector=connector_config(data["connector"], f"{where}: connector"),
+            llm=MambaLMConfig.from_dict(data["llm"], f"{where}: llm"),
+            **config_from_dict(_Layout, rest, where).__dict__,
+        )
+
+    def to_dict(self) -> dict:
+        return {"model_type": self.model_type, "image_position": self.image_position,
+                "chat_template": self.chat_template, "vision": config_to_dict(self.vision),
+                "connector": config_to_dict(self.connector), "llm": self.llm.to_dict()}
+
+
+@dataclass
+class _Layout:
+    image_position: str = "placeholder"
+    chat_template: str = "zephyr"
+    model_type: str = MODEL_TYPE
+
+
+class MultimodalModel(nn.Module, GenerationMixin):
+    def __init__(self, config: MultimodalConfig, device=None, dtype=None, init: bool = True,
+                 vision: VisionEncoder | None = None, llm: MambaLM | None = None):
+        """Random weights, or the given pretrained ``vision`` / ``llm`` (see ``from_components``)."""
+        super().__init__()
+        self.config = config
+        self.vision = vision or VisionEncoder(config.vision, device=device, dtype=dtype)
+        self.connector = build_connector(config.connector, self.vision.d_vision, config.llm.d_model,
+                                         device=device, dtype=dtype)
+        self.llm = llm or MambaLM(config.llm, device=device, dtype=dtype, init=init)
+
+    @classmethod
+    def from_components(cls, connector: ConnectorConfig | dict, llm: str | Path | MambaLMConfig,
+                        vision: str | Path | list | VisionConfig, image_position: str = "placeholder",
+                        chat_template: str = "zephyr", dtype=None, device=None) -> MultimodalModel:
+        """A new model from pretrained parts (directories) or configs (random weights); the connector is new.
+
+        ``vision``: a transformers checkpoint directory, or [dinov2_dir, siglip_dir] for the fused encoder.
+        ``llm``: a mamba_ssm or transformers Mamba checkpoint directory.
+        """
+        vis = (VisionEncoder(vision, device=device, dtype=dtype) if isinstance(vision, VisionConfig)
+               else VisionEncoder.from_pretrained(vision).to(device=device, dtype=dtype))
+        lm = (MambaLM(llm, device=device, dtype=dtype) if isinstance(llm, MambaLMConfig)
+              else MambaLM.from_pretrained(llm, dtype=dtype, device=device))
+        config = MultimodalConfig(vision=vis.config, connector=connector_config(connector), llm=lm.config,
+                                  image_position=image_position, chat_template=chat_template)
+        return cls(config, device=device, dtype=dtype, vision=vis, llm=lm)
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.connector.num_tokens(self.vision.num_patches)
+
+    def encode_images(self, pixel_values: Tensor) -> Tensor:
+        """(n, 3k, S, S) -> visual tokens (n, q, d_model)."""
+        features = self.vision(pixel_values)  # (n, p, d_vision)
+        dtype = next(self.connector.parameters()).dtype
+        return self.connector(features.to(dtype))
+
+    def embed(self, input_ids: Tensor, pixel_values: Tensor | None, attention_mask: Tensor | None,
+              labels: Tensor | None = None, padding_side: str = "right"):
+        visual = self.encode_images(pixel_values) if pixel_values is not None else None
+        return splice_visual_tokens(self.llm.embed, input_ids, visual, attention_mask, labels, padding_side)
+
+    def forward(self, input_ids: Tensor, pixel_values: Tensor | None = None, attention_mask: Tensor | None = None,
+                labels: Tensor | None = None, padding_side: str = "right", reduction: str = "mean") -> LMOutput:
+        """Logits over the spliced sequence (b, L, v); with ``labels`` (b, l) the next-token loss."""
+        s = self.embed(input_ids, pixel_values, attention_mask, labels, padding_side)
+        out = self.llm(inputs_embeds=s.inputs_embeds, attention_mask=s.attention_mask)
+        if labels is None:
+            return out
+        return LMOutput(out.logits, *next_token_loss(out.logits, s.labels, reduction=reduction))
+
+    # --------------------------------------------------------------- inference
+    @property
+    def generation_vocab_size(self) -> int:
+        return self.config.llm.vocab_size
+
+    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                pixel_values: Tensor | None = None) -> tuple[Tensor, MambaCache]:
+        s = self.embed(input_ids, pixel_values, attention_mask, padding_side="left")
+        cache = self.llm.allocate_inference_cache(input_ids.shape[0], device=input_ids.device)
+        out = self.llm(inputs_embeds=s.inputs_embeds, attention_mask=s.attention_mask, cache=cache,
+                       num_last_tokens=1)
+        return out.logits[:, -1], cache
+
+    def decode_step(self, tokens: Tensor, cache: MambaCache) -> Tensor:
+        return self.llm.decode_step(tokens, cache)
+
+    # -------------------------------------------------------------- checkpoints
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {name: sum(p.numel() for p in {id(p): p for p in getattr(self, name).parameters()}.values())
+                  for name in ("vision", "connector", "llm")}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
+        """Write config.json, model.safetensors, preprocessor_config.json and (if given) the tokenizer."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        if self.config.llm.tie_embeddings:
+            state.pop("llm.lm_head.weight")
+        write_json(path / "config.json", self.config.to_dict())
+        write_json(path / "preprocessor_config.json", {"transforms": config_to_dict(self.vision.config)["transforms"],
+                                                       "chat_template": self.config.chat_template})
+        ckpt.save_state_dict(state, path / "model.safetensors")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(path))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None) -> MultimodalModel:
+        path = ckpt.require_dir(path, "MultimodalModel.from_pretrained")
+        config = MultimodalConfig.from_dict(read_json(path / "config.json", "multimodal config"),
+                                            str(path / "config.json"))
+        with torch.device("meta"):
+            model = cls(config, dtype=dtype, init=False)
+        model = model.to_empty(device=device or "cpu")
+        state = ckpt.load_state_dict(path, f"MultimodalModel.from_pretrained({path})")
+        optional = ("llm.lm_head.weight",) if config.llm.tie_embeddings else ()
+        ckpt.load_into(model, state, f"weights in {path}", optional=optional)
+        model.llm.tie_weights()
+        return model.eval()

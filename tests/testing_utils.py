@@ -1,0 +1,42 @@
+"""Shared test helpers: relative error and closeness checks, fixture paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str = "") -> None:
+    """Relative-error check that reports max and mean absolute differences when it fails."""
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+    assert torch.isfinite(a).all(), f"{what}: non-finite values"
+    err = rel_err(a, b)
+    diff = (a.double() - b.double()).abs()
+    assert err <= tol, f"{what}: rel err {err:.3g} > {tol:.1g} (max abs {diff.max():.3g}, mean abs {diff.mean():.3g})"
+
+
+WORDS = ("what is the colour shape of circle square red blue green a an image in there yes no left right "
+         "above below how many one two three describe this object").split()
+SPECIAL = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<unk>"]
+
+
+def tiny_tokenizer(extra_words: tuple[str, ...] = ()):
+    """A word-level transformers tokenizer over a few words (no network), with zephyr's markers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIAL + list(WORDS) + list(extra_words) + ["?", ".", ","])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    from tokenizers import decoders
+
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   unk_token="<unk>", additional_special_tokens=["<|user|>", "<|assistant|>"])
