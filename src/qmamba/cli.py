@@ -14,6 +14,9 @@ from qmamba import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("qmamba.commands.generate", "answer a prompt about an image, or continue text with an LM"),
     "info": ("qmamba.commands.info", "show a model's config, parameter counts and visual-token count"),
+    "eval": ("qmamba.commands.eval", "run, score and report the six benchmarks"),
+    "train": ("qmamba.commands.train", "train a multimodal model stage by stage from a YAML config"),
+    "data": ("qmamba.commands.data", "generate the synthetic micro-world (qmamba data synth)"),
 }
 
 

@@ -293,7 +293,8 @@ def test_rebuild_from_config_and_state_dict(towers, kind, build):
 
 # ----------------------------------------------------------------------------------------- presets
 FULL = {"siglip-so400m-patch14-384": (729, 1152, 26), "dinov2-vitl14-reg4": (729, 1024, 23),
-        "dinosiglip-384": (729, 2176, 23), "clip-vit-l-336": (576, 1024, 23)}
+        "dinosiglip-384": (729, 2176, 23), "clip-vit-l-336": (576, 1024, 23),
+        "siglip-micro": (64, 128, 3)}  # the micro-world's encoder: 64 px / patch 8, 4 layers cut at -2
 
 
 @pytest.mark.parametrize("name", list(VISION_PRESETS))

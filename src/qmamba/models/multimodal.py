@@ -149,13 +149,16 @@ class MultimodalModel(nn.Module, GenerationMixin):
         counts["total"] = sum(counts.values())
         return counts
 
-    def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
-        """Write config.json, model.safetensors, preprocessor_config.json and (if given) the tokenizer."""
+    def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict | None = None) -> None:
+        """Write config.json, model.safetensors, preprocessor_config.json and (if given) the tokenizer.
+
+        ``state_dict``: the full weights when this module's own are sharded (training with FSDP).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
+        state = dict(state_dict if state_dict is not None else self.state_dict())
         if self.config.llm.tie_embeddings:
-            state.pop("llm.lm_head.weight")
+            state.pop("llm.lm_head.weight", None)
         write_json(path / "config.json", self.config.to_dict())
         write_json(path / "preprocessor_config.json", {"transforms": config_to_dict(self.vision.config)["transforms"],
                                                        "chat_template": self.config.chat_template})

@@ -7,6 +7,9 @@
     vlmamba-bsm, vlmamba-csm  SigLIP so400m/384 + VL-Mamba's MMC (VSS-L2, BSM or CSM) + Mamba-2.8B
     mlmamba                   DINOv2 + SigLIP (384) + Mamba-2 scan connector + Mamba-2 2.7B, image first
     tiny-<name>               the same layout at toy sizes (random weights, for tests)
+    micro-<name>              the micro-world's models: every connector on qmamba's shipped micro SigLIP and
+                              micro Mamba LM (qmamba-16/32/64 local, qmamba-32-global, qformer-32, cobra (MLP on
+                              the one micro encoder), vlmamba-bsm/csm, mlmamba (its connector, Mamba-1 LM))
 
 Building a preset gives random weights; load pretrained parts with ``MultimodalModel.from_components``.
 """
@@ -30,6 +33,8 @@ LLM_PRESETS: dict[str, Callable[[], MambaLMConfig]] = {
     "mamba2-2.7b": lambda: MambaLMConfig(d_model=2560, n_layer=64, vocab_size=50277, ssm_cfg={"layer": "Mamba2"},
                                          pad_vocab_size_multiple=16),
     "tiny-mamba": lambda: MambaLMConfig(d_model=64, n_layer=2, vocab_size=300, ssm_cfg={"d_state": 8}),
+    # qmamba's micro LM (BPE vocabulary of 1024, pretrained on the micro-world's text)
+    "micro-mamba": lambda: MambaLMConfig(d_model=192, n_layer=4, vocab_size=1024, ssm_cfg={"d_state": 16}),
     "tiny-mamba2": lambda: MambaLMConfig(d_model=64, n_layer=2, vocab_size=300, pad_vocab_size_multiple=16,
                                          ssm_cfg={"layer": "Mamba2", "d_state": 16, "headdim": 16, "chunk_size": 16}),
 }
@@ -67,8 +72,28 @@ def _systems(tiny: bool) -> dict[str, Callable[[], MultimodalConfig]]:
     return out
 
 
+def _micro(connector, position: str = "placeholder") -> Callable[[], MultimodalConfig]:
+    return lambda: MultimodalConfig(vision=vision_preset("siglip-micro"), connector=connector(),
+                                    llm=LLM_PRESETS["micro-mamba"](), image_position=position, chat_template="zephyr")
+
+
+def _micro_query(n: int, cls=QMambaConfig, **kw):
+    return lambda: cls(n_queries=n, width=96, n_layer=2, n_heads=4, preprocess=VLMambaConfig(d_state=8), **kw)
+
+
+MICRO: dict[str, Callable[[], MultimodalConfig]] = {
+    **{f"qmamba-{n}": _micro(_micro_query(n)) for n in (16, 32, 64)},
+    "qmamba-32-global": _micro(_micro_query(32, attention="global")),
+    "qformer-32": _micro(_micro_query(32, QFormerConfig)),
+    "cobra": _micro(lambda: MLPConfig(arch="fused-gelu-mlp"), "prefix"),
+    "vlmamba-bsm": _micro(lambda: VLMambaConfig(variant="vss-l2", scan="bsm", d_state=8)),
+    "vlmamba-csm": _micro(lambda: VLMambaConfig(variant="vss-l2", scan="csm", d_state=8)),
+    "mlmamba": _micro(lambda: MLMambaConfig(n_layer=1, d_state=16, headdim=32, chunk_size=32), "prefix"),
+}
+
 PRESETS: dict[str, Callable[[], MultimodalConfig]] = {
-    **_systems(tiny=False), **{f"tiny-{k}": v for k, v in _systems(tiny=True).items()}}
+    **_systems(tiny=False), **{f"tiny-{k}": v for k, v in _systems(tiny=True).items()},
+    **{f"micro-{k}": v for k, v in MICRO.items()}}
 
 
 def get_preset(name: str) -> MultimodalConfig:

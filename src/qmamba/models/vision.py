@@ -417,6 +417,10 @@ CLIP_VITL14_336 = _tower("clip_vision_model", hidden_size=1024, intermediate_siz
                          layer_norm_eps=1e-5, projection_dim=768)
 _TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, patch_size=8)
 SIGLIP_TINY = _tower("siglip_vision_model", intermediate_size=64, image_size=32, **_TINY)
+# the micro-world's encoder (qmamba's shipped micro SigLIP): 64 px, patch 8 -> 8 x 8 = 64 patches of width 128
+SIGLIP_MICRO = _tower("siglip_vision_model", hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                      num_attention_heads=4, patch_size=8, image_size=64, layer_norm_eps=1e-6,
+                      hidden_act="gelu_pytorch_tanh")
 DINOV2_TINY = _tower("dinov2_with_registers", mlp_ratio=2, image_size=24, num_register_tokens=2, **_TINY)
 CLIP_TINY = _tower("clip_vision_model", intermediate_size=64, image_size=32, **_TINY)
 
@@ -437,6 +441,7 @@ VISION_PRESETS = {
     "clip-vit-l-336": lambda: _preset("clip", 336, [CLIP_VITL14_336], [_clip_t(336)]),
     # tiny towers for tests: width 32, 2 layers, patch 8, image 32 -> 16 patches (DINOv2 interpolates from 24)
     "siglip-tiny": lambda: _preset("siglip", 32, [SIGLIP_TINY], [_siglip_t(32)]),
+    "siglip-micro": lambda: _preset("siglip", 64, [SIGLIP_MICRO], [_siglip_t(64)]),
     "dinov2-tiny": lambda: _preset("dinov2", 32, [DINOV2_TINY], [_dino_t(32, "resize-crop", 36)]),
     "dinosiglip-tiny": lambda: _preset("dinosiglip", 32, [DINOV2_TINY, SIGLIP_TINY], [_dino_t(32), _siglip_t(32)]),
     "clip-tiny": lambda: _preset("clip", 32, [CLIP_TINY], [_clip_t(32)]),

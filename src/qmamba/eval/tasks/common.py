@@ -54,12 +54,14 @@ def llava_items(path: str | Path, records: list[Any]) -> list[EvalItem]:
     return items
 
 
-def check_unique_ids(path: str | Path, items: list[EvalItem]) -> list[EvalItem]:
-    """Answers are keyed by question_id, so two items with one id would overwrite each other."""
+def check_unique_ids(path: str | Path, items: list[EvalItem], with_prompt: bool = False) -> list[EvalItem]:
+    """Answers are keyed by question_id (and, ``with_prompt``, by prompt too: LLaVA's TextVQA file uses the
+    image id as question_id), so two items with one key would overwrite each other."""
     seen: set[str] = set()
     for item in items:
-        key = json.dumps(item.question_id)
+        key = json.dumps([item.question_id, item.prompt if with_prompt else None])
         if key in seen:
-            raise EvalFileError(f"{path}: question_id {item.question_id!r} occurs twice; ids must be unique")
+            what = "question_id and prompt" if with_prompt else "question_id"
+            raise EvalFileError(f"{path}: {what} {item.question_id!r} occurs twice; they must be unique")
         seen.add(key)
     return items

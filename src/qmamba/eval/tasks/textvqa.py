@@ -42,8 +42,8 @@ def _ocr_map(ocr_file: str | Path | None) -> dict[str, list[str]]:
 def load_items(path: str | Path, ocr_file: str | Path | None = None, use_ocr: bool = True) -> list[EvalItem]:
     """Questions -> items (ids: official question ids; LLaVA files keep their ids, which are image ids)."""
     data = read_json_any(path)
-    if isinstance(data, list):
-        return check_unique_ids(path, llava_items(path, data))
+    if isinstance(data, list):  # LLaVA's file: question_id holds the image id, shared by its questions
+        return check_unique_ids(path, llava_items(path, data), with_prompt=True)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise EvalFileError(f"{path}: no 'data' list; expected the {OFFICIAL_FORMAT} or LLaVA JSONL")
     records = data["data"]
