@@ -19,7 +19,7 @@ _EXPORTS = {
     "QMambaError": "qmamba.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["MambaLM", "MambaLMConfig", "MultimodalConfig", "MultimodalModel", "QMambaError", "presets"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from qmamba.errors import QMambaError

@@ -12,6 +12,7 @@ from qmamba import __version__
 
 # name -> (module, one-line help); the help is repeated here so the top-level --help imports nothing
 COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("qmamba.commands.quickstart", "the whole pipeline at micro scale: data, training, six benchmarks"),
     "generate": ("qmamba.commands.generate", "answer a prompt about an image, or continue text with an LM"),
     "info": ("qmamba.commands.info", "show a model's config, parameter counts and visual-token count"),
     "eval": ("qmamba.commands.eval", "run, score and report the six benchmarks"),

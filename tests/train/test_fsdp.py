@@ -3,7 +3,6 @@ process does (the world-size factor, token normalisation and per-rank data slice
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

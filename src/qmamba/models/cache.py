@@ -21,6 +21,12 @@ class LayerState:
     conv_state: Tensor  # (b, conv_dim, d_conv)
     ssm_state: Tensor  # (b, d_inner, n) or (b, h, p, n)
 
+    def advance(self, conv_inputs: Tensor, final_ssm_state: Tensor) -> None:
+        """After a sequence: keep the last d_conv conv inputs (b, conv_dim, l) and the final SSM state."""
+        self.ssm_state.copy_(final_ssm_state)
+        joined = torch.cat([self.conv_state, conv_inputs.to(self.conv_state.dtype)], dim=-1)
+        self.conv_state.copy_(joined[:, :, -self.conv_state.shape[-1]:])
+
 
 @dataclass
 class MambaCache:

@@ -102,9 +102,7 @@ def ssm_scan(p: SSMParams, x: Tensor, z: Tensor, state: LayerState | None, mask:
     )
     if state is not None:
         y, last = y
-        state.ssm_state.copy_(last)
-        conv_in = torch.cat([state.conv_state, x_in.to(state.conv_state.dtype)], dim=-1)
-        state.conv_state.copy_(conv_in[:, :, -state.conv_state.shape[-1]:])
+        state.advance(x_in, last)
     return y
 
 

@@ -164,9 +164,7 @@ def ssd_scan(m: Mamba2, p: SSDParams, xBC: Tensor, dt: Tensor, z: Tensor | None,
     )
     if state is not None:
         y, final = y
-        state.ssm_state.copy_(final)
-        conv_in = torch.cat([state.conv_state, xBC.to(state.conv_state.dtype)], dim=-1)
-        state.conv_state.copy_(conv_in[:, :, -state.conv_state.shape[-1]:])
+        state.advance(xBC, final)
     return y.flatten(-2)
 
 
