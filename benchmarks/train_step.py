@@ -20,6 +20,12 @@ from qmamba.train.optim import build_optimizer
 from qmamba.train.parallelize import apply_activation_checkpointing
 
 
+def _median_after_first(times: list[float]) -> float:
+    """Median step time, the first (warm-up) step left out when there are others."""
+    rest = sorted(times[1:]) or times
+    return rest[len(rest) // 2]
+
+
 def random_batch(model: MultimodalModel, b: int, text_len: int, device) -> dict:
     vocab = model.config.llm.vocab_size
     ids = torch.randint(0, vocab, (b, text_len), device=device)
@@ -59,7 +65,7 @@ def run(preset: str, stage: str, micro_batch: int, text_len: int, steps: int, ch
     return {"preset": preset, "stage": stage, "micro_batch": micro_batch, "sequence": seq,
             "trainable_M": sum(t for t, _ in report.values()) / 1e6, "build_s": build_s,
             "first_step_s": times[0], "step_s": sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0],
-            "tokens_per_s": micro_batch * seq / (sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]),
+            "tokens_per_s": micro_batch * seq / _median_after_first(times),
             "peak_gb": torch.cuda.max_memory_allocated() / 2**30, "loss": float(out.loss)}
 
 

@@ -22,8 +22,7 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str = "") -
     assert err <= tol, f"{what}: rel err {err:.3g} > {tol:.1g} (max abs {diff.max():.3g}, mean abs {diff.mean():.3g})"
 
 
-WORDS = ("what is the colour shape of circle square red blue green a an image in there yes no left right "
-         "above below how many one two three describe this object").split()
+WORDS = ["what", "is", "the", "colour", "shape", "of", "circle", "square", "red", "blue", "green", "a", "an", "image", "in", "there", "yes", "no", "left", "right", "above", "below", "how", "many", "one", "two", "three", "describe", "this", "object"]
 SPECIAL = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<unk>"]
 
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("qmamba.commands.eval", "run, score and report the six benchmarks"),
     "train": ("qmamba.commands.train", "train a multimodal model stage by stage from a YAML config"),
     "data": ("qmamba.commands.data", "generate the synthetic micro-world (qmamba data synth)"),
+    "micro": ("qmamba.commands.micro", "build the micro-world's pretrained backbones (tokenizer, SigLIP, Mamba LM)"),
 }
 
 

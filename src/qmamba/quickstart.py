@@ -31,6 +31,7 @@ class QuickstartConfig:
     finetune_epochs: float = 2.0
     align_lr: float = 1e-3
     finetune_lr: float = 5e-4
+    optimizer: str = "adamw"
     batch_size: int = 32
     device: str | None = None
     eval_batch_size: int = 64
@@ -46,7 +47,7 @@ def eval_job(m, task: str) -> dict:
     if task == "mmbench":
         return {"questions": e("tsv"), "images": None, "annotations": [e("tsv")]}
     questions = {"vqav2": "questions", "gqa": "questions", "vizwiz": "annotations",
-                 "textvqa": "llava_questions_no_ocr"}[task]  # TextVQA without OCR tokens: the model must read
+                 "textvqa": "llava_questions"}[task]  # TextVQA as LLaVA-1.5 asks it: with the OCR-token line
     annotations = {"vqav2": "annotations", "gqa": "questions", "vizwiz": "annotations",
                    "textvqa": "annotations"}[task]
     return {"questions": e(questions), "images": e("image_folder"), "annotations": [e(annotations)]}
@@ -55,7 +56,7 @@ def eval_job(m, task: str) -> dict:
 def train_config(q: QuickstartConfig, world: Path) -> dict:
     stage = lambda name, data, epochs, lr, max_len: {  # noqa: E731
         "name": name, "sources": [{"path": str(world / data), "image_root": str(world / "images")}],
-        "epochs": epochs, "lr": lr, "optimizer": "adamw", "global_batch_size": q.batch_size,
+        "epochs": epochs, "lr": lr, "optimizer": q.optimizer, "global_batch_size": q.batch_size,
         "micro_batch_size": q.batch_size, "max_length": max_len, "num_workers": 1}
     return {"model": {"preset": q.preset, "llm": "assets:micro/mamba", "vision": "assets:micro/siglip"},
             "stages": [stage("align", "align.json", q.align_epochs, q.align_lr, 96),
@@ -71,7 +72,9 @@ def run_quickstart(q: QuickstartConfig) -> dict:
     from qmamba.eval.runner import run_eval
     from qmamba.train.config import parse_config
     from qmamba.train.runner import train
+    from qmamba.utils.cpu import keep_freed_memory
 
+    keep_freed_memory()
     out = Path(q.out)
     t0 = time.perf_counter()
     manifest = synthesize(out / "world", seed=q.seed, n_align=q.n_align, n_finetune=q.n_finetune,
@@ -95,8 +98,10 @@ def score_table(result: dict) -> str:
     rows = ["| task | metric | score | chance |", "| --- | --- | ---: | ---: |"]
     for task in TASKS:
         s = result["scores"][task]
-        main = s.get("main")
-        rows.append(f"| {task} | {s.get('main_metric')} | {'n/a' if main is None else f'{main:.1f}'} | "
+        metric, main = s.get("main_metric"), s.get("main")
+        if task == "pope":  # chance is stated for accuracy; F1 is undefined when no answer is "yes"
+            metric, main = "accuracy_mean_of_splits", s["metrics"].get("accuracy_mean_of_splits")
+        rows.append(f"| {task} | {metric} | {'n/a' if main is None else f'{main:.1f}'} | "
                     f"{100 * result['chance'][task]:.1f} |")
     return "\n".join(rows)
 

@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from testing_utils import tiny_tokenizer
 
 from qmamba.cli import COMMANDS, main
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
-from testing_utils import tiny_tokenizer
 
 
 def test_top_level_help_imports_no_torch():

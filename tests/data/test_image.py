@@ -9,8 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from qmamba.data.image import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ImageTransformConfig,
-                               MultiImageTransform, letterbox_pad, load_image, preprocess, shortest_edge_size)
+from qmamba.data.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ImageTransformConfig,
+    MultiImageTransform,
+    letterbox_pad,
+    load_image,
+    preprocess,
+    shortest_edge_size,
+)
 from qmamba.errors import CheckpointError, ConfigError, InputError
 
 

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from testing_utils import tiny_tokenizer
 
 from qmamba.errors import ConfigError
 from qmamba.infer.generate import GenerationConfig, stream_text
 from qmamba.infer.sampling import SamplingConfig, apply_repetition_penalty, filter_top_k, filter_top_p, next_tokens
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
-from testing_utils import tiny_tokenizer
 
 NEG = float("-inf")
 

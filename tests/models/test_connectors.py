@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from testing_utils import assert_close
+
 from qmamba.models.connectors import build_connector, connector_config
 from qmamba.models.connectors.attention import attention_reference, local_attention_mask
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
@@ -55,7 +55,7 @@ def test_local_mask_matches_paper_figure_3():  # 4 queries, 9 keys: 3, 2, 2, 2 c
 @pytest.mark.parametrize("q,k", [(128, 729), (256, 729), (512, 729), (729, 729), (4, 8), (3, 10)])
 def test_local_mask_partitions_keys_in_order(q, k):
     s = _slices(q, k)
-    assert sum(s, []) == list(range(k))  # contiguous, in raster order, every key exactly once
+    assert [i for part in s for i in part] == list(range(k))  # contiguous, in raster order, every key exactly once
     base, extra = divmod(k, q)
     assert [len(x) for x in s] == [base + 1] * extra + [base] * (q - extra)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from testing_utils import assert_close
+
 from qmamba import MambaLM
 from qmamba.models.mamba_lm import MambaLMConfig
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from testing_utils import FIXTURES, assert_close
+
 from qmamba import MambaLM
 from qmamba.models.mamba_lm import MambaLMConfig
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from testing_utils import assert_close, tiny_tokenizer
 
 from qmamba.data.processor import Processor
 from qmamba.errors import CheckpointError, InputError
@@ -15,7 +16,6 @@ from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import PRESETS, get_preset
 from qmamba.models.splice import IMAGE_TOKEN_ID, splice_visual_tokens
 from qmamba.pipeline import Pipeline
-from testing_utils import assert_close, tiny_tokenizer
 
 TINY = [name for name in PRESETS if name.startswith("tiny-")]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from testing_utils import assert_close
+
 from qmamba.ops import backend
 from qmamba.ops.causal_conv1d import causal_conv1d_ref, causal_conv1d_update_ref
 from qmamba.ops.rms_norm import add_norm_ref, rms_norm_gated_ref

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from testing_utils import assert_close
+from train_utils import run_config, write_world
 
 from qmamba.train.config import parse_config
 from qmamba.train.distributed import DistEnv
 from qmamba.train.loop import StageTrainer
-from testing_utils import assert_close
-from train_utils import run_config, write_world
 
 
 def _grads_of_one_step(cfg, env: DistEnv) -> dict[str, torch.Tensor]:

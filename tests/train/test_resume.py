@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 import yaml
+from train_utils import run_config, write_world
 
 from qmamba.errors import CheckpointError
 from qmamba.train import checkpoint as ckpt
 from qmamba.train.config import parse_config
 from qmamba.train.distributed import DistEnv
 from qmamba.train.loop import StageTrainer
-from train_utils import run_config, write_world
 
 
 def _rows(path):

@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from testing_utils import assert_close
+from train_utils import run_config, write_world
 
 from qmamba.errors import InputError
 from qmamba.models.multimodal import MultimodalModel
@@ -14,8 +16,6 @@ from qmamba.train.config import parse_config
 from qmamba.train.distributed import DistEnv
 from qmamba.train.loop import StageTrainer
 from qmamba.train.runner import train
-from testing_utils import assert_close
-from train_utils import run_config, write_world
 
 
 def _losses(stage_dir):

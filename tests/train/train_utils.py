@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 from PIL import Image
-
 from testing_utils import tiny_tokenizer
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}

@@ -20,7 +20,8 @@ every micro-batch, or the ranks' collectives fall out of step; the row changes n
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,8 +67,8 @@ class DataSource:
 
 def draw_records(n: int, weight: float, seed: int, name: str) -> np.ndarray:
     """Record indices (into a source of ``n`` records) drawn for one epoch at ``weight``, sorted."""
-    whole = int(math.floor(weight))
-    extra = int(round((weight - whole) * n))
+    whole = math.floor(weight)
+    extra = round((weight - whole) * n)
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     subset = np.sort(rng.choice(n, size=extra, replace=False)) if extra else np.zeros(0, dtype=np.int64)
     return np.concatenate([np.tile(np.arange(n), whole), subset]).astype(np.int64)

@@ -17,9 +17,10 @@ offsets ``(h - S) // 2``, rescale in float64 then cast to float32, normalise in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -25,7 +25,7 @@ batches ahead of the training loop, so the trainer passes the number of batches 
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler

@@ -29,8 +29,17 @@ from qmamba.errors import InputError
 from qmamba.eval.answer_file import AnswerFile, atomic_write_text
 from qmamba.eval.errors import EvalFileError, EvalOptionError
 from qmamba.eval.score import resolve_options
-from qmamba.eval.shards import (PREDICTIONS, RUN_CONFIG, check_shard, merge_shards, rank_device, shard_config,
-                                shard_from_env, shard_predictions, shards_complete)
+from qmamba.eval.shards import (
+    PREDICTIONS,
+    RUN_CONFIG,
+    check_shard,
+    merge_shards,
+    rank_device,
+    shard_config,
+    shard_from_env,
+    shard_predictions,
+    shards_complete,
+)
 from qmamba.eval.tasks import TASKS, TaskSpec
 from qmamba.eval.tasks.common import EvalItem, answer_record
 

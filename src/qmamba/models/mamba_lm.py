@@ -209,8 +209,8 @@ class MambaLM(nn.Module, GenerationMixin):
         cfg = self.config.to_dict()
         if format == "transformers":
             hf_convert.check_hf_exportable(cfg, self.config.layer, "save_pretrained")
-            cfg = hf_convert.mamba_ssm_to_hf_config(config_to_dict(self.config) | {"ssm_cfg": _full_ssm_cfg(self.config)},
-                                                    self.config.layer, self.config.padded_vocab_size,
+            full = config_to_dict(self.config) | {"ssm_cfg": _full_ssm_cfg(self.config)}
+            cfg = hf_convert.mamba_ssm_to_hf_config(full, self.config.layer, self.config.padded_vocab_size,
                                                     _dims(self))
             state = hf_convert.mamba_ssm_to_hf_keys(state)
         elif format != "mamba_ssm":

@@ -16,16 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from qmamba.data.image import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, SIGLIP_MEAN, SIGLIP_STD,
-                               ImageTransformConfig, MultiImageTransform)
+from qmamba.data.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    ImageTransformConfig,
+    MultiImageTransform,
+)
 from qmamba.errors import CheckpointError, ConfigError, InputError
 from qmamba.models import checkpoints as ckpt
 from qmamba.utils.config import config_to_dict, read_json

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import re
 
 import yaml
 
 from qmamba.errors import ConfigError
 from qmamba.models.freezing import STAGES
 from qmamba.utils.config import config_from_dict, config_to_dict
+
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 floats: PyYAML alone reads ``1e-4`` (no dot) as a string."""

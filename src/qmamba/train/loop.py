@@ -178,7 +178,8 @@ class StageTrainer:
     def _due(self) -> bool:
         r = self.cfg.run
         by_steps = r.checkpoint_every_steps > 0 and self.state["step"] % r.checkpoint_every_steps == 0
-        by_time = r.checkpoint_every_minutes > 0 and time.monotonic() - self._last_save > 60 * r.checkpoint_every_minutes
+        elapsed = time.monotonic() - self._last_save
+        by_time = r.checkpoint_every_minutes > 0 and elapsed > 60 * r.checkpoint_every_minutes
         return all_reduce_sum(float(by_steps or by_time), self.env) > 0  # every rank decides the same
 
     def export(self) -> Path:

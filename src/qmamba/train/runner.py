@@ -11,6 +11,7 @@ import torch
 from qmamba.train.config import TrainConfig, to_yaml
 from qmamba.train.distributed import DistEnv, init_distributed, shutdown
 from qmamba.train.loop import run_stage, stage_summary
+from qmamba.utils.cpu import keep_freed_memory
 
 log = logging.getLogger("qmamba")
 
@@ -20,6 +21,8 @@ def train(cfg: TrainConfig, env: DistEnv | None = None) -> Path:
     env = env or init_distributed(cfg.run.device)
     if env.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        keep_freed_memory()
     out = cfg.output_dir
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,9 @@ def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequenc
         y1 = y0 + 1
 
     def to_px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x0) / (x1 - x0) * (W - left - right), H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom))
+        px = left + (x - x0) / (x1 - x0) * (W - left - right)
+        py = H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom)
+        return px, py
 
     d.rectangle([left, top, W - right, H - bottom], outline="black")
     for t in _ticks(y0, y1):

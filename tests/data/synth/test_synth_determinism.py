@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from synth_oracle import read_json
 
+from synth_oracle import read_json
 
 from qmamba.data.synth import synthesize
 from qmamba.data.synth.pipeline import TASKS

@@ -14,7 +14,7 @@ from synth_oracle import read_json, read_jsonl
 
 SHORT = "\nAnswer the question using a single word or phrase."
 VIZWIZ = "\nWhen the provided information is insufficient, respond with 'Unanswerable'." + SHORT
-NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+NUMBERS = {w: str(i) for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
 
 
 def _norm(a: str) -> str:

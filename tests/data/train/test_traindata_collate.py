@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from testing_utils import assert_close, tiny_tokenizer
 from traindata_utils import IGN, IMG, convo, write_image, write_json
 
 from qmamba.data.collate import collate, with_image_row
@@ -12,7 +13,6 @@ from qmamba.data.dataset import ConversationDataset
 from qmamba.errors import InputError
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
-from testing_utils import assert_close, tiny_tokenizer
 
 PAD = 9
 

@@ -7,13 +7,13 @@ import functools
 from collections import Counter
 
 import pytest
+from testing_utils import tiny_tokenizer
 from torch.utils.data import DataLoader
 from traindata_utils import convo, transform, write_image, write_json, write_jsonl
 
 from qmamba.data.collate import collate
 from qmamba.data.dataset import ConversationDataset, DataSource, draw_records
 from qmamba.errors import ConfigError, InputError
-from testing_utils import tiny_tokenizer
 
 
 def _world(tmp_path):

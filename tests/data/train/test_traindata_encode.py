@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from testing_utils import tiny_tokenizer
 from traindata_utils import IGN, IMG, convo, ids_of, transform, write_image, write_json
 
 from qmamba.data.dataset import ConversationDataset
-from testing_utils import tiny_tokenizer
 
 U, A, E = "<|user|>", "<|assistant|>", "<|endoftext|>"
 TWO_ROUNDS = convo("<image>\nwhat is this?", "a red circle.", "how many?", "one.", image="a.png", rid="c0")

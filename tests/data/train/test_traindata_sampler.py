@@ -81,7 +81,7 @@ def test_length_grouping_cuts_padding(group_by):
 def test_the_longest_item_comes_first():
     lengths, _ = _data(103)
     s = _sampler(group_by="length")
-    first = list(s)[0]
+    first = next(iter(s))
     assert max(lengths) in [lengths[i] for i in first]
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from testing_utils import tiny_tokenizer
 
 from qmamba.eval import TASKS
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
-from testing_utils import tiny_tokenizer
 
 MAX_NEW_TOKENS = 3
 QUESTIONS = ("what is the colour of the circle ?", "how many square are there ?",

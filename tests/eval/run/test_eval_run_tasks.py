@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from eval_run_utils import (MAX_NEW_TOKENS, make_model_dir, pipeline_answers, read_jsonl, write_jsonl, write_task)
+from eval_run_utils import MAX_NEW_TOKENS, make_model_dir, pipeline_answers, read_jsonl, write_jsonl, write_task
 
 from qmamba.cli import main
 from qmamba.eval import TASKS, score_task

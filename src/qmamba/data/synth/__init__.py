@@ -19,4 +19,4 @@ from qmamba.data.synth.cli import main
 from qmamba.data.synth.manifest import SynthManifest
 from qmamba.data.synth.pipeline import TASK_NAMES, synthesize
 
-__all__ = ["SynthManifest", "TASK_NAMES", "chance_levels", "main", "synthesize"]
+__all__ = ["TASK_NAMES", "SynthManifest", "chance_levels", "main", "synthesize"]

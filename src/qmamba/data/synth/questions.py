@@ -31,7 +31,14 @@ import numpy as np
 
 from qmamba.data.synth import vocab
 from qmamba.data.synth.language import (
-    Filter, absent_filter, desc_phrase, matching, near_miss, plural_phrase, ref_phrase, refer,
+    Filter,
+    absent_filter,
+    desc_phrase,
+    matching,
+    near_miss,
+    plural_phrase,
+    ref_phrase,
+    refer,
 )
 from qmamba.data.synth.scene import Scene, SceneObject
 

@@ -17,7 +17,13 @@ import numpy as np
 from qmamba.data.synth import vocab
 from qmamba.data.synth.language import desc_phrase, matching, refer
 from qmamba.data.synth.questions import (
-    Question, absent_desc_filter, pick, present_filter, shapes_of, want_of, yes_no,
+    Question,
+    absent_desc_filter,
+    pick,
+    present_filter,
+    shapes_of,
+    want_of,
+    yes_no,
 )
 from qmamba.data.synth.scene import Scene, SceneObject
 

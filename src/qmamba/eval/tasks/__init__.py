@@ -14,7 +14,7 @@ from typing import Any
 from qmamba.eval.tasks import gqa, mmbench, pope, textvqa, vizwiz, vqav2
 from qmamba.eval.tasks.common import EvalItem, answer_record
 
-__all__ = ["TASKS", "TaskSpec", "EvalItem", "answer_record"]
+__all__ = ["TASKS", "EvalItem", "TaskSpec", "answer_record"]
 
 
 @dataclass(frozen=True)

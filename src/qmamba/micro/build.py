@@ -1,0 +1,133 @@
+"""``build_micro_assets``: the micro-world's pretrained backbones, reproducibly, in one call.
+
+    record = build_micro_assets("src/qmamba/assets/micro", seed=0)     # qmamba micro build --out ...
+
+Steps: generate a synth world for pretraining (its own seed, ``seed + WORLD_SEED_OFFSET``, so the backbones
+never see the training images of a default world of seed ``seed``; evaluation scenes are held out of every
+world by construction) -> its text corpus -> the BPE tokenizer -> the SigLIP encoder -> the Mamba LM.
+
+Writes ``out_dir/siglip/``, ``out_dir/mamba/`` (weights in fp32 safetensors, tokenizer in both),
+``out_dir/build.json`` (every setting and measurement, library versions) and ``out_dir/README.md``,
+and fails if they take more than ``report.SIZE_LIMIT`` bytes. Everything is built in a staging folder
+inside ``out_dir`` and moved into place at the end, so a failed build leaves an earlier one intact.
+Deterministic for a seed on one device (timings aside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from qmamba.data.synth.manifest import MANIFEST, SynthManifest
+from qmamba.errors import ConfigError
+from qmamba.micro.corpus import build_corpus, corpus_stats
+from qmamba.micro.loop import pick_device
+from qmamba.micro.pretrain_lm import LMTrainConfig, pretrain_lm
+from qmamba.micro.pretrain_vision import VisionTrainConfig, pretrain_vision
+from qmamba.micro.report import check_size, file_sizes, readme, versions
+from qmamba.micro.tokenizer import SPECIAL_TOKENS, check_tokenizer, train_tokenizer
+from qmamba.utils.config import write_json
+
+OUTPUTS = ("siglip", "mamba", "build.json", "README.md")
+WORLD_SEED_OFFSET = 1000
+EVAL_IMAGES = 4  # the generator always writes evaluation sets; the build never reads them
+
+
+def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.device | None = None,
+                       world_size: int = 4000, lm_steps: int = 900, vision_steps: int = 600,
+                       world_dir: str | Path | None = None, vocab_size: int = 1024, show_progress: bool = True,
+                       overwrite: bool = False, lm_config: LMTrainConfig | None = None,
+                       vision_config: VisionTrainConfig | None = None) -> dict:
+    """Build the micro backbones into ``out_dir``; returns the build record (also ``build.json``).
+
+    ``world_size``: align and finetune images of the generated world (ignored when ``world_dir`` holds a
+    world already, which is then used as it is; a ``world_dir`` without one receives the generated world,
+    else it lives in a temporary folder). ``lm_steps`` / ``vision_steps``: optimizer steps of each model;
+    ``lm_config`` / ``vision_config``, when given, set everything about that model's training instead.
+    """
+    start = time.perf_counter()
+    out = _check_out(Path(out_dir), overwrite)
+    device = pick_device(device)
+    seconds: dict[str, float] = {}
+    with _world(world_dir, seed + WORLD_SEED_OFFSET, world_size, show_progress) as manifest, \
+            tempfile.TemporaryDirectory(prefix=".micro-build-", dir=out) as staging:
+        stage = Path(staging)  # the outputs are moved into ``out`` only once all of them are good
+        seconds["world"] = time.perf_counter() - start
+        docs = build_corpus(manifest)
+        tokenizer = train_tokenizer([d.text for d in docs], vocab_size)
+        check_tokenizer(tokenizer)
+        seconds["tokenizer"] = time.perf_counter() - start - seconds["world"]
+        vision_config = vision_config or VisionTrainConfig(steps=vision_steps, seed=seed)
+        vision = pretrain_vision(manifest, tokenizer, stage / "siglip", vision_config, device, show_progress)
+        lm_config = lm_config or LMTrainConfig(steps=lm_steps, seed=seed)
+        lm = pretrain_lm(docs, tokenizer, stage / "mamba", lm_config, device, show_progress)
+        seconds.update(vision=vision["seconds"], lm=lm["seconds"], total=time.perf_counter() - start)
+        record = {"format": "qmamba-micro-assets-1", "seed": seed, "device": str(device),
+                  "threads": torch.get_num_threads(), "world": _world_record(manifest, world_dir),
+                  "corpus": {"documents": corpus_stats(docs), "characters": sum(len(d.text) for d in docs)},
+                  "tokenizer": {"vocab_size": len(tokenizer), "requested_vocab_size": vocab_size,
+                                "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}},
+                  "vision": vision, "lm": lm, "seconds": seconds, "versions": versions()}
+        _finish(stage, record)
+        _install(stage, out)
+    return record
+
+
+def _check_out(out: Path, overwrite: bool) -> Path:
+    """Refuse to replace an earlier build unless ``overwrite`` (checked before any work starts)."""
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{out} already holds {', '.join(existing)}: pass overwrite=True (--overwrite) "
+                          f"or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _install(stage: Path, out: Path) -> None:
+    """Replace ``out``'s outputs with the staged ones (an earlier build survives a failed one)."""
+    for name in OUTPUTS:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        (stage / name).rename(target)
+
+
+@contextlib.contextmanager
+def _world(world_dir, seed: int, size: int, show_progress: bool) -> Iterator[SynthManifest]:
+    """The world to pretrain on: an existing one in ``world_dir``, or a new one there or in a temp folder."""
+    from qmamba.data.synth import synthesize
+
+    if world_dir is not None and (Path(world_dir) / MANIFEST).is_file():
+        yield SynthManifest.load(world_dir)
+        return
+    if size < 1:
+        raise ConfigError(f"world_size={size}: the pretraining world needs at least one image per set")
+    with contextlib.ExitStack() as stack:
+        root = Path(world_dir) if world_dir is not None else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="qmamba-micro-world-")))
+        yield synthesize(root, seed=seed, n_align=size, n_finetune=size, n_eval=EVAL_IMAGES,
+                         progress=show_progress)
+
+
+def _world_record(manifest: SynthManifest, world_dir) -> dict:
+    return {"dir": str(manifest.root) if world_dir is not None else None, "seed": manifest.seed,
+            "n_align": manifest.counts.get("align"), "n_finetune": manifest.counts.get("finetune"),
+            "image_size": manifest.config.get("image_size"), "grid": manifest.config.get("grid")}
+
+
+def _finish(stage: Path, record: dict) -> None:
+    """Write build.json and README.md into ``stage``, then check the size budget of all the outputs."""
+    sizes = file_sizes(stage, ("siglip", "mamba"))
+    record["files"] = sizes
+    record["total_bytes"] = sum(sizes.values())  # weights + tokenizers; README and build.json add a few kB
+    (stage / "README.md").write_text(readme(record), encoding="utf-8")
+    write_json(stage / "build.json", record)
+    check_size(file_sizes(stage, OUTPUTS))

@@ -1,0 +1,127 @@
+"""The micro LM's pretraining text, made from a synth world's TRAINING files only.
+
+    docs = build_corpus("micro")                      # a synth world directory (or its SynthManifest)
+    ids = encode_document(tokenizer, docs[0])          # the token ids the LM trains on
+
+Read: align.json, finetune.json, scenes/align.json, scenes/finetune.json. Never read: eval/ (the six
+evaluation sets and their scenes), so no held-out scene reaches the LM. Document kinds, one list each,
+in file order (deterministic; the trainer shuffles):
+
+    caption       an align caption + <|endoftext|>: what the align stage trains on after the image
+    caption_chat  an align record in the zephyr template (caption request -> caption)
+    chat          a finetune conversation in the zephyr template, exactly as the finetune stage renders it
+    grounded      the same conversation with the image replaced by its detailed caption in words
+                  ("Image: There are 2 objects: ..."), so the LM learns to answer from its context
+    description   an align scene graph in prose: caption, every cell, every pairwise relation (``describe``)
+
+A document is a tuple of *pieces* tokenized one at a time (the chat template's turns), the way
+``qmamba.data.dataset.encode_finetune`` tokenizes them; the ``<image>`` placeholder becomes no token
+(a text-only LM has no image to put there).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from qmamba.data.chat import IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID, encode_with_image, get_template, render_turns
+from qmamba.data.llava import Record, load_records
+from qmamba.data.synth.language import caption
+from qmamba.data.synth.manifest import SynthManifest
+from qmamba.data.synth.scene import Scene
+from qmamba.errors import InputError
+from qmamba.micro.describe import describe_scene
+
+KINDS = ("caption", "caption_chat", "chat", "grounded", "description")
+TEMPLATE = "zephyr"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One pretraining document: its kind and the pieces its text is tokenized in."""
+
+    kind: str
+    pieces: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The document as one string, the image placeholder removed (what the tokenizer is trained on)."""
+        return "".join(self.pieces).replace(IMAGE_PLACEHOLDER, "")
+
+
+def encode_document(tokenizer, doc: Document) -> list[int]:
+    """Token ids of ``doc``: each piece as the training stages encode it, image placeholders dropped."""
+    ids: list[int] = []
+    for piece in doc.pieces:
+        ids += [t for t in encode_with_image(tokenizer, piece) if t != IMAGE_TOKEN_ID]
+    return ids
+
+
+def build_corpus(world: str | Path | SynthManifest) -> list[Document]:
+    """Every document of every kind (``KINDS``) from ``world``'s training files, in a fixed order."""
+    manifest = world if isinstance(world, SynthManifest) else SynthManifest.load(world)
+    align = _records(manifest.path("align"))
+    finetune = _records(manifest.path("finetune"))
+    align_scenes = _scenes(manifest.path("scenes", "align"))
+    finetune_scenes = _scenes(manifest.path("scenes", "finetune"))
+    eos = get_template(TEMPLATE).stop
+    docs = [Document("caption", (_first_reply(r).strip() + eos,)) for r in align]
+    docs += [Document("caption_chat", _chat(r.turns)) for r in align]
+    docs += [Document("chat", _chat(r.turns)) for r in finetune]
+    docs += [Document("grounded", _chat(_ground(r, _scene_of(finetune_scenes, r)))) for r in finetune]
+    docs += [Document("description", (describe_scene(s) + eos,)) for s in align_scenes.values()]
+    return docs
+
+
+def corpus_stats(docs: list[Document]) -> dict[str, int]:
+    """Documents per kind (every kind listed, zeros included)."""
+    counts = Counter(d.kind for d in docs)
+    return {k: counts.get(k, 0) for k in KINDS}
+
+
+def _records(path: Path) -> list[Record]:
+    good, bad = load_records(path)
+    if bad:
+        raise InputError(f"{path}: {len(bad)} malformed records, e.g. {bad[0]}; regenerate the world")
+    return good
+
+
+def _scenes(path: Path) -> dict[str, Scene]:
+    rows = read_json_list(path)
+    return {row["image"]: Scene.from_dict(row) for row in rows}
+
+
+def read_json_list(path: Path) -> list[dict]:
+    """A JSON list of objects (the scene files); anything else raises ``InputError`` naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read the scene graphs ({e}); regenerate the world") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of scene graphs, got {type(data).__name__}")
+    return data
+
+
+def _scene_of(scenes: dict[str, Scene], record: Record) -> Scene:
+    if record.image not in scenes:
+        raise InputError(f"finetune record {record.id}: no scene graph for image {record.image!r} in scenes/")
+    return scenes[record.image]
+
+
+def _first_reply(record: Record) -> str:
+    return next(text for role, text in record.turns if role == "assistant")
+
+
+def _chat(turns: list[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(text for _, text in render_turns(get_template(TEMPLATE), turns))
+
+
+def _ground(record: Record, scene: Scene) -> list[tuple[str, str]]:
+    """The record's turns with its ``<image>`` replaced by the scene's detailed caption."""
+    words = f"Image: {caption(scene, detailed=True)}"
+    return [(role, text.replace(IMAGE_PLACEHOLDER, words)) for role, text in record.turns]
+
+
+__all__ = ["KINDS", "Document", "build_corpus", "corpus_stats", "encode_document"]

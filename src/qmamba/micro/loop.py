@@ -1,0 +1,96 @@
+"""What the two pretraining loops share: seeding, device and autocast, the optimizer and its schedule,
+progress bars, and a loss log.
+
+The optimizer is AdamW with qmamba's parameter groups (no weight decay on norms, biases and the SSM's
+``A_log``/``D``) and qmamba's schedule: linear warmup, then cosine decay to zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from qmamba.train.optim import param_groups, warmup_cosine
+from qmamba.utils.device import resolve_device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch; returns a CPU generator for data order."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(name: str | torch.device | None) -> torch.device:
+    """cuda when present (or as asked), else cpu."""
+    return name if isinstance(name, torch.device) else resolve_device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing on CPU (fp32 there)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
+                   total_steps: int, warmup_ratio: float):
+    """AdamW over qmamba's decay / no-decay groups and its warmup-cosine schedule."""
+    fused = {"fused": True} if next(model.parameters()).device.type == "cuda" else {}
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, **fused)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps, warmup_ratio))
+    return opt, sched
+
+
+def optimizer_step(model: nn.Module, opt, sched, grad_clip: float) -> float:
+    """Clip, step, schedule, zero the grads; returns the gradient norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar (or a do-nothing stand-in when ``enabled`` is False)."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class LossLog:
+    """Per-step training losses, and a smoothed summary of the last ones."""
+
+    losses: list[float] = field(default_factory=list)
+
+    def add(self, loss: float) -> None:
+        if not np.isfinite(loss):
+            from qmamba.errors import QMambaError
+
+            raise QMambaError(f"the training loss became {loss} at step {len(self.losses)}; "
+                              f"lower the learning rate or check the data")
+        self.losses.append(loss)
+
+    def recent(self, n: int = 50) -> float:
+        """Mean of the last ``n`` losses (nan before the first)."""
+        return float(np.mean(self.losses[-n:])) if self.losses else float("nan")

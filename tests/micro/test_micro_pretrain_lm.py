@@ -1,0 +1,104 @@
+"""LM pretraining: packing and splitting, the loss goes down, runs repeat exactly for a seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import pytest
+import torch
+from micro_assets_testkit import tiny_corpus, tiny_tokenizer
+
+from qmamba.errors import ConfigError, InputError
+from qmamba.micro.corpus import Document, encode_document
+from qmamba.micro.pretrain_lm import LMTrainConfig, answer_accuracy, pack, split_documents, train_lm
+from qmamba.models.mamba_lm import MambaLM
+from qmamba.models.presets import LLM_PRESETS
+
+
+def _rows(tmp_path_factory, seq_len: int = 64) -> torch.Tensor:
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    docs = [d for d in tiny_corpus(tmp_path_factory) if d.kind == "chat"]
+    return pack([encode_document(tok, d) for d in docs], seq_len)
+
+
+def _model(tmp_path_factory, seed: int = 0) -> MambaLM:
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    torch.manual_seed(seed)
+    return MambaLM(dataclasses.replace(LLM_PRESETS["micro-mamba"](), vocab_size=len(tok)))
+
+
+def test_pack_keeps_the_token_order_and_drops_only_the_tail():
+    rows = pack([[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]], seq_len=4)
+    assert rows.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    with pytest.raises(InputError, match="fewer than one row"):
+        pack([[1, 2]], seq_len=4)
+
+
+def test_split_documents_is_a_seeded_partition():
+    docs = [Document("caption", (f"doc {i}",)) for i in range(100)]
+    train, held = split_documents(docs, 0.1, seed=0)
+    assert len(held) == 10 and len(train) == 90
+    assert sorted(d.pieces for d in train + held) == sorted(d.pieces for d in docs)
+    assert split_documents(docs, 0.1, seed=0) == (train, held)
+    assert split_documents(docs, 0.1, seed=1)[1] != held
+
+
+def test_the_loss_goes_down_on_a_tiny_corpus(tmp_path_factory):
+    rows = _rows(tmp_path_factory)
+    cfg = LMTrainConfig(steps=30, batch_size=4, micro_batch_size=0, seq_len=64, lr=3e-3)
+    log = train_lm(_model(tmp_path_factory), rows, cfg, torch.device("cpu"), show_progress=False)
+    first, last = log.losses[0], sum(log.losses[-5:]) / 5
+    assert first > 5.0, f"a fresh model should be near ln(vocab), got {first:.3f}"
+    assert last < 0.6 * first, f"loss {first:.3f} -> {last:.3f} over 30 steps"
+
+
+def test_accumulation_matches_one_big_batch(tmp_path_factory):
+    rows = _rows(tmp_path_factory)[:8]
+    logs = []
+    for micro in (0, 2):
+        cfg = LMTrainConfig(steps=2, batch_size=4, micro_batch_size=micro, seq_len=64)
+        logs.append(train_lm(_model(tmp_path_factory), rows, cfg, torch.device("cpu"), show_progress=False).losses)
+    assert logs[0] == pytest.approx(logs[1], rel=1e-4)
+
+
+def test_same_seed_same_losses_other_seed_other_losses(tmp_path_factory):
+    rows = _rows(tmp_path_factory)
+    def run(seed: int) -> list[float]:
+        cfg = LMTrainConfig(steps=3, batch_size=2, seq_len=64, seed=seed, micro_batch_size=0)
+        return train_lm(_model(tmp_path_factory, seed), rows, cfg, torch.device("cpu"), show_progress=False).losses
+
+    assert run(0) == run(0)
+    assert run(1) != run(0)
+
+
+class _Oracle(torch.nn.Module):
+    """A fake LM whose logits at t point at token t+1 of its input (what a perfect model predicts);
+    ``miss_last`` makes the prediction of the last token wrong."""
+
+    def __init__(self, vocab: int, miss_last: bool = False):
+        super().__init__()
+        self.vocab, self.miss_last = vocab, miss_last
+
+    def forward(self, ids):
+        nxt = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (1, l)
+        if self.miss_last:
+            nxt[:, -2] = (nxt[:, -2] + 1) % self.vocab
+        return types.SimpleNamespace(logits=torch.nn.functional.one_hot(nxt, self.vocab).float())
+
+
+def test_answer_accuracy_scores_exactly_the_reply_tokens(tmp_path_factory):
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    docs = [d for d in tiny_corpus(tmp_path_factory) if d.kind == "grounded"][:3]
+    cpu = torch.device("cpu")
+    assert answer_accuracy(_Oracle(len(tok)), tok, docs, cpu) == 1.0
+    assert answer_accuracy(_Oracle(len(tok), miss_last=True), tok, docs, cpu) == 0.0  # the end marker counts
+    assert answer_accuracy(_model(tmp_path_factory), tok, docs, cpu) == 0.0  # an untrained LM
+    assert answer_accuracy(_Oracle(len(tok)), tok, [], cpu) is None
+
+
+def test_bad_settings_fail_clearly():
+    with pytest.raises(ConfigError, match="must divide"):
+        LMTrainConfig(batch_size=8, micro_batch_size=3)
+    with pytest.raises(ConfigError, match="heldout_fraction"):
+        LMTrainConfig(heldout_fraction=0.0)
