@@ -1,6 +1,7 @@
-"""On a GPU: qmamba's reference path against the ground truth kept in tests/fixtures (logits saved by
-mamba_ssm's CUDA kernels) in fp32 and bf16, and, when mamba_ssm is installed, against mamba_ssm itself on
-the same random weights at a mamba-130m-like shape. Prints a table; writes JSON with --json."""
+"""On a GPU: qmamba (Triton kernels and CUDA-graph decoding unless QMAMBA_BACKEND=ref) against the ground
+truth kept in tests/fixtures (logits saved by mamba_ssm's CUDA kernels) in fp32 and bf16, and, when mamba_ssm is
+installed, against mamba_ssm itself on the same random weights at a mamba-130m-like shape. Prints a table; writes
+JSON with --json."""
 
 from __future__ import annotations
 

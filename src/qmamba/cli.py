@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("qmamba.commands.generate", "answer a prompt about an image, or continue text with an LM"),
     "info": ("qmamba.commands.info", "show a model's config, parameter counts and visual-token count"),
     "eval": ("qmamba.commands.eval", "run, score and report the six benchmarks"),
+    "bench": ("qmamba.commands.bench", "time decode, prefill, training, VQA answers beside mamba_ssm, transformers"),
     "train": ("qmamba.commands.train", "train a multimodal model stage by stage from a YAML config"),
     "data": ("qmamba.commands.data", "generate the synthetic micro-world (qmamba data synth)"),
     "micro": ("qmamba.commands.micro", "build the micro-world's pretrained backbones (tokenizer, SigLIP, Mamba LM)"),

@@ -11,7 +11,14 @@ from micro_assets_testkit import tiny_corpus, tiny_tokenizer
 
 from qmamba.errors import ConfigError, InputError
 from qmamba.micro.corpus import Document, encode_document
-from qmamba.micro.pretrain_lm import LMTrainConfig, answer_accuracy, pack, split_documents, train_lm
+from qmamba.micro.pretrain_lm import (
+    LMTrainConfig,
+    answer_accuracy,
+    pack,
+    select_documents,
+    split_documents,
+    train_lm,
+)
 from qmamba.models.mamba_lm import MambaLM
 from qmamba.models.presets import LLM_PRESETS
 
@@ -102,3 +109,13 @@ def test_bad_settings_fail_clearly():
         LMTrainConfig(batch_size=8, micro_batch_size=3)
     with pytest.raises(ConfigError, match="heldout_fraction"):
         LMTrainConfig(heldout_fraction=0.0)
+
+
+def test_training_kinds_select_documents(tmp_path_factory):
+    docs = tiny_corpus(tmp_path_factory)
+    assert select_documents(docs, LMTrainConfig().kinds) == docs  # every kind by default
+    picked = select_documents(docs, ("caption", "grounded"))
+    assert {d.kind for d in picked} == {"caption", "grounded"}
+    assert len(picked) == sum(d.kind in ("caption", "grounded") for d in docs)
+    with pytest.raises(ConfigError, match="unknown kinds"):
+        LMTrainConfig(kinds=("caption", "chats"))

@@ -1,5 +1,5 @@
-"""Inference: sampling, the generation loop, streaming.
+"""Inference: sampling, the generation loop, streaming, CUDA-graph decoding.
 
-Layering: this package depends on torch only; models use it through ``GenerationMixin``
+Layering: this package depends on torch and ``qmamba.ops`` only; models use it through ``GenerationMixin``
 (they implement ``prefill`` and ``decode_step``), so nothing here imports ``qmamba.models``.
 """

@@ -104,21 +104,36 @@ def generation_loop(model, input_ids: Tensor, attention_mask: Tensor | None, cfg
         logits = model.decode_step(tok, cache)
 
 
+def _use_graph(input_ids: Tensor, cuda_graph: bool | None) -> bool:
+    return input_ids.is_cuda if cuda_graph is None else cuda_graph
+
+
 class GenerationMixin:
     """``generate`` and ``stream`` for any model with ``prefill`` / ``decode_step``."""
 
     @torch.inference_mode()
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, tokenizer=None, **kwargs) -> Tensor:
-        """Prompt + new tokens, (b, l + n). Settings: see ``GenerationConfig``; the rest go to ``prefill``."""
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, tokenizer=None,
+                 cuda_graph: bool | None = None, **kwargs) -> Tensor:
+        """Prompt + new tokens, (b, l + n). Settings: see ``GenerationConfig``; the rest go to ``prefill``.
+        ``cuda_graph``: decode from static buffers with CUDA graphs (``infer.cuda_graph``; default: on a GPU)."""
         cfg, model_inputs = GenerationConfig.split_kwargs(kwargs)
+        if _use_graph(input_ids, cuda_graph):
+            from qmamba.infer.cuda_graph import graph_generate
+
+            return graph_generate(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
         new = list(generation_loop(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs))
         return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1)
 
     @torch.inference_mode()
     def stream(self, input_ids: Tensor, attention_mask: Tensor | None = None, tokenizer=None,
-               **kwargs) -> Iterator[Tensor]:
-        """Yield each step's new tokens (b,) as soon as it is chosen."""
+               cuda_graph: bool | None = None, **kwargs) -> Iterator[Tensor]:
+        """Yield each step's new tokens (b,) as soon as it is chosen (``cuda_graph`` as in ``generate``)."""
         cfg, model_inputs = GenerationConfig.split_kwargs(kwargs)
+        if _use_graph(input_ids, cuda_graph):
+            from qmamba.infer.cuda_graph import graph_stream
+
+            yield from graph_stream(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
+            return
         yield from generation_loop(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
 
 

@@ -75,6 +75,13 @@ class SSMParams(nn.Module):
         self.dt_rank, self.d_state = dt_rank, n
 
 
+def linear_channels_first(hidden: Tensor, linear: nn.Linear) -> Tensor:
+    """linear(hidden) transposed, (b, l, d) -> (b, out, l), computed so the result is contiguous along l:
+    the scan kernels walk the sequence, and this layout saves them a transposing copy."""
+    y = torch.matmul(linear.weight, hidden.transpose(1, 2))  # (b, out, l)
+    return y if linear.bias is None else y + linear.bias.to(y.dtype)[:, None]
+
+
 def ssm_scan(p: SSMParams, x: Tensor, z: Tensor, state: LayerState | None, mask: Tensor | None) -> Tensor:
     """conv -> x_proj -> selective scan for one direction; x, z: (b, di, l) -> y (b, di, l).
 
@@ -87,16 +94,16 @@ def ssm_scan(p: SSMParams, x: Tensor, z: Tensor, state: LayerState | None, mask:
     init_conv = state.conv_state[:, :, 1:] if state is not None else None
     x_in = x
     x = causal_conv1d(x, w, p.conv1d.bias, initial_states=init_conv, activation="silu")  # (b, di, l)
-    x_dbl = F.linear(x.transpose(1, 2), p.x_proj.weight)  # (b, l, dt_rank + 2n)
-    dt, B, C = torch.split(x_dbl, [p.dt_rank, p.d_state, p.d_state], dim=-1)
-    dt = F.linear(dt, p.dt_proj.weight).transpose(1, 2)  # (b, di, l)
+    x_dbl = torch.matmul(p.x_proj.weight, x)  # (b, dt_rank + 2n, l), contiguous along l like x
+    dt, B, C = torch.split(x_dbl, [p.dt_rank, p.d_state, p.d_state], dim=1)
+    dt = torch.matmul(p.dt_proj.weight, dt)  # (b, di, l)
     A = -torch.exp(p.A_log.float())  # (di, n)
     dt_bias, softplus = p.dt_proj.bias.float(), True
     if mask is not None:  # dt = 0 on padding: exp(0 * A) = 1 and no input, the state passes through
         dt = F.softplus(dt.float() + dt_bias[:, None]) * mask[:, None, :]
         dt_bias, softplus = None, False
     y = selective_scan(
-        x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=p.D.float(), z=z, delta_bias=dt_bias,
+        x, dt, A, B, C, D=p.D.float(), z=z, delta_bias=dt_bias,
         delta_softplus=softplus, initial_state=state.ssm_state if state is not None else None,
         return_last_state=state is not None,
     )
@@ -130,7 +137,7 @@ class Mamba(SSMParams):
 
     def forward(self, hidden: Tensor, state: LayerState | None = None, mask: Tensor | None = None) -> Tensor:
         """hidden (b, l, d) -> (b, l, d); with ``state``, continue from it and leave the new state there."""
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (b, di, l) each
+        x, z = linear_channels_first(hidden, self.in_proj).chunk(2, dim=1)  # (b, di, l) each
         y = ssm_scan(self, x, z, state, mask)
         return self.out_proj(y.transpose(1, 2))
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU machine's full check: kernel and CUDA-graph tests (marker gpu), per-kernel timings beside mamba_ssm,
+# model parity with mamba_ssm, then `qmamba bench`. Logs and JSON go to $OUT (default /tmp/qmamba-gpu).
+#   bash benchmarks/gpu_all.sh [tests|kernels|parity|bench ...]     (default: all four)
+# mamba_ssm / causal_conv1d wheels in .whl/ are installed to /tmp/site for the side-by-side figures only.
+set -uo pipefail
+OUT=${OUT:-/tmp/qmamba-gpu}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+steps=${*:-tests kernels parity bench}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+for step in $steps; do
+  echo "=== $step"
+  case $step in
+    tests) timeout ${TESTS_S:-240} python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/infer 2>&1 \
+             | tee "$OUT/gpu_tests.log" | tail -40 ;;
+    kernels) timeout ${KERNELS_S:-150} python3 benchmarks/kernels.py --out "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log" ;;
+    parity) timeout ${PARITY_S:-120} python3 benchmarks/gpu_parity.py 2>&1 | tee "$OUT/parity.log" | tail -20 ;;
+    bench) timeout ${BENCH_S:-300} python3 -m qmamba bench ${BENCH_ARGS:-} --out "$OUT/bench.json" 2>&1 \
+             | tee "$OUT/bench.log" | tail -60 ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The micro-world on a GPU: rebuild the micro backbones with a longer LM pretraining, then the quickstart
+# recipe and a longer run (more images, more finetune epochs) on them. Logs, tables and the rebuilt
+# assets (assets.tgz) go to $OUT (default /tmp/qmamba-micro).
+#   LM_STEPS=6000 WORLD=6000 bash benchmarks/micro_gpu.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/qmamba-micro}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+stamp() { echo "[$(date +%T)] $*"; }
+if [ "${BUILD:-1}" = 1 ]; then
+  stamp build
+  QMAMBA_BACKEND=${BUILD_BACKEND:-auto} python3 -m qmamba micro build --out /tmp/assets --device cuda --quiet \
+    --lm-steps "${LM_STEPS:-6000}" --world-size "${WORLD:-6000}" > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  python3 -c "import json; b=json.load(open('/tmp/assets/build.json')); l=b['lm']; v=b['vision']; \
+print({k: l[k] for k in ('vocab_size', 'train_loss', 'heldout_loss', 'answer_accuracy_chat', 'answer_accuracy_grounded')}, \
+'retrieval', v['retrieval_top1'], 'seconds', b['seconds'])" | tee "$OUT/build_summary.txt"
+  rm -rf src/qmamba/assets/micro && cp -r /tmp/assets src/qmamba/assets/micro
+  tar czf "$OUT/assets.tgz" -C /tmp assets
+fi
+stamp quickstart
+python3 -m qmamba quickstart --out /tmp/qs --device cuda > "$OUT/quickstart.log" 2>&1; tail -25 "$OUT/quickstart.log"
+stamp long
+python3 -m qmamba quickstart --out /tmp/qs_long --device cuda ${LONG_ARGS:---n-align 8000 --n-finetune 8000 --finetune-epochs 3} \
+  > "$OUT/long.log" 2>&1; tail -25 "$OUT/long.log"
+stamp done

@@ -1,0 +1,145 @@
+"""Language-model figures: decode (batch 1 and a larger batch), prefill, training forward+backward.
+
+Every implementation is timed the same way on the same random weights (``LMRunner`` is the interface):
+
+    decode ms/token   (time of generate(1 + n new tokens) - time of generate(1 new token)) / n, greedy, no EOS
+    prefill ms        the prompt through the model, returning the last logits and the recurrent state
+    train ms, GiB     logits -> cross-entropy (fp32) -> backward of every weight, peak memory during it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qmamba.bench.options import BenchOptions
+from qmamba.bench.timing import free_memory, peak_gib, time_ms
+
+
+class LMRunner:
+    """The operations the bench times; implementations (qmamba, peers) fill them in."""
+
+    name = "?"
+    train_by_default = True
+    slow = False  # only the cheap figures (decode b1, prefill), few repeats
+
+    def generate(self, ids: Tensor, n: int) -> None:  # greedy, n new tokens
+        raise NotImplementedError
+
+    def prefill(self, ids: Tensor) -> None:
+        raise NotImplementedError
+
+    def logits(self, ids: Tensor) -> Tensor:  # (b, l, v), with autograd
+        raise NotImplementedError
+
+    def parameters(self) -> list[Tensor]:
+        raise NotImplementedError
+
+    def extra(self, opts: BenchOptions, device: torch.device) -> dict:
+        """Implementation-specific figures."""
+        return {}
+
+    def close(self) -> None:
+        """Drop the model (and its graphs) so the next runner has the memory."""
+
+
+def _ids(batch: int, length: int, vocab: int, device: torch.device, seed: int) -> Tensor:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randint(0, vocab, (batch, length), generator=g).to(device)
+
+
+def decode_ms(runner: LMRunner, batch: int, opts: BenchOptions, vocab: int, device: torch.device) -> float:
+    ids = _ids(batch, opts.decode_prompt_len, vocab, device, opts.seed)
+    n = opts.decode_tokens
+    with torch.inference_mode():
+        long = time_ms(lambda: runner.generate(ids, n + 1), device, opts.warmup, opts.repeats)
+        short = time_ms(lambda: runner.generate(ids, 1), device, opts.warmup, opts.repeats)
+    return (long - short) / n
+
+
+def train_figures(runner: LMRunner, opts: BenchOptions, vocab: int, device: torch.device) -> dict:
+    ids = _ids(opts.train_batch, opts.train_len, vocab, device, opts.seed + 1)
+    params = [p for p in runner.parameters() if p.requires_grad]
+
+    def step():
+        for p in params:
+            p.grad = None
+        logits = runner.logits(ids)  # (b, l, v)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss.backward()
+
+    ms = time_ms(step, device, opts.warmup, opts.repeats)
+    for p in params:
+        p.grad = None
+    peak = peak_gib(step, device)
+    for p in params:
+        p.grad = None
+    return {"train_ms": ms, "train_peak_gib": peak}
+
+
+def lm_figures(runner: LMRunner, opts: BenchOptions, vocab: int, device: torch.device, train: bool) -> dict:
+    if runner.slow:
+        opts = dataclasses.replace(opts, repeats=min(opts.repeats, 3), warmup=min(opts.warmup, 1),
+                                   decode_tokens=min(opts.decode_tokens, 16))
+    out = {"decode_b1_ms": decode_ms(runner, 1, opts, vocab, device)}
+    if not runner.slow:
+        out["decode_batch_ms"] = decode_ms(runner, opts.batch_decode, opts, vocab, device)
+    ids = _ids(1, opts.prompt_len, vocab, device, opts.seed + 2)
+    with torch.inference_mode():
+        out["prefill_ms"] = time_ms(lambda: runner.prefill(ids), device, opts.warmup, opts.repeats)
+    if train:
+        out.update(train_figures(runner, opts, vocab, device))
+    out.update(runner.extra(opts, device))
+    return out
+
+
+def guarded(what: str, fn: Callable[[], dict], errors: list) -> dict:
+    """fn()'s figures, or {'error': ...} (also appended to ``errors``) when it raises: one failing
+    implementation must not lose the others' figures."""
+    try:
+        return fn()
+    except Exception as e:  # reported in the JSON and the table, traceback on stderr
+        traceback.print_exc()
+        msg = f"{type(e).__name__}: {e}".splitlines()[0]
+        errors.append(f"{what}: {msg}")
+        return {"error": msg}
+
+
+def _runner(name: str, model, device: torch.device) -> LMRunner:
+    from qmamba.bench.peers import peer_runner
+    from qmamba.bench.qmamba_runner import QMambaRunner
+
+    if name in ("qmamba", "qmamba-ref"):
+        return QMambaRunner(model, "ref" if name == "qmamba-ref" else "auto", device)
+    return peer_runner(name, model, device)
+
+
+def run_lm_section(layer: str, opts: BenchOptions, device: torch.device, dtype: torch.dtype, errors: list) -> dict:
+    """Figures of every implementation for one LM shape; each runner is built, timed and freed in turn."""
+    from qmamba.bench.peers import peer_available
+    from qmamba.bench.qmamba_runner import build_lm
+
+    model = build_lm(layer, opts, device, dtype)
+    cfg = model.config
+    section = {"config": {"layer": cfg.layer, "d_model": cfg.d_model, "n_layer": cfg.n_layer,
+                          "vocab": cfg.padded_vocab_size, "ssm_cfg": cfg.ssm_cfg,
+                          "parameters_M": round(model.num_parameters() / 1e6, 1)},
+               "impls": {}, "skipped": [p for p in opts.peers if not peer_available(p)]}
+    names = ["qmamba"] + (["qmamba-ref"] if opts.ref_backend else []) + [
+        p for p in opts.peers if peer_available(p)]
+    for name in names:
+        def figures(name=name):
+            runner = _runner(name, model, device)
+            try:
+                train = runner.train_by_default or opts.transformers_train
+                return lm_figures(runner, opts, cfg.vocab_size, device, train)
+            finally:
+                runner.close()
+        section["impls"][name] = guarded(f"{layer} {name}", figures, errors)
+        free_memory(device)
+    return section

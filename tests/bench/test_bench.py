@@ -1,0 +1,103 @@
+"""``qmamba bench``: the markdown tables, the options, and the whole command end to end on CPU (tiny shapes,
+--quick, reference ops, no peers) writing valid JSON and a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from qmamba.bench.options import BenchOptions
+from qmamba.bench.report import fmt, lm_table, markdown_table, render, vqa_table
+from qmamba.commands import bench as bench_command
+from qmamba.errors import ConfigError
+
+OPTIONS = {"batch_decode": 16, "prompt_len": 800, "train_batch": 1, "train_len": 800, "answer_tokens": 5,
+           "vqa_batch": 64}
+
+
+def test_fmt_keeps_about_three_digits():
+    assert [fmt(v) for v in (None, 170.4, 39.64, 2.314, 0.0421, 7, "ref")] == ["-", "170", "39.6", "2.31", "0.0421",
+                                                                             "7", "ref"]
+
+
+def test_markdown_table_layout_and_row_check():
+    assert markdown_table(["a", "b"], [["1", "2"], ["x", ""]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n| x |  |"
+    with pytest.raises(ValueError, match="3 cells for 2 headers"):
+        markdown_table(["a", "b"], [["1", "2", "3"]])
+
+
+def test_lm_table_shows_ratios_to_mamba_ssm_and_errors():
+    lm = {"mamba1": {"impls": {
+        "qmamba": {"decode_b1_ms": 2.0, "decode_batch_ms": 3.0, "prefill_ms": 20.0, "train_ms": 85.0,
+                   "train_peak_gib": 12.0},
+        "mamba_ssm": {"decode_b1_ms": 4.0, "decode_batch_ms": 6.0, "prefill_ms": 40.0, "train_ms": 170.0,
+                      "train_peak_gib": 16.0},
+        "transformers": {"error": "RuntimeError: out of memory"}}}}
+    lines = lm_table(lm, OPTIONS).splitlines()
+    assert lines[0] == ("| model | implementation | decode b1 ms/token | decode b16 ms/step | prefill 800 ms | "
+                        "train fwd+bwd 1x800 ms | train peak GiB |")
+    assert lines[2] == "| mamba1 | qmamba | 2.00 (0.50x) | 3.00 (0.50x) | 20.0 (0.50x) | 85.0 (0.50x) | 12.0 (0.75x) |"
+    assert lines[3] == "| mamba1 | mamba_ssm | 4.00 | 6.00 | 40.0 | 170 | 16.0 |"
+    assert lines[4].startswith("| mamba1 | transformers | error: RuntimeError: out of memory |")
+    assert len(lines[4].split("|")) == len(lines[0].split("|"))
+
+
+def test_lm_table_without_mamba_ssm_has_no_ratios():
+    lm = {"mamba2": {"impls": {"qmamba": {"decode_b1_ms": 2.0, "prefill_ms": 20.0}}}}
+    assert lm_table(lm, OPTIONS).splitlines()[2] == "| mamba2 | qmamba | 2.00 | - | 20.0 | - | - |"
+
+
+def test_vqa_table():
+    vqa = {"cobra": {"visual_tokens": 729, "vision_ms": 12.3, "projector_ms": 0.5, "lm_prefill_ms": 30.0,
+                     "decode_ms": 9.0, "total_ms": 52.0, "answers_per_s": 400.0}}
+    assert vqa_table(vqa, OPTIONS).splitlines()[2] == "| cobra | 729 | 12.3 | 0.50 | 30.0 | 9.00 | 52.0 | 400 |"
+
+
+def test_options_reject_unknown_sections_and_peers():
+    with pytest.raises(ConfigError, match="unknown section"):
+        BenchOptions(sections=("lm-mamba3",))
+    with pytest.raises(ConfigError, match="unknown peer"):
+        BenchOptions(peers=("flash",))
+    resolved = BenchOptions(quick=True, repeats=10).resolved(on_gpu=False)
+    assert resolved.tiny and resolved.peers == () and resolved.repeats == 3
+
+
+def test_bench_end_to_end_on_cpu(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    bench_command.add_arguments(parser)
+    out = tmp_path / "bench.json"
+    args = parser.parse_args(["--quick", "--device", "cpu", "--out", str(out), "--prompt-len", "24",
+                              "--train-len", "24", "--decode-tokens", "3", "--batch-decode", "3", "--vqa-batch", "2",
+                              "--question-len", "6", "--answer-tokens", "3", "--presets", "qmamba-128", "--repeats", "1"])
+    assert bench_command.run(args) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert results["errors"] == [] and results["dtype"] == "float32" and results["backend"] == "ref"
+    for layer in ("mamba1", "mamba2"):
+        figures = results["lm"][layer]["impls"]["qmamba"]
+        for key in ("decode_b1_ms", "decode_batch_ms", "prefill_ms", "train_ms", "decode_b1_step_ms"):
+            assert isinstance(figures[key], float), (layer, key, figures)
+        assert figures["cuda_graphs"] is False and set(results["lm"][layer]["impls"]) == {"qmamba"}
+    vqa = results["vqa"]["qmamba-128"]
+    assert vqa["visual_tokens"] == 4 and vqa["answers_per_s"] > 0 and vqa["total_ms"] > 0
+    assert printed.rstrip().endswith(render(results).splitlines()[-1])
+    assert "| mamba1 | qmamba |" in printed and "| qmamba-128 | 4 |" in printed
+
+
+@pytest.mark.parametrize("preset", ["tiny-mamba", "tiny-mamba2"])
+def test_transformers_peer_runs_on_the_same_weights(preset):
+    pytest.importorskip("transformers")
+    import torch
+    from testing_utils import assert_close
+
+    from qmamba import MambaLM
+    from qmamba.bench.peers import TransformersRunner
+    from qmamba.models.presets import LLM_PRESETS
+
+    model = MambaLM(LLM_PRESETS[preset]()).eval()
+    runner = TransformersRunner(model, torch.device("cpu"))
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        assert_close(runner.logits(ids), model(input_ids=ids).logits, 1e-5, f"{preset}: transformers vs qmamba")
