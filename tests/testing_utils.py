@@ -39,3 +39,14 @@ def tiny_tokenizer(extra_words: tuple[str, ...] = ()):
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
                                    unk_token="<unk>", additional_special_tokens=["<|user|>", "<|assistant|>"])
+
+
+def poison_empty(monkeypatch) -> None:
+    """Make torch.empty / empty_like return NaN-filled tensors, so an output a kernel forgets to write fails."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def _nan(t: torch.Tensor) -> torch.Tensor:
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: _nan(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _nan(empty_like(*a, **k)))

@@ -8,7 +8,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from testing_utils import assert_close  # noqa: E402
+from testing_utils import assert_close, poison_empty  # noqa: E402
 
 from qmamba.ops.causal_conv1d.ref import causal_conv1d_ref, causal_conv1d_update_ref  # noqa: E402
 from qmamba.ops.causal_conv1d.triton import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
@@ -18,14 +18,7 @@ requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a
 
 @pytest.fixture(autouse=True)
 def _poison_empty(monkeypatch):
-    """torch.empty / empty_like filled with NaN, so an output element a kernel forgets to write fails."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def _nan(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: _nan(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _nan(empty_like(*a, **k)))
+    poison_empty(monkeypatch)
 
 
 def _make_x(b, d, l, layout, dtype, device):

@@ -10,7 +10,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from testing_utils import assert_close  # noqa: E402
+from testing_utils import assert_close, poison_empty  # noqa: E402
 
 from qmamba.ops.ssd.ref import ssd_chunk_scan_ref  # noqa: E402
 from qmamba.ops.ssd.triton import ssd_chunk_scan  # noqa: E402
@@ -92,9 +92,7 @@ def test_unwritten_buffers_are_caught(monkeypatch):
     """Every buffer the kernels fill starts as NaN: the result must not depend on its old contents."""
     t = _inputs(1, 45, 2, 16, 2, 16, torch.float32)
     ref = _run(ssd_chunk_scan_ref, t, 32, dt_softplus=True)
-    empty, empty_like = torch.empty, torch.empty_like
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: empty(*a, **k).fill_(float("nan")))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: empty_like(*a, **k).fill_(float("nan")))
+    poison_empty(monkeypatch)
     y, final, grads = _run(ssd_chunk_scan, t, 32, dt_softplus=True)
     monkeypatch.undo()
     assert_close(y, ref[0], 1e-4, "y")
