@@ -65,7 +65,7 @@ class StageTrainer:
         self.accum = s.global_batch_size // (s.micro_batch_size * world)
         self.sampler = GroupedBatchSampler(self.dataset.lengths, self.dataset.has_image, s.micro_batch_size,
                                            seed=self.cfg.run.seed, group_by=s.group_by, rank=self.env.rank,
-                                           world_size=world)
+                                           world_size=world, accum=self.accum)
         steps_per_epoch = len(self.sampler) // self.accum
         if steps_per_epoch < 1:
             raise ConfigError(f"stage {s.name}: {len(self.dataset)} samples make no full global batch of "
@@ -94,7 +94,8 @@ class StageTrainer:
 
     def _loader(self) -> DataLoader:
         self.sampler.set_epoch(self.state["epoch"])
-        self.sampler.load_state_dict({"epoch": self.state["epoch"], "batches_done": self.state["batch_in_epoch"]})
+        steps_done = self.state["batch_in_epoch"] // self.accum  # saved between optimizer steps: a whole number
+        self.sampler.load_state_dict({"epoch": self.state["epoch"], "steps_done": steps_done})
         return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.stage.num_workers,
                           collate_fn=functools.partial(collate, pad_token_id=self.pad_id))
 
@@ -165,11 +166,13 @@ class StageTrainer:
             return
         trainer = ckpt.load_checkpoint(path, self.model, self.optimizer, self.env)
         self.scheduler.load_state_dict(trainer.pop("scheduler"))
+        saved_accum = trainer.pop("accum", self.accum)  # another number of processes splits a step differently
+        trainer["batch_in_epoch"] = trainer["batch_in_epoch"] // saved_accum * self.accum
         self.state.update(trainer)
         log.info("stage %s: resumed from %s (step %d)", self.stage.name, path.name, self.state["step"])
 
     def _save(self) -> None:
-        state = {**self.state, "scheduler": self.scheduler.state_dict()}
+        state = {**self.state, "scheduler": self.scheduler.state_dict(), "accum": self.accum}
         path = ckpt.save_checkpoint(self.ckpt_root, self.state["step"], self.model, self.optimizer, state,
                                     self.env, keep_last=self.cfg.run.keep_last)
         self._last_save = time.monotonic()

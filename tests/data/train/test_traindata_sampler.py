@@ -170,12 +170,37 @@ def test_resume_through_a_dataloader_uses_the_loops_count():
     assert consumed + [b.tolist() for b in loader(restarted)] == reference
 
 
-def test_load_state_dict_refuses_a_different_layout():
+def test_load_state_dict_refuses_a_different_global_batch():
     state = _sampler(world_size=2).state_dict(batches_done=3)
-    with pytest.raises(ConfigError, match="saved with world_size=2, this run has world_size=1"):
+    with pytest.raises(ConfigError, match="saved with global_batch=8, this run has global_batch=4"):
         _sampler().load_state_dict(state)
-    with pytest.raises(ConfigError, match="batches_done=99"):
+    with pytest.raises(ConfigError, match="99 batches done"):
         _sampler().load_state_dict({"epoch": 0, "batches_done": 99})
+
+
+@pytest.mark.parametrize("split", [(1, 4), (2, 2), (4, 1)])  # (world_size, accum) of the resumed run
+def test_a_global_step_holds_the_same_items_however_it_is_split(split):
+    """A run saved with 2 ranks x 2 micro-batches resumes with any split of the same global batch of 16."""
+    world, accum = split
+
+    def steps(sampler_for_rank, world, accum, epoch):
+        per_rank = []
+        for r in range(world):
+            s = sampler_for_rank(r)
+            per_rank.append(s.batches(epoch))
+        n = len(per_rank[0]) // accum
+        return [sorted(i for r in range(world) for b in per_rank[r][k * accum:(k + 1) * accum] for i in b)
+                for k in range(n)]
+
+    saved = steps(lambda r: _sampler(bs=4, world_size=2, rank=r, accum=2), 2, 2, epoch=1)
+    other = steps(lambda r: _sampler(bs=16 // (world * accum), world_size=world, rank=r, accum=accum),
+                  world, accum, epoch=1)
+    assert other == saved
+    state = _sampler(bs=4, world_size=2, rank=0, accum=2).state_dict(batches_done=6)  # 3 global steps
+    resumed = _sampler(bs=16 // (world * accum), world_size=world, rank=0, accum=accum)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(0)
+    assert state["steps_done"] == 3 and len(list(resumed)) == len(resumed) - 3 * accum
 
 
 def test_bad_arguments_raise_config_errors():
