@@ -83,6 +83,7 @@ class _Payload:
         return (os.system, ("echo pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the file is hostile on purpose
 def test_bin_with_code_is_refused(tmp_path):
     _save_tiny(tmp_path)
     os.remove(tmp_path / "model.safetensors")

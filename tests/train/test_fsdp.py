@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -44,6 +45,7 @@ def _worker(rank: int, world: int, init_file: str, cfg_dict: dict, out: str) -> 
         dist.destroy_process_group()
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")  # replaced to read grads
 def test_two_gloo_ranks_match_one_process(tmp_path):
     world = write_world(tmp_path / "w", n=8)
     cfg = run_config(world, tmp_path / "run", stages=("finetune",), global_batch_size=8, micro_batch_size=2,
