@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The micro-world on a GPU: rebuild the micro backbones with a longer LM pretraining, then the quickstart
-# recipe and a longer run (more images, more finetune epochs) on them. Logs, tables and the rebuilt
+# The micro-world on a GPU: optionally rebuild the micro backbones with a longer LM pretraining (BUILD=1, the
+# default; INSTALL_ASSETS=1 also replaces the shipped ones in src/ so the runs below use them), then the
+# quickstart recipe and a longer run (more images, more finetune epochs). Logs, tables and the rebuilt
 # assets (assets.tgz) go to $OUT (default /tmp/qmamba-micro).
 #   LM_STEPS=6000 WORLD=6000 bash benchmarks/micro_gpu.sh
+#   BUILD=0 LONG_ARGS="--n-align 8000 --n-finetune 8000 --finetune-epochs 3" bash benchmarks/micro_gpu.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/qmamba-micro}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -14,8 +16,10 @@ if [ "${BUILD:-1}" = 1 ]; then
   python3 -c "import json; b=json.load(open('/tmp/assets/build.json')); l=b['lm']; v=b['vision']; \
 print({k: l[k] for k in ('vocab_size', 'train_loss', 'heldout_loss', 'answer_accuracy_chat', 'answer_accuracy_grounded')}, \
 'retrieval', v['retrieval_top1'], 'seconds', b['seconds'])" | tee "$OUT/build_summary.txt"
-  rm -rf src/qmamba/assets/micro && cp -r /tmp/assets src/qmamba/assets/micro
   tar czf "$OUT/assets.tgz" -C /tmp assets
+  if [ "${INSTALL_ASSETS:-0}" = 1 ]; then  # the quickstarts below then run on the rebuilt backbones
+    rm -rf src/qmamba/assets/micro && cp -r /tmp/assets src/qmamba/assets/micro
+  fi
 fi
 stamp quickstart
 python3 -m qmamba quickstart --out /tmp/qs --device cuda > "$OUT/quickstart.log" 2>&1; tail -25 "$OUT/quickstart.log"
