@@ -1,0 +1,66 @@
+"""How well a micro LM answers the POPE-like questions when each image is replaced by its exact detailed caption
+in words (the "grounded" documents of its pretraining): an upper bound on what any connector can reach through
+this LM. Prints accuracy and yes-ratio per split.
+
+    qmamba data synth --out /tmp/world --n-align 200 --n-finetune 200
+    python benchmarks/micro_lm_grounding.py --world /tmp/world [--lm src/qmamba/assets/micro/mamba]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from qmamba.data.chat import encode_with_image, get_template, render_turns
+from qmamba.data.processor import pad_rows
+from qmamba.data.synth.language import caption
+from qmamba.data.synth.scene import Scene
+from qmamba.data.tokenizer import load_tokenizer
+from qmamba.models.mamba_lm import MambaLM
+
+SUFFIX = "Answer the question using a single word or phrase."
+SPLITS = ("random", "popular", "adversarial")
+
+
+def prompt_ids(tokenizer, scene: Scene, question: str) -> list[int]:
+    """The zephyr-templated user turn: the scene in words, then the question (the assistant turn starts next)."""
+    text = f"Image: {caption(scene, detailed=True)}\n{question}\n{SUFFIX}"
+    ids: list[int] = []
+    for _, piece in render_turns(get_template("zephyr"), [("user", text)]):
+        ids += encode_with_image(tokenizer, piece)
+    return ids
+
+
+@torch.no_grad()
+def score_split(lm: MambaLM, tokenizer, pope_dir: Path, split: str, batch: int = 64) -> dict:
+    scenes = {s["image"]: Scene.from_dict(s) for s in json.loads((pope_dir / "scenes.json").read_text())}
+    rows = [json.loads(line) for line in (pope_dir / "coco" / f"coco_pope_{split}.json").read_text().splitlines()]
+    yes, no = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no"))
+    preds = []
+    for k in range(0, len(rows), batch):
+        chunk = rows[k:k + batch]
+        padded = pad_rows([prompt_ids(tokenizer, scenes[r["image"]], r["text"]) for r in chunk], 0, "left")
+        logits = lm(padded["input_ids"], attention_mask=padded["attention_mask"]).logits[:, -1]  # (b, v)
+        preds += (logits[:, yes] > logits[:, no]).tolist()
+    truth = [r["label"] == "yes" for r in rows]
+    return {"split": split, "questions": len(rows), "accuracy": sum(p == t for p, t in zip(preds, truth)) / len(rows),
+            "yes_ratio": sum(preds) / len(rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", required=True, help="a synth world (qmamba data synth --out ...)")
+    parser.add_argument("--lm", default=str(Path(__file__).parents[1] / "src/qmamba/assets/micro/mamba"))
+    args = parser.parse_args()
+    lm, tokenizer = MambaLM.from_pretrained(args.lm).eval(), load_tokenizer(args.lm)
+    print("| split | questions | accuracy | yes-ratio |\n| --- | ---: | ---: | ---: |")
+    for split in SPLITS:
+        r = score_split(lm, tokenizer, Path(args.world) / "eval" / "pope", split)
+        print(f"| {r['split']} | {r['questions']} | {100 * r['accuracy']:.1f} | {r['yes_ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
