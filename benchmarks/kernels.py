@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from qmamba.ops import backend
+from qmamba.ops.rms_norm.ref import add_norm_ref
+from qmamba.ops.selective_scan.ref import selective_scan_ref
+from qmamba.ops.ssd.ref import ssd_chunk_scan_ref
+from qmamba.ops.state_update.ref import selective_state_update_ref
 
 
 def _peer(module: str, name: str):
@@ -55,10 +59,10 @@ def selective_scan_cases(dev, dtype, b=1, d=5120, l=800, n=16):
     D, bias = _leaf(torch.randn(d, device=dev)), _leaf(torch.randn(d, device=dev) - 4)
     args = (u, delta, A, B, C, D, z, bias, True)
     ours = lambda: backend.resolve("selective_scan", "cuda")(*args)  # noqa: E731
-    ref = _peer("qmamba.ops.selective_scan.ref", "selective_scan_ref")
     peer = _peer("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
     inputs = [u, delta, A, B, C, D, z, bias]
-    return "selective_scan (1, 5120, 800, n16)", ours, (lambda: ref(*args)), (peer and (lambda: peer(*args))), inputs
+    ref = lambda: selective_scan_ref(*args)  # noqa: E731
+    return "selective_scan (1, 5120, 800, n16)", ours, ref, (peer and (lambda: peer(*args))), inputs
 
 
 def conv1d_cases(dev, dtype, b=1, d=5120, l=800, w=4):
@@ -75,11 +79,10 @@ def add_norm_cases(dev, dtype, rows=800, d=2560):
     x, res = _leaf(torch.randn(rows, d, device=dev, dtype=dtype)), _leaf(torch.randn(rows, d, device=dev))
     weight = _leaf(torch.randn(d, device=dev))
     ours = lambda: backend.resolve("add_norm", "cuda")(x, weight, None, res, eps=1e-5, residual_in_fp32=True)  # noqa: E731
-    ref = _peer("qmamba.ops.rms_norm.ref", "add_norm_ref")
     peer = _peer("mamba_ssm.ops.triton.layer_norm", "rms_norm_fn")
     peer_fn = peer and (lambda: peer(x, weight, None, residual=res, prenorm=True, residual_in_fp32=True, eps=1e-5))
-    return "add_norm (800, 2560)", ours, (lambda: ref(x, weight, None, res, eps=1e-5, residual_in_fp32=True)), \
-        peer_fn, [x, res, weight]
+    ref = lambda: add_norm_ref(x, weight, None, res, eps=1e-5, residual_in_fp32=True)  # noqa: E731
+    return "add_norm (800, 2560)", ours, ref, peer_fn, [x, res, weight]
 
 
 def ssd_cases(dev, dtype, b=1, l=800, h=80, p=64, n=128, T=256):
@@ -90,9 +93,8 @@ def ssd_cases(dev, dtype, b=1, l=800, h=80, p=64, n=128, T=256):
     B, C = (_leaf(torch.randn(b, l, 1, n, device=dev, dtype=dtype)) for _ in range(2))
     kw = dict(D=D, z=z, dt_bias=dt_bias, dt_softplus=True)
     ours = lambda: backend.resolve("ssd_chunk_scan", "cuda")(x, dt, A, B, C, T, **kw)  # noqa: E731
-    ref = _peer("qmamba.ops.ssd.ref", "ssd_chunk_scan_ref")
     peer = _peer("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
-    return "ssd_chunk_scan (1, 800, 80x64, n128)", ours, (lambda: ref(x, dt, A, B, C, T, **kw)), \
+    return "ssd_chunk_scan (1, 800, 80x64, n128)", ours, (lambda: ssd_chunk_scan_ref(x, dt, A, B, C, T, **kw)), \
         (peer and (lambda: peer(x, dt, A, B, C, T, **kw))), [x, dt, A, B, C, D, z, dt_bias]
 
 
@@ -104,9 +106,9 @@ def state_update_cases(dev, dtype, b, d=5120, n=16):
     D, dt_bias = torch.randn(d, device=dev), torch.randn(d, device=dev)
     args = (state, x, dt, A, B, C, D, z, dt_bias, True)
     ours = lambda: backend.resolve("selective_state_update", "cuda")(*args)  # noqa: E731
-    ref = _peer("qmamba.ops.state_update.ref", "selective_state_update_ref")
     peer = _peer("mamba_ssm.ops.triton.selective_state_update", "selective_state_update")
-    return f"state_update m1 (b{b}, 5120, n16)", ours, (lambda: ref(*args)), (peer and (lambda: peer(*args))), []
+    ref = lambda: selective_state_update_ref(*args)  # noqa: E731
+    return f"state_update m1 (b{b}, 5120, n16)", ours, ref, (peer and (lambda: peer(*args))), []
 
 
 def run(dtype=torch.bfloat16, only: str = "", peers: bool = True) -> list[dict]:

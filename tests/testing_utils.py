@@ -50,3 +50,14 @@ def poison_empty(monkeypatch) -> None:
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: _nan(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _nan(empty_like(*a, **k)))
+
+
+def assert_grads_match(out, ref, inputs: dict, ref_inputs: dict, tol: float) -> None:
+    """Backpropagate the same random output gradients through ``out`` (kernel) and ``ref`` (fp64 reference);
+    every input's gradient keeps its input's dtype and matches the reference's."""
+    grads_out = [torch.randn_like(r) for r in ref]
+    got = torch.autograd.grad([o.double() for o in out], list(inputs.values()), grads_out)
+    want = torch.autograd.grad(list(ref), list(ref_inputs.values()), grads_out)
+    for name, g, r in zip(inputs, got, want):
+        assert g.dtype == inputs[name].dtype, f"grad {name}: dtype {g.dtype} vs input {inputs[name].dtype}"
+        assert_close(g, r, tol, f"grad {name}")

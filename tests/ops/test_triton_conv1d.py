@@ -8,7 +8,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from testing_utils import assert_close, poison_empty  # noqa: E402
+from testing_utils import assert_close, assert_grads_match, poison_empty  # noqa: E402
 
 from qmamba.ops.causal_conv1d.ref import causal_conv1d_ref, causal_conv1d_update_ref  # noqa: E402
 from qmamba.ops.causal_conv1d.triton import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
@@ -49,12 +49,7 @@ def _check_conv(b, d, l, w, layout, has_init, has_bias, activation, final, dtype
     for name, o, r in zip(("y", "final_states"), out, ref):
         assert o.dtype == dtype, f"{name}: dtype {o.dtype}"
         assert_close(o, r, tol, name)
-    grads_out = [torch.randn_like(r) for r in ref]
-    got = torch.autograd.grad([o.double() for o in out], list(inputs.values()), grads_out)
-    want = torch.autograd.grad(list(ref), list(ref_in.values()), grads_out)
-    for name, g, r in zip(inputs, got, want):
-        assert g.dtype == inputs[name].dtype, f"grad {name}: dtype {g.dtype}"
-        assert_close(g, r, tol, f"grad {name}")
+    assert_grads_match(out, ref, inputs, ref_in, tol)
 
 
 @pytest.mark.parametrize(

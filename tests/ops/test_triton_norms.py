@@ -8,7 +8,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from testing_utils import assert_close, poison_empty  # noqa: E402
+from testing_utils import assert_close, assert_grads_match, poison_empty  # noqa: E402
 
 from qmamba.ops.rms_norm.ref import add_norm_ref, rms_norm_gated_ref  # noqa: E402
 from qmamba.ops.rms_norm.triton import add_norm_triton, rms_norm_gated_triton  # noqa: E402
@@ -33,12 +33,7 @@ def _compare(fn, ref_fn, inputs: dict, kwargs: dict, names: tuple[str, ...], tol
     out, ref = (out, ref) if isinstance(out, tuple) else ((out,), (ref,))
     for name, o, r in zip(names, out, ref):
         assert_close(o, r, tol, name)
-    grads_out = [torch.randn_like(r) for r in ref]
-    got = torch.autograd.grad([o.double() for o in out], list(inputs.values()), grads_out)
-    want = torch.autograd.grad(list(ref), list(ref_in.values()), grads_out)
-    for name, g, r in zip(inputs, got, want):
-        assert g.dtype == inputs[name].dtype, f"grad {name}: dtype {g.dtype} vs input {inputs[name].dtype}"
-        assert_close(g, r, tol, f"grad {name}")
+    assert_grads_match(out, ref, inputs, ref_in, tol)
     return out
 
 

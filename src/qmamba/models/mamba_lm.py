@@ -177,8 +177,9 @@ class MambaLM(nn.Module, GenerationMixin):
         return out.logits[:, -1], cache
 
     def decode_step(self, tokens: Tensor, cache: MambaCache) -> Tensor:
-        """One new token per row (b,) -> next logits (b, v)."""
-        return self(input_ids=tokens[:, None], cache=cache).logits[:, -1]
+        """One new token per row (b,) -> next logits (b, v). The tokens come from this model's own vocabulary,
+        so ``embed``'s range check (two host syncs) is left out of this per-token path."""
+        return self(inputs_embeds=self.backbone.embedding(tokens[:, None]), cache=cache).logits[:, -1]
 
     # -------------------------------------------------------------- checkpoints
     @classmethod
