@@ -118,9 +118,11 @@ def test_the_cli_passes_its_options_and_prints_a_summary(monkeypatch, capsys, tm
 
     monkeypatch.setattr(build, "build_micro_assets", fake)
     assert main(["micro", "build", "--out", str(tmp_path), "--seed", "3", "--lm-steps", "7", "--vision-steps", "9",
-                 "--world", "w", "--device", "cpu", "--quiet", "--world-size", "100"]) == 0
+                 "--world", "w", "--device", "cpu", "--quiet", "--world-size", "100", "--lm-batch-size", "12"]) == 0
+    lm_config = seen.pop("lm_config")
     assert seen == {"out": str(tmp_path), "seed": 3, "device": "cpu", "world_size": 100, "lm_steps": 7,
                     "vision_steps": 9, "world_dir": "w", "show_progress": False, "overwrite": False}
+    assert (lm_config.steps, lm_config.batch_size, lm_config.micro_batch_size, lm_config.seed) == (7, 12, 4, 3)
     summary = json.loads(capsys.readouterr().out)
     assert summary["minutes"] == 1.0 and summary["megabytes"] == 10.5 and summary["siglip_retrieval_top1"] == 0.8
 

@@ -20,8 +20,11 @@ def test_every_kind_is_there_in_the_expected_numbers(tmp_path_factory):
     world = tiny_world(tmp_path_factory)
     stats = corpus_stats(tiny_corpus(tmp_path_factory))
     n_align, n_finetune = world.counts["align"], world.counts["finetune"]
+    scenes = [Scene.from_dict(s) for split in ("align", "finetune") for s in json.loads(world.path("scenes", split).read_text())]
+    with_shapes = sum(bool(s.categories()) for s in scenes)
+    assert 0 < with_shapes <= n_align + n_finetune
     assert stats == {"caption": n_align, "caption_chat": n_align, "chat": n_finetune, "grounded": n_finetune,
-                     "description": n_align}
+                     "description": n_align, "exist": with_shapes}
     assert set(stats) == set(KINDS)
 
 

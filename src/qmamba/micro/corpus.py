@@ -13,6 +13,8 @@ in file order (deterministic; the trainer shuffles):
     grounded      the same conversation with the image replaced by its detailed caption in words
                   ("Image: There are 2 objects: ..."), so the LM learns to answer from its context
     description   an align scene graph in prose: caption, every cell, every pairwise relation (``describe``)
+    exist         POPE-style existence drills about every align and finetune scene given in words
+                  (``qmamba.data.synth.existence``), seeded by the world's seed
 
 A document is a tuple of *pieces* tokenized one at a time (the chat template's turns), the way
 ``qmamba.data.dataset.encode_finetune`` tokenizes them; the ``<image>`` placeholder becomes no token
@@ -26,15 +28,19 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from qmamba.data.chat import IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID, encode_with_image, get_template, render_turns
 from qmamba.data.llava import Record, load_records
+from qmamba.data.synth.existence import existence_conversation
 from qmamba.data.synth.language import caption
 from qmamba.data.synth.manifest import SynthManifest
 from qmamba.data.synth.scene import Scene
 from qmamba.errors import InputError
 from qmamba.micro.describe import describe_scene
 
-KINDS = ("caption", "caption_chat", "chat", "grounded", "description")
+KINDS = ("caption", "caption_chat", "chat", "grounded", "description", "exist")
+EXIST_STREAM = 77  # the drills' random stream (independent of the generator's streams)
 TEMPLATE = "zephyr"
 
 
@@ -72,6 +78,16 @@ def build_corpus(world: str | Path | SynthManifest) -> list[Document]:
     docs += [Document("chat", _chat(r.turns)) for r in finetune]
     docs += [Document("grounded", _chat(_ground(r, _scene_of(finetune_scenes, r)))) for r in finetune]
     docs += [Document("description", (describe_scene(s) + eos,)) for s in align_scenes.values()]
+    docs += _existence_documents([*align_scenes.values(), *finetune_scenes.values()], manifest.seed)
+    return [d for d in docs if d.pieces]
+
+
+def _existence_documents(scenes: list[Scene], seed: int) -> list[Document]:
+    docs = []
+    for i, scene in enumerate(scenes):
+        rng = np.random.default_rng([seed, EXIST_STREAM, i])
+        words = f"Image: {caption(scene, detailed=True)}"
+        docs.append(Document("exist", _chat(existence_conversation(scene, rng, words))))
     return docs
 
 

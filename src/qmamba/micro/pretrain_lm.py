@@ -8,7 +8,8 @@ training stages tokenize them, concatenated (each ends with ``<|endoftext|>``) a
 ``seq_len`` tokens. AdamW + warmup/cosine, bf16 autocast on CUDA only. Reported: train loss (mean of
 the last 50 steps), held-out loss before and after, and held-out answer accuracy: the share of first
 questions of held-out conversations whose reply (with its end marker) greedy decoding reproduces,
-for ``chat`` (no image: a prior) and ``grounded`` (the image given in words) documents.
+for ``chat`` (no image: a prior), ``grounded`` (the image given in words) and ``exist`` (POPE-style
+existence drills on the image in words) documents.
 
 Written to ``out_dir``: config.json + model.safetensors (mamba_ssm format) + the tokenizer files.
 """
@@ -173,7 +174,7 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
               "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len, "first_losses": log.losses[:5],
               "loss_curve": log.losses[:: max(1, cfg.steps // 20)], "train_loss": log.recent(50),
               "heldout_loss_before": before, "heldout_loss": heldout_loss(model, held_rows, device)}
-    for kind in ("chat", "grounded"):
+    for kind in ("chat", "grounded", "exist"):
         picked = [d for d in held_docs if d.kind == kind and len(d.pieces) > 1][: cfg.eval_questions]
         result[f"answer_accuracy_{kind}"] = answer_accuracy(model, tokenizer, picked, device)
     model.save_pretrained(out_dir)

@@ -7,8 +7,10 @@ from ``CAPTION_REQUESTS``; the caption lists every object in reading order, with
 Finetune: 3-6 turns per image (``<image>`` only in the first human turn), each in one of the
 prompt styles the evaluation sets use, so that a model trained here answers them in format:
 
-* ``short`` (55%): a question of any answerable family + "Answer the question using a single
+* ``short`` (45%): a question of any answerable family + "Answer the question using a single
   word or phrase." (the VQAv2 / GQA / POPE / TextVQA suffix) -> a word or phrase;
+* ``exist`` (10%): a POPE-style "Is there a <colour> <shape> in the image?" with the same suffix,
+  yes and no in turn, absent categories drawn like POPE's splits (``existence``) -> yes / no;
 * ``vizwiz`` (12%): the VizWiz suffix; half of these ask about absent objects -> "unanswerable";
 * ``ocr`` (8%, images with text): a reading question with "Reference OCR token: ..." (TextVQA);
 * ``choice`` (18%): an MMBench-style question with lettered options -> the letter;
@@ -21,6 +23,7 @@ import numpy as np
 
 from qmamba.data.synth import vocab
 from qmamba.data.synth.choice import make_choice
+from qmamba.data.synth.existence import existence_turn
 from qmamba.data.synth.families import Alternator, sample_questions
 from qmamba.data.synth.language import caption
 from qmamba.data.synth.questions import pick, read_text
@@ -46,8 +49,8 @@ SHORT_MIX = {
 }
 VIZWIZ_MIX = {"query_color": 2.0, "query_shape": 1.5, "query_size": 0.5, "query_position": 1.0, "read_text": 1.0,
               "count": 1.0, "exist": 1.0}
-STYLES = ("short", "vizwiz", "ocr", "choice", "caption")
-STYLE_WEIGHTS = (0.55, 0.12, 0.08, 0.18, 0.07)
+STYLES = ("short", "exist", "vizwiz", "ocr", "choice", "caption")
+STYLE_WEIGHTS = (0.45, 0.10, 0.12, 0.08, 0.18, 0.07)
 
 
 def message(role: str, value: str) -> dict:
@@ -84,6 +87,13 @@ def _turn(scene: Scene, rng: np.random.Generator, style: str, wants: Alternator,
             return None
         taken.add(q.text)
         return f"{q.text}{vocab.OCR_PREFIX}{ocr_tokens(scene)}{vocab.SHORT_ANSWER}", q.answer
+    if style == "exist":
+        turn = existence_turn(scene, rng, wants.value)
+        if turn is None or turn[0] in taken:
+            return None
+        taken.add(turn[0])
+        wants.advance()
+        return turn[0] + vocab.SHORT_ANSWER, turn[1]
     if style == "vizwiz":
         mix = {"unanswerable": 1.0} if rng.random() < 0.5 else VIZWIZ_MIX
         found = sample_questions(scene, rng, mix, 1, wants, taken)
