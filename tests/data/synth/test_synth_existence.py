@@ -3,10 +3,10 @@ near-miss / popular / random like POPE's splits, deterministic for a generator."
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-from qmamba.data.synth.pope import CATEGORIES, question
-from qmamba.data.synth.scene import SceneSpec, sample_scene
 from qmamba.data.synth import vocab
 from qmamba.data.synth.existence import (
     POPULAR,
@@ -15,6 +15,8 @@ from qmamba.data.synth.existence import (
     existence_turn,
     existence_turns,
 )
+from qmamba.data.synth.pope import CATEGORIES, question
+from qmamba.data.synth.scene import SceneSpec, sample_scene
 
 SPEC = SceneSpec(min_objects=1, max_objects=5)
 
@@ -32,7 +34,7 @@ def test_every_answer_is_true_of_the_scene_and_yes_no_balance():
         by_question = {question(c): c for c in CATEGORIES}
         answers = [a for _, a in turns]
         assert answers.count("yes") == answers.count("no") == min(4, len(scene.categories()))
-        assert all(a != b for a, b in zip(answers, answers[1:]))  # alternating
+        assert all(a != b for a, b in itertools.pairwise(answers))  # alternating
         for q, a in turns:
             assert a == ("yes" if by_question[q] in scene.categories() else "no")
         assert len({q for q, _ in turns}) == len(turns)
