@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's full check: kernel and CUDA-graph tests (marker gpu), per-kernel timings beside mamba_ssm,
 # model parity with mamba_ssm, then `qmamba bench`. Logs and JSON go to $OUT (default /tmp/qmamba-gpu).
-#   bash benchmarks/gpu_all.sh [tests|kernels|parity|bench ...]     (default: all four)
+#   bash benchmarks/gpu_all.sh [tests|kernels|parity|bench|profile ...]     (default: the first four)
 # mamba_ssm / causal_conv1d wheels in .whl/ are installed to /tmp/site for the side-by-side figures only.
 set -uo pipefail
 OUT=${OUT:-/tmp/qmamba-gpu}; mkdir -p "$OUT"
@@ -21,6 +21,9 @@ for step in $steps; do
     parity) timeout ${PARITY_S:-120} python3 benchmarks/gpu_parity.py 2>&1 | tee "$OUT/parity.log" | tail -20 ;;
     bench) timeout ${BENCH_S:-300} python3 -m qmamba bench ${BENCH_ARGS:-} --out "$OUT/bench.json" 2>&1 \
              | tee "$OUT/bench.log" | tail -60 ;;
+    profile) for layer in mamba1 mamba2; do
+               timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer --out "$OUT" 2>&1 | tail -100
+             done ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU if there is one)")
     p.add_argument("--lm-steps", type=int, default=900, help="optimizer steps of the Mamba LM (8 x 256 tokens)")
     p.add_argument("--lm-batch-size", type=int, default=8, help="LM rows of 256 tokens per optimizer step")
+    p.add_argument("--sft-steps", type=int, default=0,
+                   help="LM instruction-tuning steps after pretraining (32 conversations, loss on the replies)")
     p.add_argument("--vision-steps", type=int, default=600, help="optimizer steps of SigLIP (64 pairs)")
     p.add_argument("--world-size", type=int, default=4000, help="align and finetune images of the generated world")
     p.add_argument("--world", default=None, help="a synth world to pretrain on (generated there if absent)")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     # on a GPU a whole batch fits one pass; on a CPU rows of 4 keep a pass inside the caches
     micro = 0 if pick_device(args.device).type == "cuda" or args.lm_batch_size % 4 else 4
     lm_config = LMTrainConfig(steps=args.lm_steps, batch_size=args.lm_batch_size, micro_batch_size=micro,
-                              seed=args.seed)
+                              sft_steps=args.sft_steps, seed=args.seed)
     record = build_micro_assets(args.out, seed=args.seed, device=args.device, world_size=args.world_size,
                                 lm_steps=args.lm_steps, vision_steps=args.vision_steps, world_dir=args.world,
                                 show_progress=not args.quiet, overwrite=args.overwrite, lm_config=lm_config)

@@ -5,7 +5,8 @@
 The model is ``LLM_PRESETS["micro-mamba"]`` with ``vocab_size`` set to the tokenizer's size. Documents
 (``corpus.build_corpus``) are split into train and held-out by a seeded shuffle, tokenized as the
 training stages tokenize them, concatenated (each ends with ``<|endoftext|>``) and cut into rows of
-``seq_len`` tokens. AdamW + warmup/cosine, bf16 autocast on CUDA only. Reported: train loss (mean of
+``seq_len`` tokens. AdamW + warmup/cosine, bf16 autocast on CUDA only. Then, with ``sft_steps``, an
+instruction tuning on the training conversations with the image in words (``instruct_lm``). Reported: train loss (mean of
 the last 50 steps), held-out loss before and after, and held-out answer accuracy: the share of first
 questions of held-out conversations whose reply (with its end marker) greedy decoding reproduces,
 for ``chat`` (no image: a prior), ``grounded`` (the image given in words) and ``exist`` (POPE-style
@@ -25,6 +26,7 @@ import torch
 
 from qmamba.errors import ConfigError, InputError
 from qmamba.micro.corpus import KINDS, Document, encode_document
+from qmamba.micro.instruct_lm import instruct_lm
 from qmamba.micro.loop import LossLog, autocast, make_optimizer, optimizer_step, pick_device, progress, seed_everything
 from qmamba.micro.tokenizer import save_tokenizer
 from qmamba.models.mamba_lm import MambaLM
@@ -51,6 +53,12 @@ class LMTrainConfig:
     # Document kinds trained on (all of corpus.KINDS by default; leaving out blind "chat" was tried with 6.7x
     # the steps on a GPU and did not raise the held-out grounded answer accuracy: 40.6% vs 45.1%)
     kinds: tuple[str, ...] = KINDS
+    # instruction tuning after pretraining (``instruct_lm``): steps of conversations, loss on the replies only
+    sft_steps: int = 0
+    sft_batch_size: int = 32
+    sft_lr: float = 1e-3
+    sft_max_len: int = 512
+    sft_kinds: tuple[str, ...] = ("grounded", "exist")
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 2:
@@ -168,12 +176,14 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     model = MambaLM(config, device=device)
     before = heldout_loss(model, held_rows, device)
     log = train_lm(model, train_rows, cfg, device, show_progress)
+    sft = instruct_lm(model, tokenizer, train_docs, cfg, device, show_progress)
     result = {"config": asdict(cfg), "device": str(device), "vocab_size": config.vocab_size,
               "parameters": model.num_parameters(), "train_rows": len(train_rows),
               "train_tokens": int(train_rows.numel()), "heldout_rows": len(held_rows),
               "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len, "first_losses": log.losses[:5],
               "loss_curve": log.losses[:: max(1, cfg.steps // 20)], "train_loss": log.recent(50),
-              "heldout_loss_before": before, "heldout_loss": heldout_loss(model, held_rows, device)}
+              "heldout_loss_before": before, "heldout_loss": heldout_loss(model, held_rows, device),
+              "sft_first_losses": sft.losses[:5], "sft_loss": sft.recent(50) if sft.losses else None}
     for kind in ("chat", "grounded", "exist"):
         picked = [d for d in held_docs if d.kind == kind and len(d.pieces) > 1][: cfg.eval_questions]
         result[f"answer_accuracy_{kind}"] = answer_accuracy(model, tokenizer, picked, device)

@@ -1,0 +1,117 @@
+"""Where the GPU time of one LM prefill, training step and decode step goes: the CUDA kernels of qmamba (and
+of mamba_ssm on the same weights, when installed), each ranked by total time, for a few layers of the
+full-size shape (per-layer figures scale with the layer count).
+
+    python benchmarks/profile_lm.py --layer mamba1 --layers 4 --seqlen 800 [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from qmamba.bench.peers import MambaSSMRunner, peer_available
+from qmamba.models.mamba_lm import MambaLM
+from qmamba.models.presets import LLM_PRESETS
+
+SHAPES = {"mamba1": "mamba-2.8b", "mamba2": "mamba2-2.7b"}
+
+
+def _table(fn, runs: int, label: str, rows: int) -> str:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(runs):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    total = sum(e.self_device_time_total for e in events) / runs / 1e3
+    events.sort(key=lambda e: -e.self_device_time_total)
+    lines = [f"## {label}: {total:.3f} ms of kernels per call, {sum(e.count for e in events) // runs} launches",
+             "| kernel | ms/call | launches/call |", "| --- | ---: | ---: |"]
+    for e in events[:rows]:
+        lines.append(f"| {e.key[:90]} | {e.self_device_time_total / runs / 1e3:.3f} | {e.count // runs} |")
+    return "\n".join(lines)
+
+
+def wall_ms(fn, runs: int = 10) -> float:
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(runs):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / runs
+
+
+def profile_model(name: str, forward, params, ids: torch.Tensor, prefill, decode, rows: int) -> list[str]:
+    def train():
+        loss = forward(ids).float().logsumexp(-1).mean()
+        loss.backward()
+        for p in params:
+            p.grad = None
+
+    out = []
+    for label, fn in (("prefill", prefill), ("train fwd+bwd", train), ("decode step (eager)", decode)):
+        if fn is None:
+            continue
+        ms = wall_ms(fn)
+        out.append(f"# {name} {label}: {ms:.3f} ms wall\n" + _table(fn, 3, f"{name} {label}", rows))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layer", choices=tuple(SHAPES), default="mamba1")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--seqlen", type=int, default=800)
+    ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    cfg = dataclasses.replace(LLM_PRESETS[SHAPES[args.layer]](), n_layer=args.layers)
+    torch.manual_seed(0)
+    model = MambaLM(cfg, device=device, dtype=torch.bfloat16)
+    ids = torch.randint(0, cfg.vocab_size, (1, args.seqlen), device=device)
+    tok = ids[:, 0]
+    sections = [f"# {torch.cuda.get_device_name()}: {SHAPES[args.layer]} shape, {args.layers} layers, "
+                f"{args.seqlen} tokens, bf16"]
+
+    @torch.inference_mode()
+    def q_prefill():
+        model.prefill(ids)
+
+    with torch.no_grad():
+        _, cache = model.prefill(ids)
+
+    @torch.inference_mode()
+    def q_decode():
+        model.decode_step(tok, cache)
+
+    sections += profile_model("qmamba", lambda x: model(x).logits, list(model.parameters()), ids, q_prefill,
+                              q_decode, args.rows)
+    if peer_available("mamba_ssm"):
+        peer = MambaSSMRunner(model, device)
+
+        @torch.inference_mode()
+        def m_prefill():
+            peer.prefill(ids)
+
+        sections += profile_model("mamba_ssm", peer.logits, peer.parameters(), ids, m_prefill, None, args.rows)
+    text = "\n\n".join(sections)
+    print(text)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"profile_{args.layer}.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Instruction tuning of the micro LM (its "zephyr" step): the loss on the assistant replies only.
+
+    log = instruct_lm(model, tokenizer, docs, cfg, device)      # after pretraining, same model
+
+Pretraining spreads the loss over every token, so a reply word ("yes", "no", "2") weighs about 1/60 of a
+conversation and a skill that hangs on it, such as POPE-style existence over the whole context, stays at
+chance. As with mamba-2.8b-zephyr, a short tuning on conversations with the loss on the replies only
+(user turns labelled ``ignore_index``) teaches the model to answer from its context. Documents are the
+training documents of ``cfg.sft_kinds`` (the image given in words), right-padded per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from qmamba.data.chat import IMAGE_TOKEN_ID, encode_with_image
+from qmamba.micro.corpus import Document
+from qmamba.micro.loop import LossLog, autocast, make_optimizer, optimizer_step, progress
+
+IGNORE = -100
+
+
+def reply_labels(tokenizer, doc: Document, max_len: int) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a chat document: pieces alternate user / assistant; user tokens are ``IGNORE``."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, piece in enumerate(doc.pieces):
+        toks = [t for t in encode_with_image(tokenizer, piece) if t != IMAGE_TOKEN_ID]
+        ids += toks
+        labels += toks if i % 2 else [IGNORE] * len(toks)
+    return ids[:max_len], labels[:max_len]
+
+
+def pad_batch(rows: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (b, l) ids (pad 0) and labels (pad ``IGNORE``): a causal model never sees the pads."""
+    length = max(len(ids) for ids, _ in rows)
+    ids = torch.zeros(len(rows), length, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+    for r, (i, lab) in enumerate(rows):
+        ids[r, :len(i)], labels[r, :len(lab)] = torch.tensor(i), torch.tensor(lab)
+    return ids, labels
+
+
+def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (reply) positions."""
+    logits = model(ids).logits[:, :-1]  # (b, l-1, v)
+    return F.cross_entropy(logits.float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+
+
+def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.device,
+                show_progress: bool = True) -> LossLog:
+    """``cfg.sft_steps`` steps of ``cfg.sft_batch_size`` conversations (reshuffled each epoch)."""
+    rows = [reply_labels(tokenizer, d, cfg.sft_max_len) for d in docs if d.kind in cfg.sft_kinds and len(d.pieces) > 1]
+    log = LossLog()
+    if not rows or cfg.sft_steps < 1:
+        return log
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opt, sched = make_optimizer(model, cfg.sft_lr, cfg.weight_decay, cfg.betas, cfg.sft_steps, cfg.warmup_ratio)
+    bar, order = progress(cfg.sft_steps, "instruct LM", show_progress), torch.zeros(0, dtype=torch.long)
+    model.train()
+    for _ in range(cfg.sft_steps):
+        if len(order) < cfg.sft_batch_size:
+            order = torch.randperm(len(rows), generator=gen)
+        pick, order = order[:cfg.sft_batch_size], order[cfg.sft_batch_size:]
+        ids, labels = pad_batch([rows[int(i)] for i in pick])
+        with autocast(device):
+            loss = reply_loss(model, ids.to(device), labels.to(device))
+        loss.backward()
+        optimizer_step(model, opt, sched, cfg.grad_clip)
+        log.add(float(loss.detach()))
+        bar.update()
+        bar.set_postfix(loss=f"{log.recent(20):.3f}")
+    bar.close()
+    return log
+
+
+__all__ = ["IGNORE", "instruct_lm", "pad_batch", "reply_labels", "reply_loss"]

@@ -1,0 +1,60 @@
+"""LM instruction tuning: only reply tokens carry labels, padding is never learned, the reply loss goes down."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from micro_assets_testkit import tiny_corpus, tiny_tokenizer
+
+from qmamba.micro.corpus import encode_document
+from qmamba.micro.instruct_lm import IGNORE, instruct_lm, pad_batch, reply_labels, reply_loss
+from qmamba.micro.pretrain_lm import LMTrainConfig
+from qmamba.models.mamba_lm import MambaLM
+from qmamba.models.presets import LLM_PRESETS
+
+
+def _docs(tmp_path_factory, kind: str = "exist"):
+    return [d for d in tiny_corpus(tmp_path_factory) if d.kind == kind]
+
+
+def test_labels_keep_the_replies_and_ignore_the_user_turns(tmp_path_factory):
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    doc = _docs(tmp_path_factory)[0]
+    ids, labels = reply_labels(tok, doc, max_len=10_000)
+    assert ids == encode_document(tok, doc)  # the same tokens the pretraining sees
+    replies = [t for i, p in enumerate(doc.pieces) if i % 2 for t in encode_document(tok, type(doc)(doc.kind, (p,)))]
+    assert [lab for lab in labels if lab != IGNORE] == replies
+    assert labels[0] == IGNORE and len(replies) < len(ids) / 4
+    short_ids, short_labels = reply_labels(tok, doc, max_len=5)
+    assert short_ids == ids[:5] and short_labels == labels[:5]
+
+
+def test_pad_batch_pads_right_with_ignored_labels():
+    ids, labels = pad_batch([([5, 6, 7], [IGNORE, 6, 7]), ([8], [8])])
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert labels.tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+
+
+def test_reply_loss_is_the_mean_over_labelled_positions():
+    torch.manual_seed(0)
+    model = MambaLM(dataclasses.replace(LLM_PRESETS["micro-mamba"](), vocab_size=32, n_layer=1, d_model=16))
+    ids = torch.randint(0, 32, (2, 6))
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 3], labels[1, 5] = ids[0, 3], ids[1, 5]
+    logp = model(ids).logits.float().log_softmax(-1)
+    expected = -(logp[0, 2, ids[0, 3]] + logp[1, 4, ids[1, 5]]) / 2
+    torch.testing.assert_close(reply_loss(model, ids, labels), expected)
+
+
+def test_the_reply_loss_goes_down(tmp_path_factory):
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    torch.manual_seed(0)
+    model = MambaLM(dataclasses.replace(LLM_PRESETS["micro-mamba"](), vocab_size=len(tok)))
+    cfg = LMTrainConfig(sft_steps=25, sft_batch_size=8, sft_lr=3e-3, warmup_ratio=0.1)
+    log = instruct_lm(model, tok, _docs(tmp_path_factory), cfg, torch.device("cpu"), show_progress=False)
+    assert len(log.losses) == 25
+    first, last = log.losses[0], sum(log.losses[-5:]) / 5
+    assert last < 0.5 * first, f"reply loss {first:.3f} -> {last:.3f}"
+    empty = instruct_lm(model, tok, _docs(tmp_path_factory, "caption"), cfg, torch.device("cpu"), show_progress=False)
+    assert empty.losses == []  # captions have no replies
