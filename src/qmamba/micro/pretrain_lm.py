@@ -6,8 +6,8 @@ The model is ``LLM_PRESETS["micro-mamba"]`` with ``vocab_size`` set to the token
 (``corpus.build_corpus``) are split into train and held-out by a seeded shuffle, tokenized as the
 training stages tokenize them, concatenated (each ends with ``<|endoftext|>``) and cut into rows of
 ``seq_len`` tokens. AdamW + warmup/cosine, bf16 autocast on CUDA only. Then, with ``sft_steps``, an
-instruction tuning on the training conversations with the image in words (``instruct_lm``). Reported: train loss (mean of
-the last 50 steps), held-out loss before and after, and held-out answer accuracy: the share of first
+instruction tuning on the training conversations with the image in words (``instruct_lm``).
+Reported: train loss (mean of the last 50 steps), held-out loss before and after, and held-out answer accuracy: the share of first
 questions of held-out conversations whose reply (with its end marker) greedy decoding reproduces,
 for ``chat`` (no image: a prior), ``grounded`` (the image given in words) and ``exist`` (POPE-style
 existence drills on the image in words) documents.
