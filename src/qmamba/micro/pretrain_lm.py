@@ -9,8 +9,8 @@ training stages tokenize them, concatenated (each ends with ``<|endoftext|>``) a
 instruction tuning on the training conversations with the image in words (``instruct_lm``).
 Reported: train loss (mean of the last 50 steps), held-out loss before and after, and held-out answer
 accuracy: the share of first questions of held-out conversations whose reply (with its end marker)
-greedy decoding reproduces, for ``chat`` (no image: a prior), ``grounded`` (the image given in words) and ``exist`` (POPE-style
-existence drills on the image in words) documents.
+greedy decoding reproduces, for ``chat`` (no image: a prior), ``grounded`` (the image given in words)
+and ``exist`` (POPE-style existence drills on the image in words) documents.
 
 Written to ``out_dir``: config.json + model.safetensors (mamba_ssm format) + the tokenizer files.
 """
