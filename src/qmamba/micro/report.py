@@ -59,13 +59,14 @@ def readme(record: dict) -> str:
 Pretrained by qmamba's own scripts on the synthetic micro-world (seed {record['seed']}), in
 {record['seconds']['total'] / 60:.1f} minutes on {record['device']} ({record['threads']} threads). Rebuild with
 
-    qmamba micro build --out DIR --seed {record['seed']} --lm-steps {lm['config']['steps']} \\
-        --vision-steps {vis['config']['steps']} --world-size {world['n_align']}
+    qmamba micro build --out DIR --seed {record['seed']} --device {record['device']} \\
+        --lm-steps {lm['config']['steps']} --lm-batch-size {lm['config']['batch_size']} \\
+        --sft-steps {lm['config'].get('sft_steps', 0)} --vision-steps {vis['config']['steps']} --world-size {world['n_align']}
 
 | folder | what | format |
 | --- | --- | --- |
 | `siglip/` | SigLIP (64 px, patch 8, 64 patches of width 128, 4 layers) + its text tower, trained with the sigmoid image-text loss on {vis['train_pairs']} align pairs | transformers `SiglipModel` (config.json, model.safetensors, preprocessor_config.json) |
-| `mamba/` | Mamba-1 LM (d_model 192, 4 layers, d_state 16, vocab {lm['vocab_size']}), {lm['parameters']:,} parameters, trained on {lm['tokens_seen']:,} tokens | mamba_ssm (config.json, model.safetensors) |
+| `mamba/` | Mamba-1 LM (d_model 192, 4 layers, d_state 16, vocab {lm['vocab_size']}), {lm['parameters']:,} parameters, trained on {lm['tokens_seen']:,} tokens, then instruction-tuned for {lm['config'].get('sft_steps', 0)} steps of {lm['config'].get('sft_batch_size', 0)} conversations (loss on the replies) | mamba_ssm (config.json, model.safetensors) |
 | both | byte-level BPE tokenizer with `<|endoftext|>` (0: eos, pad), `<|user|>`, `<|assistant|>` | transformers tokenizer files |
 
 The LM's text comes from the world's training files only (captions, zephyr-templated instructions, the
