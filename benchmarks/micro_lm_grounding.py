@@ -1,6 +1,7 @@
 """How well a micro LM answers the POPE-like questions when each image is replaced by its exact detailed caption
 in words (the "grounded" documents of its pretraining): an upper bound on what any connector can reach through
-this LM. Prints accuracy and yes-ratio per split.
+this LM. Prints accuracy and yes-ratio per split, and the accuracy on the MMBench-like questions (first copy of
+each, letter by greedy first token) beside the chance of a uniform guess.
 
     qmamba data synth --out /tmp/world --n-align 200 --n-finetune 200
     python benchmarks/micro_lm_grounding.py --world /tmp/world [--lm src/qmamba/assets/micro/mamba]
@@ -25,9 +26,9 @@ SUFFIX = "Answer the question using a single word or phrase."
 SPLITS = ("random", "popular", "adversarial")
 
 
-def prompt_ids(tokenizer, scene: Scene, question: str) -> list[int]:
+def prompt_ids(tokenizer, scene: Scene, question: str, suffix: str = "\n" + SUFFIX) -> list[int]:
     """The zephyr-templated user turn: the scene in words, then the question (the assistant turn starts next)."""
-    text = f"Image: {caption(scene, detailed=True)}\n{question}\n{SUFFIX}"
+    text = f"Image: {caption(scene, detailed=True)}\n{question}{suffix}"
     ids: list[int] = []
     for _, piece in render_turns(get_template("zephyr"), [("user", text)]):
         ids += encode_with_image(tokenizer, piece)
@@ -50,6 +51,30 @@ def score_split(lm: MambaLM, tokenizer, pope_dir: Path, split: str, batch: int =
             "yes_ratio": sum(preds) / len(rows)}
 
 
+@torch.no_grad()
+def score_mmbench(lm: MambaLM, tokenizer, mm_dir: Path, batch: int = 64) -> dict:
+    """Accuracy over the first copy of every MMBench-like question (the llava jsonl holds the full prompts)."""
+    scenes = {s["image"]: Scene.from_dict(s) for s in json.loads((mm_dir / "scenes.json").read_text())}
+    tsv = next(mm_dir.glob("*.tsv")).read_text().splitlines()
+    head = tsv[0].split("\t")
+    answers = {int(r[0]): r[head.index("answer")] for r in (line.split("\t") for line in tsv[1:])}
+    rows = [json.loads(line) for line in (mm_dir / "llava_mmbench_dev.jsonl").read_text().splitlines()]
+    letters = {c: tokenizer.encode(c, add_special_tokens=False)[0] for c in "ABCD"}
+    hits, chance = 0, 0.0
+    for k in range(0, len(rows), batch):
+        chunk = rows[k:k + batch]
+        ids = [prompt_ids(tokenizer, scenes[r["image"]], r["text"], suffix="") for r in chunk]
+        padded = pad_rows(ids, 0, "left")
+        logits = lm(padded["input_ids"], attention_mask=padded["attention_mask"]).logits[:, -1]  # (b, v)
+        for r, row_logits in zip(chunk, logits):
+            n = sum(f"\n{c}. " in r["text"] for c in "ABCD")
+            options = list("ABCD")[:n]
+            pred = max(options, key=lambda c: float(row_logits[letters[c]]))
+            hits += pred == answers[r["question_id"]]
+            chance += 1 / n
+    return {"questions": len(rows), "accuracy": hits / len(rows), "chance": chance / len(rows)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", required=True, help="a synth world (qmamba data synth --out ...)")
@@ -60,6 +85,9 @@ def main() -> None:
     for split in SPLITS:
         r = score_split(lm, tokenizer, Path(args.world) / "eval" / "pope", split)
         print(f"| {r['split']} | {r['questions']} | {100 * r['accuracy']:.1f} | {r['yes_ratio']:.2f} |")
+    m = score_mmbench(lm, tokenizer, Path(args.world) / "eval" / "mmbench")
+    print(f"\nMMBench-like, first copies: {100 * m['accuracy']:.1f}% of {m['questions']} (uniform guess "
+          f"{100 * m['chance']:.1f}%)")
 
 
 if __name__ == "__main__":

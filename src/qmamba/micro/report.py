@@ -47,6 +47,10 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__}
 
 
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -78,7 +82,8 @@ scenes in words); the evaluation sets are never read.
 | | value |
 | --- | --- |
 | LM train loss (last 50 steps) | {lm['train_loss']:.3f} |
-| LM held-out loss (before -> after) | {lm['heldout_loss_before']:.3f} -> {lm['heldout_loss']:.3f} |
+| LM held-out loss, every token (before -> after) | {lm['heldout_loss_before']:.3f} -> {lm['heldout_loss']:.3f} |
+| LM instruction-tuning reply loss (last 50 steps) | {_num(lm.get('sft_loss'))} |
 | LM held-out first-answer accuracy, image described in words | {_pct(lm['answer_accuracy_grounded'])} |
 | LM held-out first-answer accuracy, no image (prior) | {_pct(lm['answer_accuracy_chat'])} |
 | LM held-out existence-drill accuracy, image described in words | {_pct(lm.get('answer_accuracy_exist'))} |

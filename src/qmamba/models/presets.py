@@ -33,8 +33,8 @@ LLM_PRESETS: dict[str, Callable[[], MambaLMConfig]] = {
     "mamba2-2.7b": lambda: MambaLMConfig(d_model=2560, n_layer=64, vocab_size=50277, ssm_cfg={"layer": "Mamba2"},
                                          pad_vocab_size_multiple=16),
     "tiny-mamba": lambda: MambaLMConfig(d_model=64, n_layer=2, vocab_size=300, ssm_cfg={"d_state": 8}),
-    # qmamba's micro LM (byte-level BPE of 674 tokens, pretrained on the micro-world's text)
-    "micro-mamba": lambda: MambaLMConfig(d_model=192, n_layer=4, vocab_size=674, ssm_cfg={"d_state": 16}),
+    # qmamba's micro LM (byte-level BPE of 680 tokens, pretrained on the micro-world's text)
+    "micro-mamba": lambda: MambaLMConfig(d_model=192, n_layer=4, vocab_size=680, ssm_cfg={"d_state": 16}),
     "tiny-mamba2": lambda: MambaLMConfig(d_model=64, n_layer=2, vocab_size=300, pad_vocab_size_multiple=16,
                                          ssm_cfg={"layer": "Mamba2", "d_state": 16, "headdim": 16, "chunk_size": 16}),
 }
