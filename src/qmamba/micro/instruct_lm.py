@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from qmamba.data.chat import IMAGE_TOKEN_ID, encode_with_image
 from qmamba.micro.corpus import Document
-from qmamba.micro.loop import LossLog, autocast, make_optimizer, optimizer_step, progress
+from qmamba.micro.loop import LossLog, autocast, fit
 
 IGNORE = -100
 
@@ -52,27 +52,19 @@ def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.devic
                 show_progress: bool = True) -> LossLog:
     """``cfg.sft_steps`` steps of ``cfg.sft_batch_size`` conversations (reshuffled each epoch)."""
     rows = [reply_labels(tokenizer, d, cfg.sft_max_len) for d in docs if d.kind in cfg.sft_kinds and len(d.pieces) > 1]
-    log = LossLog()
     if not rows or cfg.sft_steps < 1:
-        return log
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    opt, sched = make_optimizer(model, cfg.sft_lr, cfg.weight_decay, cfg.betas, cfg.sft_steps, cfg.warmup_ratio)
-    bar, order = progress(cfg.sft_steps, "instruct LM", show_progress), torch.zeros(0, dtype=torch.long)
-    model.train()
-    for _ in range(cfg.sft_steps):
-        if len(order) < cfg.sft_batch_size:
-            order = torch.randperm(len(rows), generator=gen)
-        pick, order = order[:cfg.sft_batch_size], order[cfg.sft_batch_size:]
-        ids, labels = pad_batch([rows[int(i)] for i in pick])
+        return LossLog()
+
+    def backward(idx: torch.Tensor) -> float:
+        ids, labels = pad_batch([rows[int(i)] for i in idx])
         with autocast(device):
             loss = reply_loss(model, ids.to(device), labels.to(device))
         loss.backward()
-        optimizer_step(model, opt, sched, cfg.grad_clip)
-        log.add(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f"{log.recent(20):.3f}")
-    bar.close()
-    return log
+        return float(loss.detach())
+
+    return fit(model, len(rows), cfg.sft_batch_size, cfg.sft_steps, cfg.seed + 1,
+               (cfg.sft_lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "instruct LM",
+               show_progress)
 
 
 __all__ = ["IGNORE", "instruct_lm", "pad_batch", "reply_labels", "reply_loss"]

@@ -1,5 +1,5 @@
-"""What the two pretraining loops share: seeding, device and autocast, the optimizer and its schedule,
-progress bars, and a loss log.
+"""What the micro training loops share: seeding, device and autocast, the optimizer and its schedule,
+progress bars, a loss log, and ``fit``, the loop itself (shuffled batches -> loss -> step).
 
 The optimizer is AdamW with qmamba's parameter groups (no weight decay on norms, biases and the SSM's
 ``A_log``/``D``) and qmamba's schedule: linear warmup, then cosine decay to zero.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,3 +95,26 @@ class LossLog:
     def recent(self, n: int = 50) -> float:
         """Mean of the last ``n`` losses (nan before the first)."""
         return float(np.mean(self.losses[-n:])) if self.losses else float("nan")
+
+
+def fit(model: nn.Module, n_items: int, batch_size: int, steps: int, seed: int, opt_args: tuple, grad_clip: float,
+        backward: Callable[[torch.Tensor], float], desc: str, show_progress: bool) -> LossLog:
+    """``steps`` optimizer steps over batches of ``batch_size`` indices into ``n_items`` items, reshuffled each
+    epoch with a generator seeded by ``seed``. ``backward(idx)`` computes the batch's loss, calls backward and
+    returns the loss; ``opt_args`` = (lr, weight_decay, betas, warmup_ratio) of ``make_optimizer``."""
+    lr, weight_decay, betas, warmup_ratio = opt_args
+    gen = torch.Generator().manual_seed(seed)
+    opt, sched = make_optimizer(model, lr, weight_decay, betas, steps, warmup_ratio)
+    log, bar, order = LossLog(), progress(steps, desc, show_progress), torch.zeros(0, dtype=torch.long)
+    model.train()
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = torch.randperm(n_items, generator=gen)
+        idx, order = order[:batch_size], order[batch_size:]
+        loss = backward(idx)
+        optimizer_step(model, opt, sched, grad_clip)
+        log.add(loss)
+        bar.update()
+        bar.set_postfix(loss=f"{log.recent(20):.3f}")
+    bar.close()
+    return log

@@ -27,7 +27,7 @@ import torch
 from qmamba.errors import ConfigError, InputError
 from qmamba.micro.corpus import KINDS, Document, encode_document
 from qmamba.micro.instruct_lm import instruct_lm
-from qmamba.micro.loop import LossLog, autocast, make_optimizer, optimizer_step, pick_device, progress, seed_everything
+from qmamba.micro.loop import LossLog, autocast, fit, pick_device, seed_everything
 from qmamba.micro.tokenizer import save_tokenizer
 from qmamba.models.mamba_lm import MambaLM
 from qmamba.models.presets import LLM_PRESETS
@@ -104,28 +104,21 @@ def pack(token_lists: list[list[int]], seq_len: int, what: str = "text") -> torc
 def train_lm(model: MambaLM, rows: torch.Tensor, cfg: LMTrainConfig, device: torch.device,
              show_progress: bool = True) -> LossLog:
     """``cfg.steps`` optimizer steps over shuffled ``rows`` (reshuffled each epoch); returns the losses."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.steps, cfg.warmup_ratio)
     micro = cfg.micro_batch_size or cfg.batch_size
-    log, bar, order = LossLog(), progress(cfg.steps, "pretrain LM", show_progress), torch.zeros(0, dtype=torch.long)
-    model.train()
-    for _ in range(cfg.steps):
-        if len(order) < cfg.batch_size:
-            order = torch.randperm(len(rows), generator=gen)
-        batch, order = rows[order[:cfg.batch_size]], order[cfg.batch_size:]  # (batch, seq_len)
-        total = 0.0
+
+    def backward(idx: torch.Tensor) -> float:
+        batch, total = rows[idx], 0.0  # (batch, seq_len)
         for part in batch.split(micro):
             ids = part.to(device)
             with autocast(device):
                 loss = model(ids, labels=ids).loss * (len(part) / len(batch))
             loss.backward()
             total += float(loss.detach())
-        optimizer_step(model, opt, sched, cfg.grad_clip)
-        log.add(total)
-        bar.update()
-        bar.set_postfix(loss=f"{log.recent(20):.3f}")
-    bar.close()
-    return log
+        return total
+
+    return fit(model, len(rows), cfg.batch_size, cfg.steps, cfg.seed,
+               (cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "pretrain LM",
+               show_progress)
 
 
 @torch.no_grad()

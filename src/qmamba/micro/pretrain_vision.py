@@ -29,7 +29,7 @@ from qmamba.data.image import ImageTransformConfig, load_image, preprocess
 from qmamba.data.llava import load_records
 from qmamba.data.synth.manifest import SynthManifest
 from qmamba.errors import ConfigError, InputError
-from qmamba.micro.loop import LossLog, autocast, make_optimizer, optimizer_step, pick_device, progress, seed_everything
+from qmamba.micro.loop import LossLog, autocast, fit, pick_device, seed_everything
 from qmamba.micro.tokenizer import save_tokenizer
 from qmamba.models.vision import SIGLIP_MICRO, vision_preset
 from qmamba.utils.config import write_json
@@ -135,23 +135,15 @@ def caption_ids(tokenizer, captions: list[str], text_len: int) -> tuple[torch.Te
 def train_siglip(model, pixels: torch.Tensor, ids: torch.Tensor, cfg: VisionTrainConfig, device: torch.device,
                  show_progress: bool = True) -> LossLog:
     """``cfg.steps`` steps of the sigmoid loss on shuffled pairs (reshuffled each epoch)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.steps, cfg.warmup_ratio)
-    log, bar, order = LossLog(), progress(cfg.steps, "pretrain SigLIP", show_progress), torch.zeros(0, dtype=torch.long)
-    model.train()
-    for _ in range(cfg.steps):
-        if len(order) < cfg.batch_size:
-            order = torch.randperm(len(pixels), generator=gen)
-        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+    def backward(idx: torch.Tensor) -> float:
         with autocast(device):
             loss = model(input_ids=ids[idx].to(device), pixel_values=pixels[idx].to(device), return_loss=True).loss
         loss.backward()
-        optimizer_step(model, opt, sched, cfg.grad_clip)
-        log.add(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f"{log.recent(20):.3f}")
-    bar.close()
-    return log
+        return float(loss.detach())
+
+    return fit(model, len(pixels), cfg.batch_size, cfg.steps, cfg.seed,
+               (cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "pretrain SigLIP",
+               show_progress)
 
 
 @torch.no_grad()
