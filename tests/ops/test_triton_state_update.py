@@ -9,8 +9,9 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close  # noqa: E402
 
-from qmamba.ops.state_update.ref import selective_state_update_ref  # noqa: E402
+from qmamba.ops.state_update.ref import mamba1_decode_ssm_ref, selective_state_update_ref  # noqa: E402
 from qmamba.ops.state_update.triton import selective_state_update  # noqa: E402
+from qmamba.ops.state_update.triton_mamba1 import mamba1_decode_ssm  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -103,3 +104,55 @@ def test_gpu_cuda_graph_capture():
     y_ref = selective_state_update_ref(s_ref, x, dt, A, B, C, **kw)
     assert_close(out.float(), y_ref.float(), 1e-2, "graph out")
     assert_close(state.float(), s_ref.float(), 1e-5, "graph state")
+
+
+def _decode_args(b, d, n, r, dtype):
+    """Mamba-1 step inputs as the model passes them: dt_low, B and C strided views of x_proj's output."""
+    kw = {"device": DEVICE}
+    state = torch.randn(b, d, n, **kw)
+    x, z = (torch.randn(b, d, dtype=dtype, **kw) for _ in range(2))
+    dt_low, B, C = torch.split(torch.randn(b, r + 2 * n, dtype=dtype, **kw), [r, n, n], dim=-1)
+    dt_weight = (torch.randn(d, r, **kw) * r**-0.5).to(dtype)
+    dt_bias = (torch.rand(d, **kw) - 4.0).to(dtype)  # softplus^-1 of small dt, as initialised
+    A_log = torch.log(torch.arange(1, n + 1, dtype=torch.float32, **kw)).repeat(d, 1) + 0.1 * torch.randn(d, n, **kw)
+    D = torch.randn(d, **kw).to(dtype)
+    return state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z
+
+
+@pytest.mark.parametrize("b,d,n,r,dtype,tol", [(2, 37, 16, 5, torch.float32, 1e-5), (1, 8, 5, 70, torch.float32, 1e-5),
+                                                (3, 24, 16, 12, torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("optional", [True, False])
+def test_mamba1_fused_decode_matches_reference(b, d, n, r, dtype, tol, optional):
+    state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z = _decode_args(b, d, n, r, dtype)
+    D, z = (D, z) if optional else (None, None)
+    s_ref, s_tri = state.clone(), state.clone()
+    y_ref = mamba1_decode_ssm_ref(s_ref, x, dt_low, dt_weight, dt_bias, A_log, B, C, D=D, z=z)
+    y = mamba1_decode_ssm(s_tri, x, dt_low, dt_weight, dt_bias, A_log, B, C, D=D, z=z)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert_close(y.float(), y_ref.float(), tol, "out")
+    assert_close(s_tri, s_ref, tol, "state")
+    assert not torch.equal(s_tri, state)  # the state moved
+
+
+def test_mamba1_fused_decode_reference_is_the_unfused_step():
+    """The fused contract equals dt_proj, then the plain state update with A = -exp(A_log) (fp32)."""
+    state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z = _decode_args(2, 16, 8, 6, torch.float32)
+    s1, s2 = state.clone(), state.clone()
+    y1 = mamba1_decode_ssm_ref(s1, x, dt_low, dt_weight, dt_bias, A_log, B, C, D=D, z=z)
+    dt = torch.nn.functional.linear(dt_low, dt_weight)
+    y2 = selective_state_update_ref(s2, x, dt, -torch.exp(A_log), B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=True)
+    assert_close(y1, y2, 1e-6, "out")
+    assert_close(s1, s2, 1e-6, "state")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("b", [1, 16])
+def test_mamba1_fused_decode_full_size_bf16(b):
+    """Mamba-2.8B's step shapes (d_inner 5120, d_state 16, dt_rank 160)."""
+    state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z = _decode_args(b, 5120, 16, 160, torch.bfloat16)
+    s_ref, s_tri = state.clone(), state.clone()
+    y_ref = mamba1_decode_ssm_ref(s_ref, x, dt_low, dt_weight, dt_bias, A_log, B, C, D=D, z=z)
+    y = mamba1_decode_ssm(s_tri, x, dt_low, dt_weight, dt_bias, A_log, B, C, D=D, z=z)
+    assert_close(y.float(), y_ref.float(), 2e-2, "out")
+    assert_close(s_tri, s_ref, 1e-3, "state")

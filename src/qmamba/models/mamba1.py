@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qmamba.models.cache import LayerState
-from qmamba.ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+from qmamba.ops import causal_conv1d, causal_conv1d_update, mamba1_decode_ssm, selective_scan
 from qmamba.utils.config import config_from_dict
 
 # Fields of mamba_ssm's Mamba.__init__ that choose kernels or placement, not the math.
@@ -117,12 +117,9 @@ def ssm_step(p: SSMParams, x: Tensor, z: Tensor, state: LayerState) -> Tensor:
     """One token for one direction; x, z: (b, di) -> y (b, di)."""
     w = p.conv1d.weight.squeeze(1)
     x = causal_conv1d_update(x, state.conv_state, w, p.conv1d.bias, activation="silu")  # (b, di)
-    dt, B, C = torch.split(F.linear(x, p.x_proj.weight), [p.dt_rank, p.d_state, p.d_state], dim=-1)
-    dt = F.linear(dt, p.dt_proj.weight)  # (b, di)
-    A = -torch.exp(p.A_log.float())
-    return selective_state_update(
-        state.ssm_state, x, dt, A, B, C, D=p.D.float(), z=z, dt_bias=p.dt_proj.bias.float(), dt_softplus=True
-    )
+    dt_low, B, C = torch.split(F.linear(x, p.x_proj.weight), [p.dt_rank, p.d_state, p.d_state], dim=-1)
+    # dt_proj, softplus, A = -exp(A_log), the state update, D and the gate: one fused op
+    return mamba1_decode_ssm(state.ssm_state, x, dt_low, p.dt_proj.weight, p.dt_proj.bias, p.A_log, B, C, D=p.D, z=z)
 
 
 class Mamba(SSMParams):

@@ -8,13 +8,14 @@ from qmamba.ops.causal_conv1d import causal_conv1d, causal_conv1d_update
 from qmamba.ops.rms_norm import add_norm, rms_norm_gated
 from qmamba.ops.selective_scan import selective_scan
 from qmamba.ops.ssd import ssd_chunk_scan
-from qmamba.ops.state_update import selective_state_update
+from qmamba.ops.state_update import mamba1_decode_ssm, selective_state_update
 
 __all__ = [
     "add_norm",
     "available",
     "causal_conv1d",
     "causal_conv1d_update",
+    "mamba1_decode_ssm",
     "requested_backend",
     "rms_norm_gated",
     "selective_scan",

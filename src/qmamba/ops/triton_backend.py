@@ -11,6 +11,7 @@ KERNEL_MODULES = (
     "qmamba.ops.causal_conv1d.triton",
     "qmamba.ops.rms_norm.triton",
     "qmamba.ops.state_update.triton",
+    "qmamba.ops.state_update.triton_mamba1",
     "qmamba.ops.ssd.triton",
 )
 

@@ -4,10 +4,14 @@ Mamba-1:  state (b, d, n), x/dt/z (b, d), A (d, n), B/C (b, n), D/dt_bias (d,)
 Mamba-2:  state (b, h, p, n), x/dt/z (b, h, p), A (h, p, n), B/C (b, g, n), D/dt_bias (h, p)
 
     state = exp(dt * A) * state + dt * B * x;   out = <C, state> + D * x  (* silu(z))
+
+``mamba1_decode_ssm_ref`` is Mamba-1's whole step after x_proj (dt_proj, -exp(A_log), softplus, update,
+D, gate) from the stored parameters: the contract of the fused decode kernel.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -52,3 +56,26 @@ def selective_state_update_ref(
         out = out * F.silu(z_.float())
     out = out.to(x.dtype)
     return out if heads else out.squeeze(1)
+
+
+def mamba1_decode_ssm_ref(
+    state: Tensor,
+    x: Tensor,
+    dt_low: Tensor,
+    dt_weight: Tensor,
+    dt_bias: Tensor,
+    A_log: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+) -> Tensor:
+    """Mamba-1's decode step after x_proj, from the parameters as stored: dt_proj, A = -exp(A_log), the
+    softplus of dt + dt_bias, the state update, D and the gate. Updates ``state`` in place.
+
+    state (b, d, n); x, z (b, d); dt_low (b, r); dt_weight (d, r); dt_bias, D (d,); A_log (d, n); B, C (b, n).
+    dt is accumulated in fp32 (mamba_ssm rounds dt_proj's output to the weights' dtype first).
+    """
+    dt = dt_low.float() @ dt_weight.float().t()  # (b, d)
+    A = -torch.exp(A_log.float())
+    return selective_state_update_ref(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=True)
