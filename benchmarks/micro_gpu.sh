@@ -17,7 +17,7 @@ if [ "${BUILD:-1}" = 1 ]; then
     --world-size "${WORLD:-6000}" > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
   python3 -c "import json; b=json.load(open('/tmp/assets/build.json')); l=b['lm']; v=b['vision']; \
 print({k: l[k] for k in ('vocab_size', 'train_loss', 'heldout_loss', 'answer_accuracy_chat', 'answer_accuracy_grounded', \
-'answer_accuracy_exist')}, \
+'answer_accuracy_exist', 'answer_accuracy_choice')}, \
 'retrieval', v['retrieval_top1'], 'seconds', b['seconds'])" | tee "$OUT/build_summary.txt"
   tar czf "$OUT/assets.tgz" -C /tmp assets
   stamp "grounding gate: POPE-like questions with the image in words"

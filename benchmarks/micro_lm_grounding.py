@@ -1,7 +1,7 @@
 """How well a micro LM answers the POPE-like questions when each image is replaced by its exact detailed caption
 in words (the "grounded" documents of its pretraining): an upper bound on what any connector can reach through
-this LM. Prints accuracy and yes-ratio per split, and the accuracy on the MMBench-like questions (first copy of
-each, letter by greedy first token) beside the chance of a uniform guess.
+this LM. Prints accuracy and yes-ratio per split, and on the MMBench-like questions (letter by greedy first
+token) the accuracy per row and under CircularEval (every circular copy right), beside a uniform guess.
 
     qmamba data synth --out /tmp/world --n-align 200 --n-finetune 200
     python benchmarks/micro_lm_grounding.py --world /tmp/world [--lm src/qmamba/assets/micro/mamba]
@@ -53,14 +53,14 @@ def score_split(lm: MambaLM, tokenizer, pope_dir: Path, split: str, batch: int =
 
 @torch.no_grad()
 def score_mmbench(lm: MambaLM, tokenizer, mm_dir: Path, batch: int = 64) -> dict:
-    """Accuracy over the first copy of every MMBench-like question (the llava jsonl holds the full prompts)."""
+    """Accuracy per row and per circular group of the MMBench-like questions (the llava jsonl holds the prompts)."""
     scenes = {s["image"]: Scene.from_dict(s) for s in json.loads((mm_dir / "scenes.json").read_text())}
     tsv = next(mm_dir.glob("*.tsv")).read_text().splitlines()
     head = tsv[0].split("\t")
     answers = {int(r[0]): r[head.index("answer")] for r in (line.split("\t") for line in tsv[1:])}
     rows = [json.loads(line) for line in (mm_dir / "llava_mmbench_dev.jsonl").read_text().splitlines()]
     letters = {c: tokenizer.encode(c, add_special_tokens=False)[0] for c in "ABCD"}
-    hits, chance = 0, 0.0
+    hits, chance, groups = 0, 0.0, {}
     for k in range(0, len(rows), batch):
         chunk = rows[k:k + batch]
         ids = [prompt_ids(tokenizer, scenes[r["image"]], r["text"], suffix="") for r in chunk]
@@ -72,7 +72,11 @@ def score_mmbench(lm: MambaLM, tokenizer, mm_dir: Path, batch: int = 64) -> dict
             pred = max(options, key=lambda c: float(row_logits[letters[c]]))
             hits += pred == answers[r["question_id"]]
             chance += 1 / n
-    return {"questions": len(rows), "accuracy": hits / len(rows), "chance": chance / len(rows)}
+            group = groups.setdefault(r["question_id"] % 1_000_000, [True, n])
+            group[0] &= pred == answers[r["question_id"]]
+    return {"questions": len(rows), "accuracy": hits / len(rows), "chance": chance / len(rows),
+            "circular": sum(ok for ok, _ in groups.values()) / len(groups),
+            "circular_chance": sum((1 / n) ** n for _, n in groups.values()) / len(groups)}
 
 
 def main() -> None:
@@ -86,8 +90,9 @@ def main() -> None:
         r = score_split(lm, tokenizer, Path(args.world) / "eval" / "pope", split)
         print(f"| {r['split']} | {r['questions']} | {100 * r['accuracy']:.1f} | {r['yes_ratio']:.2f} |")
     m = score_mmbench(lm, tokenizer, Path(args.world) / "eval" / "mmbench")
-    print(f"\nMMBench-like, first copies: {100 * m['accuracy']:.1f}% of {m['questions']} (uniform guess "
-          f"{100 * m['chance']:.1f}%)")
+    print(f"\nMMBench-like: {100 * m['accuracy']:.1f}% of {m['questions']} rows (uniform guess "
+          f"{100 * m['chance']:.1f}%),\nCircularEval {100 * m['circular']:.1f}% "
+          f"(guess {100 * m['circular_chance']:.1f}%)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def test_every_kind_is_there_in_the_expected_numbers(tmp_path_factory):
     with_shapes = sum(bool(s.categories()) for s in scenes)
     assert 0 < with_shapes <= n_align + n_finetune
     assert stats == {"caption": n_align, "caption_chat": n_align, "chat": n_finetune, "grounded": n_finetune,
-                     "description": n_align, "exist": with_shapes}
+                     "description": n_align, "exist": with_shapes,
+                     "choice": n_align + n_finetune}
     assert set(stats) == set(KINDS)
 
 

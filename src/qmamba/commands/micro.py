@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                "lm_heldout_loss": round(lm["heldout_loss"], 4),
                "lm_grounded_answer_accuracy": lm["answer_accuracy_grounded"],
                "lm_existence_answer_accuracy": lm.get("answer_accuracy_exist"),
+               "lm_choice_answer_accuracy": lm.get("answer_accuracy_choice"),
                "siglip_retrieval_top1": vision["retrieval_top1"], "siglip_retrieval_chance": vision["retrieval_chance"],
                "megabytes": round(record["total_bytes"] / 1e6, 2)}
     print(json.dumps(summary, indent=2))

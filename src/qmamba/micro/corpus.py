@@ -15,6 +15,8 @@ in file order (deterministic; the trainer shuffles):
     description   an align scene graph in prose: caption, every cell, every pairwise relation (``describe``)
     exist         POPE-style existence drills about every align and finetune scene given in words
                   (``qmamba.data.synth.existence``), seeded by the world's seed
+    choice        MMBench-style multiple-choice drills (lettered options, circular rotations) about every
+                  align and finetune scene given in words (``qmamba.data.synth.choice``)
 
 A document is a tuple of *pieces* tokenized one at a time (the chat template's turns), the way
 ``qmamba.data.dataset.encode_finetune`` tokenizes them; the ``<image>`` placeholder becomes no token
@@ -32,6 +34,7 @@ import numpy as np
 
 from qmamba.data.chat import IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID, encode_with_image, get_template, render_turns
 from qmamba.data.llava import Record, load_records
+from qmamba.data.synth.choice import choice_conversation
 from qmamba.data.synth.existence import existence_conversation
 from qmamba.data.synth.language import caption
 from qmamba.data.synth.manifest import SynthManifest
@@ -39,8 +42,8 @@ from qmamba.data.synth.scene import Scene
 from qmamba.errors import InputError
 from qmamba.micro.describe import describe_scene
 
-KINDS = ("caption", "caption_chat", "chat", "grounded", "description", "exist")
-EXIST_STREAM = 77  # the drills' random stream (independent of the generator's streams)
+KINDS = ("caption", "caption_chat", "chat", "grounded", "description", "exist", "choice")
+EXIST_STREAM, CHOICE_STREAM = 77, 78  # the drills' random streams (independent of the generator's streams)
 TEMPLATE = "zephyr"
 
 
@@ -78,16 +81,19 @@ def build_corpus(world: str | Path | SynthManifest) -> list[Document]:
     docs += [Document("chat", _chat(r.turns)) for r in finetune]
     docs += [Document("grounded", _chat(_ground(r, _scene_of(finetune_scenes, r)))) for r in finetune]
     docs += [Document("description", (describe_scene(s) + eos,)) for s in align_scenes.values()]
-    docs += _existence_documents([*align_scenes.values(), *finetune_scenes.values()], manifest.seed)
+    scenes = [*align_scenes.values(), *finetune_scenes.values()]
+    docs += _drills("exist", existence_conversation, EXIST_STREAM, scenes, manifest.seed)
+    docs += _drills("choice", choice_conversation, CHOICE_STREAM, scenes, manifest.seed)
     return [d for d in docs if d.pieces]
 
 
-def _existence_documents(scenes: list[Scene], seed: int) -> list[Document]:
+def _drills(kind: str, conversation, stream: int, scenes: list[Scene], seed: int) -> list[Document]:
+    """One ``kind`` document per scene: ``conversation(scene, rng, words)`` with the scene in words."""
     docs = []
     for i, scene in enumerate(scenes):
-        rng = np.random.default_rng([seed, EXIST_STREAM, i])
+        rng = np.random.default_rng([seed, stream, i])
         words = f"Image: {caption(scene, detailed=True)}"
-        docs.append(Document("exist", _chat(existence_conversation(scene, rng, words))))
+        docs.append(Document(kind, _chat(conversation(scene, rng, words))))
     return docs
 
 

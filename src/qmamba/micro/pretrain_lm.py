@@ -10,7 +10,7 @@ instruction tuning on the training conversations with the image in words (``inst
 Reported: train loss (mean of the last 50 steps), held-out loss before and after, and held-out answer
 accuracy: the share of first questions of held-out conversations whose reply (with its end marker)
 greedy decoding reproduces, for ``chat`` (no image: a prior), ``grounded`` (the image given in words)
-and ``exist`` (POPE-style existence drills on the image in words) documents.
+``exist`` (POPE-style existence drills on the image in words) and ``choice`` (multiple-choice drills) documents.
 
 Written to ``out_dir``: config.json + model.safetensors (mamba_ssm format) + the tokenizer files.
 """
@@ -58,7 +58,7 @@ class LMTrainConfig:
     sft_batch_size: int = 32
     sft_lr: float = 1e-3
     sft_max_len: int = 512
-    sft_kinds: tuple[str, ...] = ("grounded", "exist")
+    sft_kinds: tuple[str, ...] = ("grounded", "exist", "choice")
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 2:
@@ -177,7 +177,7 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
               "loss_curve": log.losses[:: max(1, cfg.steps // 20)], "train_loss": log.recent(50),
               "heldout_loss_before": before, "heldout_loss": heldout_loss(model, held_rows, device),
               "sft_first_losses": sft.losses[:5], "sft_loss": sft.recent(50) if sft.losses else None}
-    for kind in ("chat", "grounded", "exist"):
+    for kind in ("chat", "grounded", "exist", "choice"):
         picked = [d for d in held_docs if d.kind == kind and len(d.pieces) > 1][: cfg.eval_questions]
         result[f"answer_accuracy_{kind}"] = answer_accuracy(model, tokenizer, picked, device)
     model.save_pretrained(out_dir)

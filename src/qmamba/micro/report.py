@@ -74,8 +74,8 @@ Pretrained by qmamba's own scripts on the synthetic micro-world (seed {record['s
 | both | byte-level BPE tokenizer with `<|endoftext|>` (0: eos, pad), `<|user|>`, `<|assistant|>` | transformers tokenizer files |
 
 The LM's text comes from the world's training files only (captions, zephyr-templated instructions, the
-same conversations with the image described in words, scene descriptions, POPE-style existence drills on the
-scenes in words); the evaluation sets are never read.
+same conversations with the image described in words, scene descriptions, POPE-style existence drills and
+MMBench-style multiple-choice drills on the scenes in words); the evaluation sets are never read.
 
 ## Measured
 
@@ -87,6 +87,7 @@ scenes in words); the evaluation sets are never read.
 | LM held-out first-answer accuracy, image described in words | {_pct(lm['answer_accuracy_grounded'])} |
 | LM held-out first-answer accuracy, no image (prior) | {_pct(lm['answer_accuracy_chat'])} |
 | LM held-out existence-drill accuracy, image described in words | {_pct(lm.get('answer_accuracy_exist'))} |
+| LM held-out multiple-choice-drill accuracy, image described in words | {_pct(lm.get('answer_accuracy_choice'))} |
 | SigLIP train loss (last 50 steps) | {vis['train_loss']:.3f} |
 | SigLIP image -> caption top-1 among {vis['config']['eval_batch']} held-out (before -> after; chance {_pct(vis['retrieval_chance'])}) | {_pct(vis['retrieval_top1_before'])} -> {_pct(vis['retrieval_top1'])} |
 | files | {record['total_bytes'] / 1e6:.2f} MB |

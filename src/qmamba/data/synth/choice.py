@@ -158,3 +158,20 @@ def make_choice(scene: Scene, rng: np.random.Generator, category: str | None = N
     order = [int(k) for k in rng.permutation(len(options))]
     shuffled = tuple(options[k] for k in order)
     return Choice(question, shuffled, order.index(0), category, hint)
+
+
+def choice_conversation(scene: Scene, rng: np.random.Generator, image_words: str,
+                        k: int = 3) -> list[tuple[str, str]]:
+    """(role, text) turns of up to ``k`` multiple-choice questions of distinct categories about ``scene``:
+    the scene in words before the first, each question in a random circular rotation, answered by its letter."""
+    out: list[tuple[str, str]] = []
+    for category in [sorted(_BUILDERS)[int(i)] for i in rng.permutation(len(_BUILDERS))]:
+        choice = make_choice(scene, rng, category)
+        if choice is None:
+            continue
+        choice = choice.rotated(int(rng.integers(len(choice.options))))
+        prompt = (f"{image_words}\n" if not out else "") + choice.prompt()
+        out += [("user", prompt), ("assistant", choice.answer_letter)]
+        if len(out) == 2 * k:
+            break
+    return out
