@@ -4,7 +4,7 @@
 # quickstart recipe and a longer run (more images, more finetune epochs). Logs, tables and the rebuilt
 # assets (assets.tgz) go to $OUT (default /tmp/qmamba-micro).
 #   LM_STEPS=5000 LM_BATCH=32 SFT_STEPS=3000 VISION_STEPS=2400 WORLD=6000 LONG=0 bash benchmarks/micro_gpu.sh
-#   BUILD=0 LONG_ARGS="--n-align 8000 --n-finetune 8000 --finetune-epochs 3" bash benchmarks/micro_gpu.sh
+#   QUICK=0 skips the default quickstart;  BUILD=0 LONG_ARGS="--n-align 8000 --n-finetune 8000 --finetune-epochs 3" bash benchmarks/micro_gpu.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/qmamba-micro}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -27,8 +27,10 @@ print({k: l[k] for k in ('vocab_size', 'train_loss', 'heldout_loss', 'answer_acc
     rm -rf src/qmamba/assets/micro && cp -r /tmp/assets src/qmamba/assets/micro
   fi
 fi
-stamp quickstart
-python3 -m qmamba quickstart --out /tmp/qs --device cuda > "$OUT/quickstart.log" 2>&1; tail -25 "$OUT/quickstart.log"
+if [ "${QUICK:-1}" = 1 ]; then
+  stamp quickstart
+  python3 -m qmamba quickstart --out /tmp/qs --device cuda > "$OUT/quickstart.log" 2>&1; tail -25 "$OUT/quickstart.log"
+fi
 [ "${LONG:-1}" = 1 ] || { stamp done; exit 0; }
 stamp long
 python3 -m qmamba quickstart --out /tmp/qs_long --device cuda ${LONG_ARGS:---n-align 8000 --n-finetune 8000 --finetune-epochs 3} \

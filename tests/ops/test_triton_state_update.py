@@ -156,3 +156,19 @@ def test_mamba1_fused_decode_full_size_bf16(b):
     y = mamba1_decode_ssm(s_tri, x, dt_low, dt_weight, dt_bias, A_log, B, C, D=D, z=z)
     assert_close(y.float(), y_ref.float(), 2e-2, "out")
     assert_close(s_tri, s_ref, 1e-3, "state")
+
+
+@pytest.mark.parametrize("heads", [False, True])
+def test_A_is_log_takes_minus_exp_inside(heads):
+    """A_is_log=True with A_log equals A = -exp(A_log) passed directly, on both backends."""
+    args = _mamba2(2, 4, 16, 16, 2, torch.float32) if heads else _mamba1(2, 24, 16, torch.float32)
+    state, x, dt, A, B, C, D, z, dt_bias = args
+    A_log = torch.log(-A)
+    s0, s1, s2 = state.clone(), state.clone(), state.clone()
+    kw = {"D": D, "z": z, "dt_bias": dt_bias, "dt_softplus": True}
+    y0 = selective_state_update_ref(s0, x, dt, A, B, C, **kw)
+    y1 = selective_state_update_ref(s1, x, dt, A_log, B, C, A_is_log=True, **kw)
+    y2 = selective_state_update(s2, x, dt, A_log, B, C, A_is_log=True, **kw)
+    for y, s in ((y1, s1), (y2, s2)):
+        assert_close(y, y0, 1e-5, "out")
+        assert_close(s, s0, 1e-5, "state")

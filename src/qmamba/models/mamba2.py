@@ -173,10 +173,11 @@ def ssd_step(m: Mamba2, p: SSDParams, xBC: Tensor, dt: Tensor, z: Tensor | None,
     xBC = causal_conv1d_update(xBC, state.conv_state, p.conv1d.weight.squeeze(1), p.conv1d.bias, activation="silu")
     x, B, C = _split_xbc(m, xBC)
     h, hd, n = m.nheads, m.cfg.headdim, m.cfg.d_state
-    A = (-torch.exp(p.A_log.float()))[:, None, None].expand(h, hd, n)
+    A_log = p.A_log[:, None, None].expand(h, hd, n)  # -exp(A_log) is taken inside the state update
     D = p.D.view(h, hd) if m.cfg.D_has_hdim else p.D[:, None].expand(h, hd)
     y = selective_state_update(
-        state.ssm_state, x.view(-1, h, hd), dt[:, :, None].expand(-1, h, hd), A, B, C, D=D,
+        state.ssm_state, x.view(-1, h, hd), dt[:, :, None].expand(-1, h, hd), A_log, B, C, D=D,
         z=z.view(-1, h, hd) if z is not None else None, dt_bias=p.dt_bias[:, None].expand(h, hd), dt_softplus=True,
+        A_is_log=True,
     )
     return y.flatten(-2)

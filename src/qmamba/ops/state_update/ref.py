@@ -27,8 +27,13 @@ def selective_state_update_ref(
     z: Tensor | None = None,
     dt_bias: Tensor | None = None,
     dt_softplus: bool = False,
+    A_is_log: bool = False,
 ) -> Tensor:
-    """Advance ``state`` by one token and return the output, shaped like ``x``."""
+    """Advance ``state`` by one token and return the output, shaped like ``x``.
+
+    ``A_is_log``: ``A`` holds A_log as stored (the decay rate is -exp(A_log)), which the kernel folds in."""
+    if A_is_log:
+        A = -torch.exp(A.float())
     heads = state.dim() == 4
     if not heads:  # Mamba-1 is the one-head, one-group case
         state_, x_, dt_, A_ = state.unsqueeze(1), x.unsqueeze(1), dt.unsqueeze(1), A.unsqueeze(0)
@@ -77,5 +82,5 @@ def mamba1_decode_ssm_ref(
     dt is accumulated in fp32 (mamba_ssm rounds dt_proj's output to the weights' dtype first).
     """
     dt = dt_low.float() @ dt_weight.float().t()  # (b, d)
-    A = -torch.exp(A_log.float())
-    return selective_state_update_ref(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=True)
+    return selective_state_update_ref(state, x, dt, A_log, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=True,
+                                      A_is_log=True)

@@ -30,7 +30,7 @@ def _state_update_kernel(
     s_b, s_h, s_p, s_n, x_b, x_h, x_p, dt_b, dt_h, dt_p, a_h, a_p, a_n,
     b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    A_IS_LOG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_p, pid_b, pid_h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     pid_g = pid_h // group_ratio
@@ -48,10 +48,13 @@ def _state_update_kernel(
     if SOFTPLUS:
         dtv = tl.where(dtv > 20.0, dtv, tl.log(1.0 + tl.exp(dtv)))
     Av = tl.load(A + pid_h * a_h + offs_p[:, None] * a_p + offs_n[None, :] * a_n, mask=mask, other=0.0)
+    Av = Av.to(tl.float32)
+    if A_IS_LOG:
+        Av = -tl.exp(Av)
     Bv = tl.load(B + pid_b * b_b + pid_g * b_g + offs_n * b_n, mask=mask_n, other=0.0).to(tl.float32)
     Cv = tl.load(C + pid_b * c_b + pid_g * c_g + offs_n * c_n, mask=mask_n, other=0.0).to(tl.float32)
 
-    S = S * tl.exp(dtv[:, None] * Av.to(tl.float32)) + (dtv * xv)[:, None] * Bv[None, :]
+    S = S * tl.exp(dtv[:, None] * Av) + (dtv * xv)[:, None] * Bv[None, :]
     tl.store(s_ptrs, S.to(state.dtype.element_ty), mask=mask)
 
     o = tl.sum(S * Cv[None, :], axis=1)  # (BP,)
@@ -86,10 +89,12 @@ def selective_state_update(
     z: Tensor | None = None,
     dt_bias: Tensor | None = None,
     dt_softplus: bool = False,
+    A_is_log: bool = False,
     *,
     out: Tensor | None = None,
 ) -> Tensor:
     """Triton ``selective_state_update_ref``: advances ``state`` in place, returns out shaped like x.
+    ``A_is_log``: A holds A_log; -exp(A_log) is taken in the kernel (no separate launches).
 
     ``out`` (optional) receives the output instead of a fresh tensor. No autograd.
     """
@@ -111,7 +116,7 @@ def selective_state_update(
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
         *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
-        BLOCK_P=block_p, BLOCK_N=n_pad, num_warps=4 if block_p * n_pad >= 2048 else 2,
+        A_IS_LOG=A_is_log, BLOCK_P=block_p, BLOCK_N=n_pad, num_warps=4 if block_p * n_pad >= 2048 else 2,
     )
     return out if heads else out.squeeze(1)
 
