@@ -1,0 +1,31 @@
+"""`qmamba quickstart` end to end at a tiny size: the six-task table printed from the metrics files that
+`qmamba eval` wrote, each beside its chance level, the sample answer, and the CPU loader setting."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+
+from qmamba.cli import main
+from qmamba.quickstart import TASKS
+
+
+def test_quickstart_tiny_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "--n-align", "24", "--n-finetune", "24", "--n-eval", "4",
+            "--align-epochs", "0.5", "--finetune-epochs", "0.5", "--device", "cpu"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    rows = {m[1]: m for m in re.finditer(r"^\| (\w+) \| (\w+) \| ([\d.]+|n/a) \| ([\d.]+) \|$", text, re.M)}
+    assert set(rows) == set(TASKS)
+    for task in TASKS:
+        metrics = json.loads(out / "eval" / task / "metrics.json".read_text())
+        main_value = metrics["metrics"]["accuracy_mean_of_splits"] if task == "pope" else metrics["main"]
+        assert rows[task][3] == f"{main_value:.1f}", task  # the table prints what the scorer wrote
+        assert 0.0 < float(rows[task][4]) < 100.0
+    assert re.search(r"^  A: .+\(ground truth: .+\)$", text, re.M)
+    config = yaml.safe_load((out / "train" / "config.yaml").read_text())
+    assert [s["num_workers"] for s in config["stages"]] == [0, 0]  # on CPU: no forked loader worker
+    assert (out / "train" / "1-finetune" / "model" / "config.json").exists()
