@@ -21,7 +21,7 @@ def test_quickstart_tiny_end_to_end(tmp_path, capsys):
     rows = {m[1]: m for m in re.finditer(r"^\| (\w+) \| (\w+) \| ([\d.]+|n/a) \| ([\d.]+) \|$", text, re.M)}
     assert set(rows) == set(TASKS)
     for task in TASKS:
-        metrics = json.loads(out / "eval" / task / "metrics.json".read_text())
+        metrics = json.loads((out / "eval" / task / "metrics.json").read_text())
         main_value = metrics["metrics"]["accuracy_mean_of_splits"] if task == "pope" else metrics["main"]
         assert rows[task][3] == f"{main_value:.1f}", task  # the table prints what the scorer wrote
         assert 0.0 < float(rows[task][4]) < 100.0
