@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qmamba.utils.device import resolve_device
-
 log = logging.getLogger("qmamba")
 TASKS = ("vqav2", "gqa", "vizwiz", "textvqa", "pope", "mmbench")
 
@@ -56,14 +54,10 @@ def eval_job(m, task: str) -> dict:
 
 
 def train_config(q: QuickstartConfig, world: Path) -> dict:
-    # On CPU the 64 px images load in the training process: a loader worker forked from a process that keeps
-    # its freed memory (utils/cpu.py) makes every page it writes afterwards a copy (1.35M page faults, 13 s,
-    # at the first finetune step), and two cores leave no idle time for a worker to hide loading in anyway.
-    workers = 0 if resolve_device(q.device).type == "cpu" else 1
     stage = lambda name, data, epochs, lr, max_len: {  # noqa: E731
         "name": name, "sources": [{"path": str(world / data), "image_root": str(world / "images")}],
         "epochs": epochs, "lr": lr, "optimizer": q.optimizer, "global_batch_size": q.batch_size,
-        "micro_batch_size": q.batch_size, "max_length": max_len, "num_workers": workers}
+        "micro_batch_size": q.batch_size, "max_length": max_len, "num_workers": 1}
     return {"model": {"preset": q.preset, "llm": "assets:micro/mamba", "vision": "assets:micro/siglip"},
             "stages": [stage("align", "align.json", q.align_epochs, q.align_lr, 96),
                        stage("finetune", "finetune.json", q.finetune_epochs, q.finetune_lr, 192)],
