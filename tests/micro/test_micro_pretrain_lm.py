@@ -113,7 +113,9 @@ def test_bad_settings_fail_clearly():
 
 def test_training_kinds_select_documents(tmp_path_factory):
     docs = tiny_corpus(tmp_path_factory)
-    assert select_documents(docs, LMTrainConfig().kinds) == docs  # every kind by default
+    # every kind but the opt-in multiple-choice drills by default
+    assert select_documents(docs, LMTrainConfig().kinds) == [d for d in docs if d.kind != "choice"]
+    assert any(d.kind == "choice" for d in docs)
     picked = select_documents(docs, ("caption", "grounded"))
     assert {d.kind for d in picked} == {"caption", "grounded"}
     assert len(picked) == sum(d.kind in ("caption", "grounded") for d in docs)

@@ -11,6 +11,7 @@ SiglipModel), OUT/mamba (mamba_ssm format), OUT/build.json and OUT/README.md (un
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-batch-size", type=int, default=8, help="LM rows of 256 tokens per optimizer step")
     p.add_argument("--sft-steps", type=int, default=0,
                    help="LM instruction-tuning steps after pretraining (32 conversations, loss on the replies)")
+    p.add_argument("--choice-drills", action="store_true",
+                   help="also pretrain and instruction-tune the LM on MMBench-style multiple-choice drills")
     p.add_argument("--vision-steps", type=int, default=600, help="optimizer steps of SigLIP (64 pairs)")
     p.add_argument("--world-size", type=int, default=4000, help="align and finetune images of the generated world")
     p.add_argument("--world", default=None, help="a synth world to pretrain on (generated there if absent)")
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from qmamba.micro.build import build_micro_assets
+    from qmamba.micro.corpus import KINDS
     from qmamba.micro.loop import pick_device
     from qmamba.micro.pretrain_lm import LMTrainConfig
 
@@ -40,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     micro = 0 if pick_device(args.device).type == "cuda" or args.lm_batch_size % 4 else 4
     lm_config = LMTrainConfig(steps=args.lm_steps, batch_size=args.lm_batch_size, micro_batch_size=micro,
                               sft_steps=args.sft_steps, seed=args.seed)
+    if args.choice_drills:
+        lm_config = dataclasses.replace(lm_config, kinds=KINDS, sft_kinds=("grounded", "exist", "choice"))
     record = build_micro_assets(args.out, seed=args.seed, device=args.device, world_size=args.world_size,
                                 lm_steps=args.lm_steps, vision_steps=args.vision_steps, world_dir=args.world,
                                 show_progress=not args.quiet, overwrite=args.overwrite, lm_config=lm_config)
