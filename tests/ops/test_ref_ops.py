@@ -187,3 +187,15 @@ def test_backend_override_and_errors():
     with pytest.raises(Exception, match="not a backend"):
         with backend.use_backend("cuda-magic"):
             pass
+
+
+@pytest.mark.parametrize("l,T", [(1, 4), (9, 4), (12, 3), (7, 1)])
+def test_chunked_scan_gradcheck_mixed_groups(l, T):
+    # the hand-written backward of the chunked scan against finite differences, in float64
+    from qmamba.ops.selective_scan.chunked import chunked_scan
+
+    b, d, n = 2, 4, 3
+    f64 = {"dtype": torch.float64, "requires_grad": True}
+    args = (torch.rand(b, d, l, **f64), torch.randn(b, d, l, **f64), -torch.rand(d, n, **f64),
+            torch.randn(b, 2, n, l, **f64), torch.randn(b, 1, n, l, **f64), torch.randn(b, d, n, **f64))
+    assert torch.autograd.gradcheck(lambda *a: chunked_scan(*a, T), args)

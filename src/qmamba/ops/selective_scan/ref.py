@@ -8,9 +8,9 @@ Shapes follow mamba_ssm's ``selective_scan_fn``:
     B, C: (b, n, l), or (b, g, n, l) with the d channels split into g equal groups
     initial_state, last_state: (b, d, n)
 
-``selective_scan_ref`` is the chunked scan used for training and prefill on any device: the
-sequence is cut into chunks, every chunk is scanned at once (a loop over the positions of one
-chunk, parallel over all chunks), then the chunk-entry states are carried across chunks.
+``selective_scan_ref`` is the chunked scan used for training and prefill on any device
+(``chunked.py``: every chunk scanned at once, the chunk-entry states carried across chunks, one
+autograd node with a hand-written backward).
 ``selective_scan_sequential`` is the plain token-by-token loop, kept as the ground truth.
 """
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qmamba.ops.selective_scan.linear_scan import linear_scan
+from qmamba.ops.selective_scan.chunked import chunked_scan
 
 
 def _prepare_delta(delta: Tensor, delta_bias, delta_softplus) -> Tensor:
@@ -34,23 +34,6 @@ def _prepare_delta(delta: Tensor, delta_bias, delta_softplus) -> Tensor:
 
 def _chunk_size(l: int, chunk_size: int | None) -> int:
     return chunk_size or max(8, 2 ** round(math.log2(max(l, 1)) / 2))  # about sqrt(l) steps per chunk
-
-
-def _to_chunks(t: Tensor, T: int) -> Tensor:
-    """(b, c, l) -> (T, b, c, nc): sequence positions to (step in chunk, chunk); zero-padded."""
-    b, c, l = t.shape
-    nc = -(-l // T)
-    t = F.pad(t, (0, nc * T - l))
-    return t.view(b, c, nc, T).permute(3, 0, 1, 2).contiguous()  # so products come out contiguous
-
-
-def _bc_chunks(BC: Tensor, d: int, T: int) -> Tensor:
-    """B or C, (b, n, l) or (b, g, n, l) -> (T, b, 1 or d, nc, n)."""
-    if BC.dim() == 3:
-        return _to_chunks(BC.float(), T).transpose(2, 3).contiguous().unsqueeze(2)
-    b, g, n, l = BC.shape
-    per = _to_chunks(BC.float().reshape(b, g * n, l), T).unflatten(2, (g, n))  # (T, b, g, n, nc)
-    return per.transpose(3, 4).contiguous().repeat_interleave(d // g, dim=2)  # (T, b, d, nc, n)
 
 
 def selective_scan_ref(
@@ -69,16 +52,13 @@ def selective_scan_ref(
 ):
     """Chunked selective scan; returns out (b, d, l) and, if asked, last_state (b, d, n) in fp32."""
     b, d, l = u.shape
-    T = _chunk_size(l, chunk_size)
     u32 = u.float()
     delta = _prepare_delta(delta, delta_bias, delta_softplus)
-    dA = torch.exp(_to_chunks(delta, T).unsqueeze(-1) * A.float()[:, None, :])  # (T, b, d, nc, n); pad: 1
-    dBu = _to_chunks(delta * u32, T).unsqueeze(-1) * _bc_chunks(B, d, T)  # (T, b, d, nc, n); pad: 0
-    h = linear_scan(dA, dBu, initial_state.float() if initial_state is not None else None)
-    y = (h * _bc_chunks(C, d, T)).sum(-1)  # (T, b, d, nc)
-    y = y.permute(1, 2, 3, 0).reshape(b, d, -1)[:, :, :l]
+    B4, C4 = (M.float() if M.dim() == 4 else M.float().unsqueeze(1) for M in (B, C))  # (b, g, n, l)
+    h0 = initial_state.float() if initial_state is not None else None
+    y, last = chunked_scan(delta, delta * u32, A.float(), B4, C4, h0, _chunk_size(l, chunk_size))
     out = _finish(y, u32, D, z, u.dtype)
-    return (out, h[-1, :, :, -1]) if return_last_state else out  # padding keeps the last state
+    return (out, last) if return_last_state else out
 
 
 def _finish(y: Tensor, u32: Tensor, D, z, dtype) -> Tensor:
