@@ -1,5 +1,5 @@
 """CUDA-graph decoding: the static-buffer decoder equals ``model.generate`` token for token (padded buckets,
-rows of different lengths, EOS stops, sampling), the captured multimodal prefill equals ``model.prefill``;
+rows of different lengths, EOS stops, sampling), the captured text and multimodal prefills equal ``model.prefill``;
 on a GPU, graph replay equals the same step run eagerly."""
 
 from __future__ import annotations
@@ -156,6 +156,26 @@ def test_multimodal_prefill_refuses_ragged_placeholders():
         GraphDecoder(model).multimodal_prefill(ids, pixels)
 
 
+@LAYERS
+def test_text_prefill_equals_the_model_and_takes_new_ids(ssm_cfg):
+    model = tiny(ssm_cfg)
+    decoder = GraphDecoder(model)
+    first, second = torch.randint(1, 97, (3, 11)), torch.randint(1, 97, (3, 11))
+    with torch.inference_mode():
+        prefill = decoder.text_prefill(first)
+        assert decoder.text_prefill(second) is prefill  # one capture per shape
+        for ids in (first, second):  # the static input is overwritten on each call
+            logits, cache = model.prefill(ids)
+            assert_close(prefill(ids), logits, 1e-5, "prefill logits")
+            for i, (a, b) in enumerate(zip(prefill.cache.layers, cache.layers)):
+                assert_close(a.ssm_state, b.ssm_state, 1e-5, f"layer {i} ssm state")
+                assert_close(a.conv_state, b.conv_state, 1e-5, f"layer {i} conv state")
+        prefill.slot.begin(3, GenerationConfig())  # greedy decoding continues from the captured prefill's state
+    assert torch.equal(decoder.greedy(prefill.slot, 3, 5), model.generate(second, max_new_tokens=5)[:, 11:])
+    with pytest.raises(InputError, match="image placeholders"):
+        decoder.text_prefill(torch.full((1, 4), IMAGE_TOKEN_ID))
+
+
 # ---------------------------------------------------------------------------------------------------- GPU
 @gpu
 @pytest.mark.gpu
@@ -193,3 +213,20 @@ def test_graph_multimodal_prefill_equals_eager_on_gpu():
     assert torch.equal(graphed.answer(ids, pixels, cfg), eager.answer(ids, pixels, cfg))
     assert torch.equal(graphed.answer(ids, pixels, cfg), model.generate(ids, pixel_values=pixels, max_new_tokens=6)[
         :, ids.shape[1]:])
+
+
+@gpu
+@pytest.mark.gpu
+@LAYERS
+def test_graph_text_prefill_equals_eager_on_gpu(ssm_cfg):
+    cfg = {**ssm_cfg, "d_state": 16, **({"headdim": 64, "chunk_size": 64} if ssm_cfg["layer"] == "Mamba2" else {})}
+    model = tiny(cfg, device="cuda", d_model=256, n_layer=4)
+    ids = torch.randint(1, 97, (2, 150), device="cuda")
+    graphed = GraphDecoder(model)
+    with torch.inference_mode():
+        prefill = graphed.text_prefill(ids)
+        for _ in range(2):  # replays, not only the capture, give the model's prefill
+            logits, cache = model.prefill(ids)
+            assert_close(prefill(ids).float(), logits.float(), 1e-5, "prefill logits")
+            assert_close(prefill.cache.layers[-1].ssm_state, cache.layers[-1].ssm_state, 1e-5, "last ssm state")
+            ids = torch.randint(1, 97, (2, 150), device="cuda")

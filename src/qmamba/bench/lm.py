@@ -4,6 +4,7 @@ Every implementation is timed the same way on the same random weights (``LMRunne
 
     decode ms/token   (time of generate(1 + n new tokens) - time of generate(1 new token)) / n, greedy, no EOS
     prefill ms        the prompt through the model, returning the last logits and the recurrent state
+                      (qmamba: the captured prefill; its eager prefill is a column of its own)
     train ms, GiB     logits -> cross-entropy (fp32) -> backward of every weight, peak memory during it
 """
 

@@ -1,5 +1,6 @@
-"""qmamba's own language model under the bench: CUDA-graph greedy decoding, eager prefill and training,
-on the op backend asked for (``auto``: the Triton kernels on a GPU, the references on CPU)."""
+"""qmamba's own language model under the bench: CUDA-graph greedy decoding, captured prefill (one graph per
+prompt shape; the eager prefill is reported beside it) and training, on the op backend asked for (``auto``:
+the Triton kernels on a GPU, the references on CPU)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class QMambaRunner(LMRunner):
 
     def prefill(self, ids: Tensor) -> None:
         with use_backend(self.backend):
-            self.model.prefill(ids)
+            self.decoder.text_prefill(ids)(ids)
 
     def logits(self, ids: Tensor) -> Tensor:
         with use_backend(self.backend):
@@ -72,10 +73,13 @@ class QMambaRunner(LMRunner):
         return list(self.model.parameters())
 
     def extra(self, opts: BenchOptions, device: torch.device) -> dict:
-        """The graph step alone (no prefill, no host work): the floor of decode ms/token."""
+        """The eager prefill, and the graph step alone (no prefill, no host work): the floor of decode ms/token."""
         from qmamba.bench.timing import time_ms
 
         out = {"backend": active_backend(device, self.backend), "cuda_graphs": self.decoder.use_graphs}
+        ids = torch.randint(0, self.model.config.vocab_size, (1, opts.prompt_len), device=device)
+        with use_backend(self.backend), torch.inference_mode():
+            out["prefill_eager_ms"] = time_ms(lambda: self.model.prefill(ids), device, opts.warmup, opts.repeats)
         n = opts.decode_tokens
         for b, key in ((1, "decode_b1_step_ms"), (opts.batch_decode, "decode_batch_step_ms")):
             with use_backend(self.backend), torch.inference_mode():

@@ -13,6 +13,7 @@ LM_COLUMNS = (
     ("decode_b1_ms", "decode b1 ms/token"),
     ("decode_batch_ms", "decode b{batch_decode} ms/step"),
     ("prefill_ms", "prefill {prompt_len} ms"),
+    ("prefill_eager_ms", "eager prefill ms"),
     ("train_ms", "train fwd+bwd {train_batch}x{train_len} ms"),
     ("train_peak_gib", "train peak GiB"),
 )

@@ -15,8 +15,9 @@ Greedy decoding therefore never waits on the GPU: tokens are copied out once at 
 all-rows-finished test (one sync) runs every ``check_every`` steps, only when there is an EOS id.
 Sampling, repetition penalty and stop strings go through the shared ``generation_loop`` with the
 graph's logits. Prefill runs eagerly (``model.prefill``) and its state is copied into the bucket's
-buffers; ``MultimodalPrefill`` instead captures vision encoder + connector + LM prefill for a fixed
-shape, writing the state straight into them. Without CUDA the same static-buffer code runs eagerly.
+buffers; for workloads of a fixed shape, ``TextPrefill`` (LM prefill) and ``MultimodalPrefill`` (vision
+encoder + connector + LM prefill) capture the prefill too, writing the state straight into them.
+Without CUDA the same static-buffer code runs eagerly.
 
 The decoder works on any model with the generation interface (``prefill``, ``generation_vocab_size``)
 whose language model (the model itself, or its ``llm``) has ``backbone`` (``embedding``, layers called
@@ -103,7 +104,7 @@ class DecodeSlot:
     vocab: int  # logits past it (vocabulary padding) are never chosen
     step: Captured | None = None
     has_eos: bool = False  # whether rows can finish (then the loop tests every check_every steps)
-    prefills: dict = field(default_factory=dict)  # shape key -> MultimodalPrefill
+    prefills: dict = field(default_factory=dict)  # shape key -> TextPrefill or MultimodalPrefill
 
     def row_cache(self, rows: int):
         """The cache of the first ``rows`` rows, as views of the static buffers (same class as ``cache``)."""
@@ -254,6 +255,18 @@ class GraphDecoder:
         return slot.prefills[key]
 
     @torch.inference_mode()
+    def text_prefill(self, input_ids: Tensor) -> TextPrefill:
+        """The captured LM prefill for this (batch, prompt length), made on first use; call it with new ids."""
+        if input_ids.dim() != 2 or bool((input_ids < 0).any()):
+            raise InputError(f"text_prefill takes token ids (batch, length) without image placeholders, got shape "
+                             f"{tuple(input_ids.shape)}; use multimodal_prefill for prompts with an image")
+        slot = self.slot(input_ids.shape[0])
+        key = ("text", input_ids.shape)
+        if key not in slot.prefills:
+            slot.prefills[key] = TextPrefill(self, slot, input_ids)
+        return slot.prefills[key]
+
+    @torch.inference_mode()
     def answer(self, input_ids: Tensor, pixel_values: Tensor, cfg: GenerationConfig | None = None) -> Tensor:
         """Greedy answers (b, n) to unpadded prompts with one image each, through the captured prefill."""
         cfg = cfg or GenerationConfig()
@@ -306,7 +319,38 @@ def image_column(input_ids: Tensor) -> int:
     return int(cols[0])
 
 
-class MultimodalPrefill:
+class TextPrefill:
+    """LM prefill of unpadded prompts of one shape, as one CUDA graph writing the state into rows [:b] of a
+    decode slot: input_ids (b, l) -> slot.logits[:b] (b, v) and the cache. The same as ``model.prefill``
+    for such prompts; captured per shape (``GraphDecoder.text_prefill``), for workloads of fixed shape."""
+
+    def __init__(self, decoder: GraphDecoder, slot: DecodeSlot, input_ids: Tensor):
+        self.decoder, self.slot, self.rows = decoder, slot, input_ids.shape[0]
+        self.ids = input_ids.clone()  # static input
+        self.cache = slot.row_cache(self.rows)
+        self.run = Captured(self._prefill, decoder.use_graphs, decoder.warmup,
+                            decoder.pool if decoder.use_graphs else None)
+
+    def embeds(self) -> Tensor:
+        """The LM's input embeddings (b, L, d) from the static inputs."""
+        return self.decoder.lm.backbone.embedding(self.ids)
+
+    def _prefill(self) -> Tensor:
+        lm = self.decoder.lm
+        self.cache.reset()
+        hidden = lm.backbone(self.embeds(), cache=self.cache)  # (b, L, d)
+        logits = self.slot.logits[:self.rows]
+        logits.copy_(lm.lm_head(hidden[:, -1]))  # (b, v)
+        return logits
+
+    def __call__(self, input_ids: Tensor | None = None) -> Tensor:
+        """Copy new ids of the same shape in (None: keep the last ones), run; the last logits (b, v)."""
+        if input_ids is not None:
+            self.ids.copy_(input_ids)
+        return self.run()
+
+
+class MultimodalPrefill(TextPrefill):
     """Vision encoder + connector + LM prefill of a multimodal model (one with ``encode_images`` and ``llm``)
     for one fixed shape, as one CUDA graph writing the state into rows [:b] of a decode slot:
 
@@ -319,31 +363,21 @@ class MultimodalPrefill:
     def __init__(self, decoder: GraphDecoder, slot: DecodeSlot, input_ids: Tensor, pixel_values: Tensor):
         if not hasattr(decoder.model, "encode_images"):
             raise ConfigError(f"{type(decoder.model).__name__} has no encode_images: not a multimodal model")
-        self.decoder, self.slot, self.rows = decoder, slot, input_ids.shape[0]
         self.image_index = image_column(input_ids)
-        self.ids, self.pixels = input_ids.clone(), pixel_values.clone()  # static inputs
-        self.cache = slot.row_cache(self.rows)
-        self.run = Captured(self._prefill, decoder.use_graphs, decoder.warmup,
-                            decoder.pool if decoder.use_graphs else None)
+        self.pixels = pixel_values.clone()  # static input
+        super().__init__(decoder, slot, input_ids)
 
-    def _prefill(self) -> Tensor:
+    def embeds(self) -> Tensor:
         model, lm, i = self.decoder.model, self.decoder.lm, self.image_index
-        self.cache.reset()
         visual = model.encode_images(self.pixels)  # (b, q, d)
         text = lm.backbone.embedding(self.ids.clamp(min=0))  # (b, l, d)
-        embeds = torch.cat([text[:, :i], visual.to(text.dtype), text[:, i + 1:]], dim=1)  # (b, l - 1 + q, d)
-        hidden = lm.backbone(embeds, cache=self.cache)  # (b, L, d)
-        logits = self.slot.logits[:self.rows]
-        logits.copy_(lm.lm_head(hidden[:, -1]))  # (b, v)
-        return logits
+        return torch.cat([text[:, :i], visual.to(text.dtype), text[:, i + 1:]], dim=1)  # (b, l - 1 + q, d)
 
     def __call__(self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None) -> Tensor:
         """Copy new inputs of the same shape in (None: keep the last ones), run; the last logits (b, v)."""
-        if input_ids is not None:
-            self.ids.copy_(input_ids)
         if pixel_values is not None:
             self.pixels.copy_(pixel_values)
-        return self.run()
+        return super().__call__(input_ids)
 
 
 class _SlotStepper:
