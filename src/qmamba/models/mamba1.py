@@ -75,10 +75,20 @@ class SSMParams(nn.Module):
         self.dt_rank, self.d_state = dt_rank, n
 
 
+def project_channels(weight: Tensor, x: Tensor) -> Tensor:
+    """weight (out, c) applied over the channels of x (b, c, l) -> (b, out, l), contiguous along l.
+
+    At batch 1 this is one GEMM on x[0] as it lies in memory; torch.matmul would add a transposing copy of
+    the result (measured: a quarter of a Mamba-1 layer's prefill time at 800 tokens)."""
+    if x.shape[0] == 1:
+        return torch.mm(weight, x[0]).unsqueeze(0)
+    return torch.matmul(weight, x)
+
+
 def linear_channels_first(hidden: Tensor, linear: nn.Linear) -> Tensor:
     """linear(hidden) transposed, (b, l, d) -> (b, out, l), computed so the result is contiguous along l:
     the scan kernels walk the sequence, and this layout saves them a transposing copy."""
-    y = torch.matmul(linear.weight, hidden.transpose(1, 2))  # (b, out, l)
+    y = project_channels(linear.weight, hidden.transpose(1, 2))  # (b, out, l)
     return y if linear.bias is None else y + linear.bias.to(y.dtype)[:, None]
 
 
@@ -94,9 +104,9 @@ def ssm_scan(p: SSMParams, x: Tensor, z: Tensor, state: LayerState | None, mask:
     init_conv = state.conv_state[:, :, 1:] if state is not None else None
     x_in = x
     x = causal_conv1d(x, w, p.conv1d.bias, initial_states=init_conv, activation="silu")  # (b, di, l)
-    x_dbl = torch.matmul(p.x_proj.weight, x)  # (b, dt_rank + 2n, l), contiguous along l like x
+    x_dbl = project_channels(p.x_proj.weight, x)  # (b, dt_rank + 2n, l), contiguous along l like x
     dt, B, C = torch.split(x_dbl, [p.dt_rank, p.d_state, p.d_state], dim=1)
-    dt = torch.matmul(p.dt_proj.weight, dt)  # (b, di, l)
+    dt = project_channels(p.dt_proj.weight, dt)  # (b, di, l)
     A = -torch.exp(p.A_log.float())  # (di, n)
     dt_bias, softplus = p.dt_proj.bias.float(), True
     if mask is not None:  # dt = 0 on padding: exp(0 * A) = 1 and no input, the state passes through
