@@ -17,9 +17,9 @@ import torch
 
 from qmamba.data.chat import encode_with_image, get_template, render_turns
 from qmamba.data.processor import pad_rows
-from qmamba.data.synth.language import caption
 from qmamba.data.synth.scene import Scene
 from qmamba.data.tokenizer import load_tokenizer
+from qmamba.micro.corpus import scene_in_words
 from qmamba.models.mamba_lm import MambaLM
 
 SUFFIX = "Answer the question using a single word or phrase."
@@ -28,7 +28,7 @@ SPLITS = ("random", "popular", "adversarial")
 
 def prompt_ids(tokenizer, scene: Scene, question: str, suffix: str = "\n" + SUFFIX) -> list[int]:
     """The zephyr-templated user turn: the scene in words, then the question (the assistant turn starts next)."""
-    text = f"Image: {caption(scene, detailed=True)}\n{question}{suffix}"
+    text = f"{scene_in_words(scene)}\n{question}{suffix}"
     ids: list[int] = []
     for _, piece in render_turns(get_template("zephyr"), [("user", text)]):
         ids += encode_with_image(tokenizer, piece)

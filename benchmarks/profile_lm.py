@@ -39,6 +39,21 @@ def _table(fn, runs: int, label: str, rows: int) -> str:
     return "\n".join(lines)
 
 
+def launchers(fn, pattern: str) -> str:
+    """Which PyTorch ops launch the kernels whose name contains ``pattern`` (op, input shapes, count)."""
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        fn()
+        torch.cuda.synchronize()
+    seen: dict[str, int] = {}
+    for e in prof.events():
+        if any(pattern in k.name for k in e.kernels):
+            key = f"{e.name} {e.input_shapes}"
+            seen[key] = seen.get(key, 0) + 1
+    return "\n".join(f"- {n} x {k}" for k, n in sorted(seen.items(), key=lambda kv: -kv[1])) or "- none"
+
+
 def wall_ms(fn, runs: int = 10) -> float:
     for _ in range(3):
         fn()
@@ -75,6 +90,7 @@ def main() -> None:
     ap.add_argument("--seqlen", type=int, default=800)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--who-launches", default=None, help="list the ops launching kernels named like this")
     args = ap.parse_args()
     device = torch.device("cuda")
     cfg = dataclasses.replace(LLM_PRESETS[SHAPES[args.layer]](), n_layer=args.layers)
@@ -96,6 +112,9 @@ def main() -> None:
     def q_decode():
         model.decode_step(tok, cache)
 
+    if args.who_launches:
+        sections.append(f"## ops launching '{args.who_launches}' in one qmamba prefill\n"
+                        + launchers(q_prefill, args.who_launches))
     sections += profile_model("qmamba", lambda x: model(x).logits, list(model.parameters()), ids, q_prefill,
                               q_decode, args.rows)
     if peer_available("mamba_ssm"):
@@ -105,7 +124,18 @@ def main() -> None:
         def m_prefill():
             peer.prefill(ids)
 
-        sections += profile_model("mamba_ssm", peer.logits, peer.parameters(), ids, m_prefill, None, args.rows)
+        from mamba_ssm.utils.generation import InferenceParams
+
+        params = InferenceParams(max_seqlen=ids.shape[1] + 2, max_batch_size=1)
+        with torch.inference_mode():
+            peer.model(ids, inference_params=params, num_last_tokens=1)
+        params.seqlen_offset = ids.shape[1]  # from here on its layers take the one-token step
+
+        @torch.inference_mode()
+        def m_decode():
+            peer.model(tok[:, None], inference_params=params, num_last_tokens=1)
+
+        sections += profile_model("mamba_ssm", peer.logits, peer.parameters(), ids, m_prefill, m_decode, args.rows)
     text = "\n\n".join(sections)
     print(text)
     if args.out:

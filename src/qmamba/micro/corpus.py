@@ -92,7 +92,7 @@ def _drills(kind: str, conversation, stream: int, scenes: list[Scene], seed: int
     docs = []
     for i, scene in enumerate(scenes):
         rng = np.random.default_rng([seed, stream, i])
-        words = f"Image: {caption(scene, detailed=True)}"
+        words = scene_in_words(scene)
         docs.append(Document(kind, _chat(conversation(scene, rng, words))))
     return docs
 
@@ -140,10 +140,15 @@ def _chat(turns: list[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(text for _, text in render_turns(get_template(TEMPLATE), turns))
 
 
+def scene_in_words(scene: Scene) -> str:
+    """What the LM reads in place of an image: the scene's detailed caption."""
+    return f"Image: {caption(scene, detailed=True)}"
+
+
 def _ground(record: Record, scene: Scene) -> list[tuple[str, str]]:
-    """The record's turns with its ``<image>`` replaced by the scene's detailed caption."""
-    words = f"Image: {caption(scene, detailed=True)}"
+    """The record's turns with its ``<image>`` replaced by the scene in words."""
+    words = scene_in_words(scene)
     return [(role, text.replace(IMAGE_PLACEHOLDER, words)) for role, text in record.turns]
 
 
-__all__ = ["KINDS", "Document", "build_corpus", "corpus_stats", "encode_document"]
+__all__ = ["KINDS", "Document", "build_corpus", "corpus_stats", "encode_document", "scene_in_words"]

@@ -70,10 +70,11 @@ def _strides(t: Tensor | None, ndim: int) -> tuple[int, ...]:
     return tuple(t.stride()) if t is not None else (0,) * ndim
 
 
-def _block_p(batch: int, h: int, p: int, n_pad: int) -> int:
-    """Tile height: at most 4096 state elements a program, halved until the grid covers ~2 waves."""
-    block = min(triton.next_power_of_2(p), max(1, 4096 // n_pad))
-    while block > 4 and batch * h * triton.cdiv(p, block) < 264:
+def block_rows(rows: int, n_pad: int, programs_per_tile: int, max_elements: int) -> int:
+    """Tile height over ``rows`` state rows of ``n_pad`` elements: at most ``max_elements`` state elements a
+    program, halved until the grid (``programs_per_tile`` * tiles programs) covers about two waves."""
+    block = min(triton.next_power_of_2(rows), max(1, max_elements // n_pad))
+    while block > 4 and programs_per_tile * triton.cdiv(rows, block) < 264:
         block //= 2
     return block
 
@@ -108,7 +109,7 @@ def selective_state_update(
     batch, h, p, n = state.shape
     g = B.shape[1]
     n_pad = max(triton.next_power_of_2(n), 2)
-    block_p = _block_p(batch, h, p, n_pad)
+    block_p = block_rows(p, n_pad, batch * h, 4096)
     grid = (triton.cdiv(p, block_p), batch, h)
     _state_update_kernel[grid](
         state, x, dt, A, B, C, D, z, dt_bias, out,

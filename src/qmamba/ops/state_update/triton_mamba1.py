@@ -21,6 +21,7 @@ import triton.language as tl
 from torch import Tensor
 
 from qmamba.ops import backend
+from qmamba.ops.state_update.triton import block_rows
 
 
 @triton.jit
@@ -67,14 +68,6 @@ def _mamba1_decode_kernel(
     tl.store(out + pid_b * o_b + offs_d * o_d, o.to(out.dtype.element_ty), mask=mask_d)
 
 
-def _block_d(batch: int, d: int, n_pad: int) -> int:
-    """Channels a program: at most 2048 state elements, halved until the grid covers ~2 waves."""
-    block = min(triton.next_power_of_2(d), max(4, 2048 // n_pad))
-    while block > 4 and batch * triton.cdiv(d, block) < 264:
-        block //= 2
-    return block
-
-
 def mamba1_decode_ssm(
     state: Tensor,
     x: Tensor,
@@ -95,7 +88,7 @@ def mamba1_decode_ssm(
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     n_pad = max(triton.next_power_of_2(n), 2)
-    block_d = _block_d(batch, d, n_pad)
+    block_d = block_rows(d, n_pad, batch, 2048)
     z_strides = tuple(z.stride()) if z is not None else (0, 0)
     _mamba1_decode_kernel[(triton.cdiv(d, block_d), batch)](
         state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z, out,
