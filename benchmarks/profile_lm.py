@@ -54,6 +54,20 @@ def launchers(fn, pattern: str) -> str:
     return "\n".join(f"- {n} x {k}" for k, n in sorted(seen.items(), key=lambda kv: -kv[1])) or "- none"
 
 
+def host_table(fn, label: str, rows: int) -> str:
+    """Where the host (CPU) time of one call goes, by op: the part of a launch-bound step that no kernel speeds up."""
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) / 1e3
+    lines = [f"## {label}: {total:.2f} ms of host time", "| op | self ms | calls |", "| --- | ---: | ---: |"]
+    lines += [f"| {e.key[:80]} | {e.self_cpu_time_total / 1e3:.3f} | {e.count} |" for e in events[:rows]]
+    return "\n".join(lines)
+
+
 def wall_ms(fn, runs: int = 10) -> float:
     for _ in range(3):
         fn()
@@ -91,6 +105,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--out", default=None)
     ap.add_argument("--who-launches", default=None, help="list the ops launching kernels named like this")
+    ap.add_argument("--host", action="store_true", help="also tabulate the host time of a training step by op")
     args = ap.parse_args()
     device = torch.device("cuda")
     cfg = dataclasses.replace(LLM_PRESETS[SHAPES[args.layer]](), n_layer=args.layers)
@@ -115,6 +130,15 @@ def main() -> None:
     if args.who_launches:
         sections.append(f"## ops launching '{args.who_launches}' in one qmamba prefill\n"
                         + launchers(q_prefill, args.who_launches))
+    if args.host:
+        params = list(model.parameters())
+
+        def q_train():
+            model(ids).logits.float().logsumexp(-1).mean().backward()
+            for p in params:
+                p.grad = None
+
+        sections.append(host_table(q_train, "qmamba train fwd+bwd host time", args.rows))
     sections += profile_model("qmamba", lambda x: model(x).logits, list(model.parameters()), ids, q_prefill,
                               q_decode, args.rows)
     if peer_available("mamba_ssm"):
