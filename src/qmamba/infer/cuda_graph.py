@@ -38,6 +38,7 @@ from torch import Tensor
 
 from qmamba.errors import ConfigError, InputError
 from qmamba.infer.generate import GenerationConfig, generation_loop
+from qmamba.ops import gemv
 from qmamba.ops.backend import requested_backend
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -212,7 +213,7 @@ class GraphDecoder:
         lm = self.lm
         hidden = lm.backbone.embedding(slot.tokens[:, None])  # (B, 1, d)
         hidden = lm.backbone(hidden, cache=slot.cache, step=True)  # (B, 1, d)
-        slot.logits.copy_(lm.lm_head(hidden[:, -1]))  # (B, v)
+        slot.logits.copy_(gemv(hidden[:, -1], lm.lm_head.weight, getattr(lm.lm_head, "bias", None)))  # (B, v)
         return choose_greedy(slot, slot.logits)
 
     # ------------------------------------------------------------------ decoding
@@ -340,7 +341,7 @@ class TextPrefill:
         self.cache.reset()
         hidden = lm.backbone(self.embeds(), cache=self.cache)  # (b, L, d)
         logits = self.slot.logits[:self.rows]
-        logits.copy_(lm.lm_head(hidden[:, -1]))  # (b, v)
+        logits.copy_(gemv(hidden[:, -1], lm.lm_head.weight, getattr(lm.lm_head, "bias", None)))  # (b, v)
         return logits
 
     def __call__(self, input_ids: Tensor | None = None) -> Tensor:

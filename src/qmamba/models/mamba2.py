@@ -17,7 +17,7 @@ from qmamba.errors import ConfigError
 from qmamba.models.cache import LayerState
 from qmamba.models.mamba1 import init_dt_bias
 from qmamba.models.norm import RMSNormGated
-from qmamba.ops import causal_conv1d, causal_conv1d_update, selective_state_update, ssd_chunk_scan
+from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, selective_state_update, ssd_chunk_scan
 from qmamba.utils.config import config_from_dict
 
 _IGNORED_SSM_KEYS = (
@@ -104,25 +104,25 @@ class Mamba2(SSDParams):
         gn = self.cfg.ngroups * self.cfg.d_state
         return torch.split(zxbcdt, [self.d_mlp, self.d_mlp, self.d_ssm, self.d_ssm + 2 * gn, self.nheads], dim=-1)
 
-    def _finish(self, y: Tensor, z: Tensor, z0: Tensor, x0: Tensor) -> Tensor:
-        """Gate / norm the scan output (..., d_ssm), prepend the MLP part, project out."""
+    def _gate(self, y: Tensor, z: Tensor, z0: Tensor, x0: Tensor) -> Tensor:
+        """Gate / norm the scan output (..., d_ssm) and prepend the MLP part: out_proj's input (..., d_inner)."""
         if self.cfg.rmsnorm:
             y = self.norm(y, z)
         if self.d_mlp > 0:
             y = torch.cat([F.silu(z0) * x0, y], dim=-1)
-        return self.out_proj(y)
+        return y
 
     def forward(self, hidden: Tensor, state: LayerState | None = None, mask: Tensor | None = None) -> Tensor:
         """hidden (b, l, d) -> (b, l, d); with ``state``, continue from it and leave the new state there."""
         z0, x0, z, xBC, dt = self._split(self.in_proj(hidden))
         y = ssd_scan(self, self, xBC, dt, None if self.cfg.rmsnorm else z, state, mask)  # (b, l, d_ssm)
-        return self._finish(y, z, z0, x0)
+        return self.out_proj(self._gate(y, z, z0, x0))
 
     def step(self, hidden: Tensor, state: LayerState) -> Tensor:
         """hidden (b, 1, d) -> (b, 1, d), advancing ``state`` by one token."""
-        z0, x0, z, xBC, dt = self._split(self.in_proj(hidden.squeeze(1)))
+        z0, x0, z, xBC, dt = self._split(gemv(hidden.squeeze(1), self.in_proj.weight, self.in_proj.bias))
         y = ssd_step(self, self, xBC, dt, None if self.cfg.rmsnorm else z, state)  # (b, d_ssm)
-        return self._finish(y, z, z0, x0).unsqueeze(1)
+        return gemv(self._gate(y, z, z0, x0), self.out_proj.weight, self.out_proj.bias).unsqueeze(1)
 
     def allocate_state(self, batch_size: int, dtype=None, device=None) -> LayerState:
         device = device or self.out_proj.weight.device

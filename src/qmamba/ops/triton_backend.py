@@ -13,6 +13,7 @@ KERNEL_MODULES = (
     "qmamba.ops.state_update.triton",
     "qmamba.ops.state_update.triton_mamba1",
     "qmamba.ops.ssd.triton",
+    "qmamba.ops.gemv.triton",
 )
 
 for _name in KERNEL_MODULES:

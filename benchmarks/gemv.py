@@ -1,0 +1,102 @@
+"""The decode step's matrix-vector products: Triton ``gemv`` (as it chooses, and a sweep of tile configs) beside
+cuBLAS (``F.linear``) on the Mamba-2.8B / Mamba2-2.7B weight shapes, bf16, 1 and 16 rows.
+
+Each figure is the time of one product inside a captured CUDA graph of many, cycling through enough weight
+copies that none is in L2 (as in a 64-layer decode step). Prints a table, writes JSON with --out.
+
+    python benchmarks/gemv.py [--quick] [--out gemv.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+
+import torch
+import torch.nn.functional as F
+
+from qmamba.ops.gemv.triton import choose, gemv
+
+SHAPES = {  # name: (n, k)
+    "in_proj (mamba1)": (10240, 2560),
+    "in_proj (mamba2)": (10576, 2560),
+    "out_proj": (2560, 5120),
+    "x_proj (mamba1)": (192, 5120),
+    "lm_head": (50280, 2560),
+}
+
+
+def graph_us(fn, copies: list[torch.Tensor], x: torch.Tensor, reps: int = 5) -> float:
+    """Microseconds per call of fn(x, w) for w cycling through ``copies``, replayed from one CUDA graph."""
+    for w in copies[:2]:
+        fn(x, w)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            for w in copies:
+                fn(x, w)
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / (3 * reps * len(copies))
+
+
+def configs(m: int, quick: bool):
+    blocks_n = (8, 16, 32) if m == 1 else (16, 32, 64)
+    blocks_k = (128, 256, 512) if m == 1 else (64, 128, 256)
+    warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
+    for bn, bk, w, s in itertools.product(blocks_n, blocks_k, warps, stages):
+        yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    rows, results = [], []
+    for (name, (n, k)), m in itertools.product(SHAPES.items(), (1, 16)):
+        nbytes = n * k * 2
+        copies = [torch.randn(n, k, device=dev, dtype=dt) for _ in range(max(4, -(-400_000_000 // nbytes)))]
+        x = torch.randn(m, k, device=dev, dtype=dt)
+        want = F.linear(x, copies[0]).float()
+        cublas = graph_us(lambda x, w: F.linear(x, w), copies, x)
+        chosen_cfg = choose(x, copies[0], None)  # what gemv measured and picked (None: cuBLAS)
+        default = graph_us(lambda x, w: gemv(x, w), copies, x)
+        best = (float("inf"), None)
+        for cfg in configs(m, args.quick):
+            try:
+                err = (gemv(x, copies[0], config=cfg).float() - want).abs().max().item()
+                if err > 0.05 * want.abs().max().item():
+                    continue
+                best = min(best, (graph_us(lambda x, w, c=cfg: gemv(x, w, config=c), copies, x), cfg),
+                           key=lambda t: t[0])
+            except Exception as e:  # a config the compiler refuses (registers, shared memory)
+                print(f"{name} m={m} {cfg}: {type(e).__name__}")
+        gbs = lambda us, b=nbytes: b / us / 1e3  # noqa: E731
+        results.append({"shape": name, "n": n, "k": k, "rows": m, "cublas_us": cublas, "chosen_us": default,
+                        "chosen_config": chosen_cfg, "best_us": best[0], "best_config": best[1]})
+        rows.append(f"| {name} {n}x{k} | {m} | {cublas:.1f} ({gbs(cublas):.0f}) | {default:.1f} ({gbs(default):.0f}) "
+                    f"| {best[0]:.1f} ({gbs(best[0]):.0f}) | {best[1]} | {chosen_cfg or 'cuBLAS'} |")
+        print(rows[-1], flush=True)
+        del copies
+        torch.cuda.empty_cache()
+    print(f"\n{torch.cuda.get_device_name()}, bf16; us per product (GB/s of weights read)\n")
+    print("| weight | rows | cuBLAS | gemv as chosen | gemv best of sweep | best config | chosen |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

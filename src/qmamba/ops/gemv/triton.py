@@ -1,0 +1,156 @@
+"""``gemv`` in Triton: y = x W^T (+ bias) for at most 16 rows of x, the shape of a decode step.
+
+At batch 1 the decode step of a Mamba LM is a chain of matrix-vector products whose time is reading the
+weights once. Grid (cdiv(n, BLOCK_N),): a program owns BLOCK_N output features and walks k in tiles of
+BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the matching columns of x.
+
+    one row    the products accumulate elementwise in a (BLOCK_N, BLOCK_K) fp32 tile, summed once at the end
+    2-16 rows  x is padded to 16 rows and each tile is a tensor-core dot (16, BLOCK_K) x (BLOCK_K, BLOCK_N)
+
+For one row, which tiles (or cuBLAS) run is measured once per weight shape and dtype on first use, outside
+CUDA-graph capture: each candidate is timed on the real weight with L2 flushed before every call (a decode
+step reads its weights from HBM), and ``F.linear`` is a candidate, so nothing gets slower. Several rows go
+to cuBLAS unless a config is forced: on an H200 it tied or won for 16 rows on every decode weight.
+Falls back to ``F.linear`` for more than 16 rows, mixed dtypes, or a weight not contiguous along k.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from qmamba.ops import backend
+
+MAX_ROWS = 16
+
+
+@triton.jit
+def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, m, n, k, sxm, swn, sym,
+                 HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 IEEE: tl.constexpr):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+    mask_n = offs_n < n
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn  # (BLOCK_N, 1)
+    offs_m = tl.arange(0, BLOCK_M)
+    if BLOCK_M == 1:
+        part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+        for k0 in range(0, k, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mk = offs_k < k
+            w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
+            xv = tl.load(x_ptr + offs_k, mask=mk, other=0.0)
+            part += w.to(tl.float32) * xv.to(tl.float32)[None, :]
+        acc = tl.sum(part, axis=1)[None, :]  # (1, BLOCK_N)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        for k0 in range(0, k, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mk = offs_k < k
+            w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
+            xv = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :], mask=(offs_m < m)[:, None] & mk[None, :],
+                         other=0.0)
+            if IEEE:
+                acc += tl.dot(xv, tl.trans(w), input_precision="ieee")
+            else:
+                acc += tl.dot(xv, tl.trans(w))
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    out = y_ptr + offs_m[:, None] * sym + offs_n[None, :]
+    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(offs_m < m)[:, None] & mask_n[None, :])
+
+
+def default_config(m: int, n: int, k: int) -> dict:
+    """Tile sizes and launch options for m rows, n features, k inputs (used while a graph is being captured
+    before anything was measured)."""
+    if m == 1:
+        return {"block_n": 16, "block_k": min(512, triton.next_power_of_2(k)), "num_warps": 4, "num_stages": 3}
+    return {"block_n": 32, "block_k": min(128, max(16, triton.next_power_of_2(k))), "num_warps": 4, "num_stages": 3}
+
+
+def candidates(k: int) -> list[dict]:
+    """The one-row configurations measured on first use."""
+    grid = [(bn, bk, w) for bn in (8, 16, 32) for bk in (256, 512) for w in (4, 8)]
+    return [{"block_n": bn, "block_k": min(bk, max(16, triton.next_power_of_2(k))), "num_warps": w, "num_stages": 3}
+            for bn, bk, w in grid]
+
+
+_CHOSEN: dict[tuple, dict | None] = {}  # None: F.linear
+
+
+def _cold_us(fn, flush: Tensor, reps: int = 9) -> float:
+    """Median microseconds of fn() with L2 flushed before each call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
+def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
+    """The fastest of ``candidates`` and F.linear for this weight, measured once (see the module docstring)."""
+    m, k = x2.shape
+    if m > 1:  # measured on an H200 (benchmarks/gemv.py): cuBLAS ties or wins for 16 rows on every decode weight
+        return None
+    key = (tuple(weight.shape), weight.dtype, weight.device, bias is not None)
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    if torch.cuda.is_current_stream_capturing():
+        return default_config(m, weight.shape[0], k)
+    flush = torch.empty(64 << 20, dtype=torch.int32, device=weight.device)  # 256 MB, past any L2
+    best, best_us = None, _cold_us(lambda: F.linear(x2, weight, bias), flush)
+    want = F.linear(x2.float(), weight.float(), None if bias is None else bias.float())
+    for cfg in candidates(k):
+        try:
+            got = _launch(x2, weight, bias, cfg).float()
+        except Exception:  # a tile the compiler refuses (registers, shared memory)
+            continue
+        if not torch.allclose(got, want, rtol=2e-2, atol=2e-2 * want.abs().max().item()):
+            continue
+        us = _cold_us(lambda cfg=cfg: _launch(x2, weight, bias, cfg), flush)
+        if us < best_us:
+            best, best_us = cfg, us
+    _CHOSEN[key] = best
+    return best
+
+
+def _launch(x2: Tensor, weight: Tensor, bias: Tensor | None, cfg: dict) -> Tensor:
+    m, k = x2.shape
+    n = weight.shape[0]
+    y = torch.empty(m, n, device=x2.device, dtype=x2.dtype)
+    _gemv_kernel[(triton.cdiv(n, cfg["block_n"]),)](
+        x2, weight, bias if bias is not None else weight, y, m, n, k, x2.stride(0), weight.stride(0), y.stride(0),
+        HAS_BIAS=bias is not None, BLOCK_M=1 if m == 1 else MAX_ROWS, BLOCK_N=cfg["block_n"],
+        BLOCK_K=cfg["block_k"], IEEE=x2.dtype == torch.float32, num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
+    )
+    return y
+
+
+def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, config: dict | None = None) -> Tensor:
+    """x (..., k), weight (n, k), bias (n,) -> (..., n); ``config`` forces a tile configuration (tests,
+    benchmarks), otherwise ``choose`` picks one (or F.linear) for the weight."""
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k)
+    m, n = x2.shape[0], weight.shape[0]
+    if (m == 0 or m > MAX_ROWS or weight.dtype != x.dtype or weight.stride(-1) != 1 or x2.stride(-1) != 1
+            or (bias is not None and bias.dtype != x.dtype)):
+        return F.linear(x, weight, bias)
+    if config is None and x.device.type == "cuda":
+        config = choose(x2, weight, bias)
+        if config is None:
+            return F.linear(x, weight, bias)
+    return _launch(x2, weight, bias, config or default_config(m, n, k)).view(*x.shape[:-1], n)
+
+
+backend.register("gemv", "triton", gemv, devices=("cuda",))

@@ -1,0 +1,52 @@
+"""Triton gemv against F.linear (interpreter on CPU, compiled on GPU): one row, padded rows, bias, odd sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from testing_utils import assert_close  # noqa: E402
+
+from qmamba.ops.gemv.ref import gemv_ref  # noqa: E402
+from qmamba.ops.gemv.triton import gemv  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 37, 50), (1, 8, 16), (3, 40, 33), (16, 19, 64), ((2, 1), 24, 70)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_matches_linear_fp32(m, n, k, bias):
+    lead = m if isinstance(m, tuple) else (m,)
+    x = torch.randn(*lead, k, device=DEVICE)
+    w = torch.randn(n, k, device=DEVICE)
+    b = torch.randn(n, device=DEVICE) if bias else None
+    cfg = {"block_n": 16, "block_k": 32, "num_warps": 4, "num_stages": 2}  # several k tiles, a partial last one
+    y = gemv(x, w, b, config=cfg)
+    assert y.shape == (*lead, n)
+    assert_close(y, gemv_ref(x, w, b), 1e-5)
+
+
+def test_strided_rows_and_default_config():
+    x = torch.randn(2, 90, device=DEVICE)[:, 5:69]  # rows with a stride, contiguous along k
+    w = torch.randn(30, 64, device=DEVICE)
+    assert_close(gemv(x, w), gemv_ref(x, w), 1e-5)
+
+
+def test_falls_back_beyond_16_rows_and_for_mixed_dtypes():
+    x, w = torch.randn(17, 8, device=DEVICE), torch.randn(5, 8, device=DEVICE)
+    assert_close(gemv(x, w), gemv_ref(x, w), 1e-6)
+    wt = torch.randn(8, 5, device=DEVICE).t()  # not contiguous along k
+    assert_close(gemv(x[:1], wt), gemv_ref(x[:1], wt), 1e-6)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("n,k", [(10240, 2560), (2560, 5120), (50280, 2560), (192, 5120)])
+def test_gpu_decode_shapes_bf16(m, n, k):
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k**-0.5
+    assert_close(gemv(x, w).float(), gemv_ref(x.float(), w.float()), 2e-2)
