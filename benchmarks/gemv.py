@@ -16,7 +16,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from qmamba.ops.gemv.triton import choose, gemv
+from qmamba.ops.gemv.triton import candidates, choose, gemv
 
 SHAPES = {  # name: (n, k)
     "in_proj (mamba1)": (10240, 2560),
@@ -48,11 +48,17 @@ def graph_us(fn, copies: list[torch.Tensor], x: torch.Tensor, reps: int = 5) -> 
     return start.elapsed_time(end) * 1e3 / (3 * reps * len(copies))
 
 
-def configs(m: int, quick: bool):
-    blocks_n = (8, 16, 32) if m == 1 else (16, 32, 64)
-    blocks_k = (128, 256, 512) if m == 1 else (64, 128, 256)
+def configs(m: int, n: int, k: int, quick: bool):
+    """One row: the candidates gemv measures itself (split-k included), with more pipeline stages unless
+    --quick; several rows: a grid of tensor-core tiles."""
+    if m == 1:
+        for cfg in candidates(n, k):
+            yield cfg
+            if not quick:
+                yield {**cfg, "num_stages": 4}
+        return
     warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
-    for bn, bk, w, s in itertools.product(blocks_n, blocks_k, warps, stages):
+    for bn, bk, w, s in itertools.product((16, 32, 64), (64, 128, 256), warps, stages):
         yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
 
 
@@ -72,7 +78,7 @@ def main() -> None:
         chosen_cfg = choose(x, copies[0], None)  # what gemv measured and picked (None: cuBLAS)
         default = graph_us(lambda x, w: gemv(x, w), copies, x)
         best = (float("inf"), None)
-        for cfg in configs(m, args.quick):
+        for cfg in configs(m, n, k, args.quick):
             try:
                 err = (gemv(x, copies[0], config=cfg).float() - want).abs().max().item()
                 if err > 0.05 * want.abs().max().item():

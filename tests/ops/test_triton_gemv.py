@@ -29,6 +29,14 @@ def test_matches_linear_fp32(m, n, k, bias):
     assert_close(y, gemv_ref(x, w, b), 1e-5)
 
 
+@pytest.mark.parametrize("m,split", [(1, 3), (1, 4), (5, 2)])
+def test_split_k_adds_partial_sums(m, split):
+    # k = 200 in slices of 64 (the last one partial), bias added once
+    x, w, b = torch.randn(m, 200, device=DEVICE), torch.randn(21, 200, device=DEVICE), torch.randn(21, device=DEVICE)
+    cfg = {"block_n": 8, "block_k": 32, "num_warps": 4, "num_stages": 2, "split_k": split}
+    assert_close(gemv(x, w, b, config=cfg), gemv_ref(x, w, b), 1e-5)
+
+
 def test_strided_rows_and_default_config():
     x = torch.randn(2, 90, device=DEVICE)[:, 5:69]  # rows with a stride, contiguous along k
     w = torch.randn(30, 64, device=DEVICE)

@@ -6,6 +6,8 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
 
     one row    the products accumulate elementwise in a (BLOCK_N, BLOCK_K) fp32 tile, summed once at the end
     2-16 rows  x is padded to 16 rows and each tile is a tensor-core dot (16, BLOCK_K) x (BLOCK_K, BLOCK_N)
+    split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k and adds its partial sums
+               into an fp32 buffer with atomics (then cast): more programs for weights with few rows
 
 For one row, which tiles (or cuBLAS) run is measured once per weight shape and dtype on first use, outside
 CUDA-graph capture: each candidate is timed on the real weight with L2 flushed before every call (a decode
@@ -30,27 +32,30 @@ MAX_ROWS = 16
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, m, n, k, sxm, swn, sym,
+def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, m, n, k, k_per, sxm, swn, sym,
                  HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 IEEE: tl.constexpr):
+                 SPLIT_K: tl.constexpr, IEEE: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask_n = offs_n < n
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn  # (BLOCK_N, 1)
     offs_m = tl.arange(0, BLOCK_M)
+    split = tl.program_id(1)
+    k_lo = split * k_per  # this program's slice of k: [k_lo, k_hi)
+    k_hi = tl.minimum(k, k_lo + k_per)
     if BLOCK_M == 1:
         part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
-        for k0 in range(0, k, BLOCK_K):
+        for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            mk = offs_k < k
+            mk = offs_k < k_hi
             w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
             xv = tl.load(x_ptr + offs_k, mask=mk, other=0.0)
             part += w.to(tl.float32) * xv.to(tl.float32)[None, :]
         acc = tl.sum(part, axis=1)[None, :]  # (1, BLOCK_N)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-        for k0 in range(0, k, BLOCK_K):
+        for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            mk = offs_k < k
+            mk = offs_k < k_hi
             w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
             xv = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :], mask=(offs_m < m)[:, None] & mk[None, :],
                          other=0.0)
@@ -58,10 +63,15 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, m, n, k, sxm, swn, sym,
                 acc += tl.dot(xv, tl.trans(w), input_precision="ieee")
             else:
                 acc += tl.dot(xv, tl.trans(w))
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    if HAS_BIAS:  # added once: by the first slice of k
+        bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        acc += tl.where(offs_n * 0 + split == 0, bias, 0.0)[None, :]
     out = y_ptr + offs_m[:, None] * sym + offs_n[None, :]
-    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(offs_m < m)[:, None] & mask_n[None, :])
+    mask = (offs_m < m)[:, None] & mask_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
+    else:  # y is an fp32 buffer of zeros; the slices of k add into it
+        tl.atomic_add(out, acc, mask=mask)
 
 
 def default_config(m: int, n: int, k: int) -> dict:
@@ -72,11 +82,15 @@ def default_config(m: int, n: int, k: int) -> dict:
     return {"block_n": 32, "block_k": min(128, max(16, triton.next_power_of_2(k))), "num_warps": 4, "num_stages": 3}
 
 
-def candidates(k: int) -> list[dict]:
-    """The one-row configurations measured on first use."""
-    grid = [(bn, bk, w) for bn in (8, 16, 32) for bk in (256, 512) for w in (4, 8)]
-    return [{"block_n": bn, "block_k": min(bk, max(16, triton.next_power_of_2(k))), "num_warps": w, "num_stages": 3}
-            for bn, bk, w in grid]
+def candidates(n: int, k: int) -> list[dict]:
+    """The one-row configurations measured on first use (split-k ones for weights of few rows)."""
+    bk = lambda want: min(want, max(16, triton.next_power_of_2(k)))  # noqa: E731
+    out = [{"block_n": bn, "block_k": bk(kk), "num_warps": w, "num_stages": 3}
+           for bn in (8, 16, 32) for kk in (256, 512) for w in (4, 8)]
+    if n <= 4096:
+        out += [{"block_n": bn, "block_k": bk(256), "num_warps": 4, "num_stages": 3, "split_k": sk}
+                for bn in (8, 16) for sk in (2, 4, 8, 16) if k // sk >= 256]
+    return out
 
 
 _CHOSEN: dict[tuple, dict | None] = {}  # None: F.linear
@@ -110,7 +124,7 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
     flush = torch.empty(64 << 20, dtype=torch.int32, device=weight.device)  # 256 MB, past any L2
     best, best_us = None, _cold_us(lambda: F.linear(x2, weight, bias), flush)
     want = F.linear(x2.float(), weight.float(), None if bias is None else bias.float())
-    for cfg in candidates(k):
+    for cfg in candidates(weight.shape[0], k):
         try:
             got = _launch(x2, weight, bias, cfg).float()
         except Exception:  # a tile the compiler refuses (registers, shared memory)
@@ -127,14 +141,17 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
 def _launch(x2: Tensor, weight: Tensor, bias: Tensor | None, cfg: dict) -> Tensor:
     m, k = x2.shape
     n = weight.shape[0]
-    y = torch.empty(m, n, device=x2.device, dtype=x2.dtype)
-    _gemv_kernel[(triton.cdiv(n, cfg["block_n"]),)](
-        x2, weight, bias if bias is not None else weight, y, m, n, k, x2.stride(0), weight.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_M=1 if m == 1 else MAX_ROWS, BLOCK_N=cfg["block_n"],
-        BLOCK_K=cfg["block_k"], IEEE=x2.dtype == torch.float32, num_warps=cfg["num_warps"],
+    split = cfg.get("split_k", 1)
+    k_per = triton.cdiv(triton.cdiv(k, split), cfg["block_k"]) * cfg["block_k"]
+    y = torch.zeros(m, n, device=x2.device, dtype=torch.float32) if split > 1 else \
+        torch.empty(m, n, device=x2.device, dtype=x2.dtype)
+    _gemv_kernel[(triton.cdiv(n, cfg["block_n"]), triton.cdiv(k, k_per))](
+        x2, weight, bias if bias is not None else weight, y, m, n, k, k_per, x2.stride(0), weight.stride(0),
+        y.stride(0), HAS_BIAS=bias is not None, BLOCK_M=1 if m == 1 else MAX_ROWS, BLOCK_N=cfg["block_n"],
+        BLOCK_K=cfg["block_k"], SPLIT_K=split, IEEE=x2.dtype == torch.float32, num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
-    return y
+    return y if split == 1 else y.to(x2.dtype)
 
 
 def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, config: dict | None = None) -> Tensor:
