@@ -43,6 +43,9 @@ class Block(nn.Module):
     def forward(self, hidden: Tensor, residual: Tensor | None, state: LayerState | None = None,
                 mask: Tensor | None = None, step: bool = False) -> tuple[Tensor, Tensor]:
         """hidden, residual: (b, l, d). ``step``: one token from ``state`` (l == 1)."""
+        if step and self.mlp is None and self.norm.rms and self.norm.bias is None \
+                and hasattr(self.mixer, "step_with_norm"):  # the mixer fuses the add-norm into its step
+            return self.mixer.step_with_norm(hidden, residual, self.norm, self.residual_in_fp32, state)
         hidden, residual = self.norm.add_forward(hidden, residual, self.residual_in_fp32)
         hidden = self.mixer.step(hidden, state) if step else self.mixer(hidden, state=state, mask=mask)
         if self.mlp is not None:

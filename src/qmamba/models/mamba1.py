@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qmamba.models.cache import LayerState
-from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, mamba1_decode_ssm, selective_scan
+from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, mamba1_decode_ssm, mamba1_step_in, selective_scan
 from qmamba.utils.config import config_from_dict
 
 # Fields of mamba_ssm's Mamba.__init__ that choose kernels or placement, not the math.
@@ -127,6 +127,11 @@ def ssm_step(p: SSMParams, x: Tensor, z: Tensor, state: LayerState) -> Tensor:
     """One token for one direction; x, z: (b, di) -> y (b, di)."""
     w = p.conv1d.weight.squeeze(1)
     x = causal_conv1d_update(x, state.conv_state, w, p.conv1d.bias, activation="silu")  # (b, di)
+    return ssm_step_after_conv(p, x, z, state)
+
+
+def ssm_step_after_conv(p: SSMParams, x: Tensor, z: Tensor, state: LayerState) -> Tensor:
+    """The rest of ``ssm_step`` once the conv state has taken the token; x: silu(conv) (b, di) -> y (b, di)."""
     dt_low, B, C = torch.split(gemv(x, p.x_proj.weight), [p.dt_rank, p.d_state, p.d_state], dim=-1)
     # dt_proj, softplus, A = -exp(A_log), the state update, D and the gate: one fused op
     return mamba1_decode_ssm(state.ssm_state, x, dt_low, p.dt_proj.weight, p.dt_proj.bias, p.A_log, B, C, D=p.D, z=z)
@@ -152,6 +157,17 @@ class Mamba(SSMParams):
         """hidden (b, 1, d) -> (b, 1, d), advancing ``state`` by one token."""
         x, z = gemv(hidden.squeeze(1), self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)  # (b, di) each
         return gemv(ssm_step(self, x, z, state), self.out_proj.weight, self.out_proj.bias).unsqueeze(1)
+
+    def step_with_norm(self, hidden: Tensor, residual: Tensor | None, norm: nn.Module, residual_in_fp32: bool,
+                       state: LayerState) -> tuple[Tensor, Tensor]:
+        """The block's residual add + RMSNorm and ``step`` together (``mamba1_step_in`` fuses the add-norm,
+        in_proj and the conv update): hidden, residual (b, 1, d) -> (out (b, 1, d), new residual (b, 1, d))."""
+        x, z, residual = mamba1_step_in(
+            hidden.squeeze(1), None if residual is None else residual.squeeze(1), norm.weight, norm.eps,
+            self.in_proj.weight, self.in_proj.bias, state.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+            residual_in_fp32)
+        y = ssm_step_after_conv(self, x, z, state)
+        return gemv(y, self.out_proj.weight, self.out_proj.bias).unsqueeze(1), residual.unsqueeze(1)
 
     def allocate_state(self, batch_size: int, dtype=None, device=None) -> LayerState:
         device = device or self.out_proj.weight.device

@@ -14,6 +14,7 @@ KERNEL_MODULES = (
     "qmamba.ops.state_update.triton_mamba1",
     "qmamba.ops.ssd.triton",
     "qmamba.ops.gemv.triton",
+    "qmamba.ops.step_in.triton",
 )
 
 for _name in KERNEL_MODULES:
