@@ -49,15 +49,14 @@ def graph_us(fn, copies: list[torch.Tensor], x: torch.Tensor, reps: int = 5) -> 
 
 
 def configs(m: int, n: int, k: int, quick: bool):
-    """One row: the candidates gemv measures itself (split-k included), with more pipeline stages unless
-    --quick; several rows: a grid of tensor-core tiles."""
-    if m == 1:
-        for cfg in candidates(n, k):
-            yield cfg
-            if not quick:
-                yield {**cfg, "num_stages": 4}
-        return
+    """One row: a grid of tiles plus the split-k candidates gemv measures itself; several rows: a grid of
+    tensor-core tiles. --quick: fewer warp / stage variants."""
     warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
+    if m == 1:
+        grid = itertools.product((8, 16, 32), (256, 512), warps, stages)
+        yield from ({"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s} for bn, bk, w, s in grid)
+        yield from (cfg for cfg in candidates(n, k) if "split_k" in cfg)
+        return
     for bn, bk, w, s in itertools.product((16, 32, 64), (64, 128, 256), warps, stages):
         yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
 
