@@ -22,6 +22,17 @@ from qmamba.ops.step_in.ref import mamba1_step_in_composed
 
 
 @triton.jit
+def _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Columns [k0, k0 + BLOCK_K) of hidden + residual in fp32, their offsets and mask."""
+    offs = k0 + tl.arange(0, BLOCK_K)
+    mk = offs < d
+    t = tl.load(h_ptr + offs, mask=mk, other=0.0).to(tl.float32)
+    if HAS_RES:
+        t += tl.load(r_ptr + offs, mask=mk, other=0.0).to(tl.float32)
+    return t, offs, mk
+
+
+@triton.jit
 def _mamba1_step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, x_ptr, z_ptr, ro_ptr,
                            d, di, eps, swn, s_csd, s_csw, s_cwd, s_cww,
                            HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
@@ -30,11 +41,7 @@ def _mamba1_step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, c
     # 1. sum of squares of hidden + residual; program 0 stores the new residual
     ss = tl.zeros((BLOCK_K,), tl.float32)
     for k0 in range(0, d, BLOCK_K):
-        offs = k0 + tl.arange(0, BLOCK_K)
-        mk = offs < d
-        t = tl.load(h_ptr + offs, mask=mk, other=0.0).to(tl.float32)
-        if HAS_RES:
-            t += tl.load(r_ptr + offs, mask=mk, other=0.0).to(tl.float32)
+        t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
         ss += t * t
         tl.store(ro_ptr + offs, t.to(ro_ptr.dtype.element_ty), mask=mk & (offs * 0 + pid == 0))
     rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / d + eps)
@@ -44,11 +51,7 @@ def _mamba1_step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, c
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn
     part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
     for k0 in range(0, d, BLOCK_K):
-        offs = k0 + tl.arange(0, BLOCK_K)
-        mk = offs < d
-        t = tl.load(h_ptr + offs, mask=mk, other=0.0).to(tl.float32)
-        if HAS_RES:
-            t += tl.load(r_ptr + offs, mask=mk, other=0.0).to(tl.float32)
+        t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
         hn = (t * rstd * tl.load(nw_ptr + offs, mask=mk, other=0.0).to(tl.float32)).to(h_ptr.dtype.element_ty)
         w = tl.load(w_rows + offs[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
         part += w.to(tl.float32) * hn.to(tl.float32)[None, :]
