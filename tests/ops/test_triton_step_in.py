@@ -1,5 +1,6 @@
-"""Triton mamba1_step_in (residual add + RMSNorm, in_proj, conv update in one kernel) against its reference:
-outputs, the new residual and the conv state rolled in place (interpreter on CPU, compiled on GPU)."""
+"""Triton step_in (residual add + RMSNorm, in_proj, conv update in one kernel) against its reference: the output
+rows (conv rows after silu(conv)), the new residual and the conv state rolled in place, in the Mamba-1 layout
+(conv over the first rows) and the Mamba-2 one (conv over middle rows); interpreter on CPU, compiled on GPU."""
 
 from __future__ import annotations
 
@@ -10,54 +11,71 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close  # noqa: E402
 
-from qmamba.ops.step_in.ref import mamba1_step_in_ref  # noqa: E402
-from qmamba.ops.step_in.triton import mamba1_step_in  # noqa: E402
+from qmamba.ops.causal_conv1d.ref import causal_conv1d_update_ref  # noqa: E402
+from qmamba.ops.rms_norm.ref import add_norm_ref  # noqa: E402
+from qmamba.ops.step_in.ref import step_in_ref  # noqa: E402
+from qmamba.ops.step_in.triton import step_in  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _inputs(b, d, di, w, dtype, residual=True, bias=False, conv_bias=True):
+def _inputs(b, d, n_out, n_conv, w, dtype, residual=True, bias=False, conv_bias=True):
     kw = {"device": DEVICE}
     return {
         "hidden": torch.randn(b, d, dtype=dtype, **kw),
         "residual": torch.randn(b, d, **kw) if residual else None,
         "norm_weight": (1 + 0.1 * torch.randn(d, **kw)).to(dtype), "eps": 1e-5,
-        "in_weight": (torch.randn(2 * di, d, **kw) * d**-0.5).to(dtype),
-        "in_bias": torch.randn(2 * di, dtype=dtype, **kw) if bias else None,
-        "conv_state": torch.randn(b, di, w, dtype=dtype, **kw),
-        "conv_weight": torch.randn(di, w, dtype=dtype, **kw) * 0.5,
-        "conv_bias": torch.randn(di, dtype=dtype, **kw) if conv_bias else None,
+        "in_weight": (torch.randn(n_out, d, **kw) * d**-0.5).to(dtype),
+        "in_bias": torch.randn(n_out, dtype=dtype, **kw) if bias else None,
+        "conv_state": torch.randn(b, n_conv, w, dtype=dtype, **kw),
+        "conv_weight": torch.randn(n_conv, w, dtype=dtype, **kw) * 0.5,
+        "conv_bias": torch.randn(n_conv, dtype=dtype, **kw) if conv_bias else None,
     }
 
 
-def _compare(t: dict, tol: float, **kw):
+def _compare(t: dict, tol: float, conv_lo: int, **kw):
     mine, ref = dict(t), dict(t)
     mine["conv_state"], ref["conv_state"] = t["conv_state"].clone(), t["conv_state"].clone()
-    got = mamba1_step_in(**mine, **kw)
-    want = mamba1_step_in_ref(**ref)
-    for name, a, b in zip(("x", "z", "residual"), got, want):
+    got = step_in(**mine, conv_lo=conv_lo, **kw)
+    want = step_in_ref(**ref, conv_lo=conv_lo)
+    for name, a, b in zip(("out", "residual"), got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert_close(a.float(), b.float(), tol, name)
     assert_close(mine["conv_state"].float(), ref["conv_state"].float(), tol, "conv state")
 
 
-@pytest.mark.parametrize("d,di,w", [(40, 24, 4), (33, 17, 3)])
+@pytest.mark.parametrize("d,n_out,n_conv,conv_lo,w", [(40, 48, 24, 0, 4), (33, 34, 17, 0, 3), (40, 61, 30, 13, 4)])
 @pytest.mark.parametrize("residual,bias,conv_bias", [(True, False, True), (False, True, False)])
-def test_matches_ref_fp32(d, di, w, residual, bias, conv_bias):
-    # small tiles: several k tiles, programs straddling the x / z boundary
-    _compare(_inputs(1, d, di, w, torch.float32, residual, bias, conv_bias), 1e-5, block_n=8, block_k=16)
+def test_matches_ref_fp32(d, n_out, n_conv, conv_lo, w, residual, bias, conv_bias):
+    # small tiles: several k tiles, programs straddling the conv rows' edges
+    _compare(_inputs(1, d, n_out, n_conv, w, torch.float32, residual, bias, conv_bias), 1e-5, conv_lo,
+             block_n=8, block_k=16)
 
 
 def test_matches_ref_bf16():
-    _compare(_inputs(1, 64, 48, 4, torch.bfloat16), 2e-2, block_n=16, block_k=32)
+    _compare(_inputs(1, 64, 96, 48, 4, torch.bfloat16), 2e-2, 0, block_n=16, block_k=32)
 
 
 def test_other_batch_sizes_are_composed():
-    _compare(_inputs(3, 40, 24, 4, torch.float32), 1e-5)
+    _compare(_inputs(3, 40, 61, 30, 4, torch.float32), 1e-5, 13)
+
+
+def test_ref_is_add_norm_linear_then_conv_of_the_conv_rows():
+    t = _inputs(2, 16, 20, 8, 4, torch.float64)
+    state = t["conv_state"].clone()
+    out, res = step_in_ref(**t, conv_lo=5)
+    h, want_res = add_norm_ref(t["hidden"], t["norm_weight"], None, t["residual"], eps=1e-5, residual_in_fp32=True)
+    y = h @ t["in_weight"].T
+    xc = causal_conv1d_update_ref(y[:, 5:13].contiguous(), state, t["conv_weight"], t["conv_bias"], activation="silu")
+    assert torch.equal(out[:, :5], y[:, :5]) and torch.equal(out[:, 13:], y[:, 13:])
+    assert_close(out[:, 5:13], xc, 1e-12)
+    assert_close(res, want_res, 1e-12)
+    assert_close(t["conv_state"], state, 1e-12, "conv state rolled")
 
 
 @gpu
 @pytest.mark.gpu
-def test_gpu_full_size_bf16():
-    _compare(_inputs(1, 2560, 5120, 4, torch.bfloat16), 2e-2)
+@pytest.mark.parametrize("d,n_out,n_conv,conv_lo", [(2560, 10240, 5120, 0), (2560, 10576, 5376, 5120)])
+def test_gpu_full_size_bf16(d, n_out, n_conv, conv_lo):
+    _compare(_inputs(1, d, n_out, n_conv, 4, torch.bfloat16), 2e-2, conv_lo)

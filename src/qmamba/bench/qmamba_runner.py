@@ -19,7 +19,7 @@ from qmamba.ops import available, use_backend
 
 LM_SHAPES = {"mamba1": "mamba-2.8b", "mamba2": "mamba2-2.7b"}
 OPS = ("selective_scan", "ssd_chunk_scan", "causal_conv1d", "causal_conv1d_update", "selective_state_update",
-       "add_norm", "rms_norm_gated", "gemv", "mamba1_step_in")
+       "add_norm", "rms_norm_gated", "gemv", "step_in")
 
 
 def lm_config(layer: str, opts: BenchOptions) -> MambaLMConfig:

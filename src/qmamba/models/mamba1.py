@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qmamba.models.cache import LayerState
-from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, mamba1_decode_ssm, mamba1_step_in, selective_scan
+from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, mamba1_decode_ssm, selective_scan, step_in
 from qmamba.utils.config import config_from_dict
 
 # Fields of mamba_ssm's Mamba.__init__ that choose kernels or placement, not the math.
@@ -160,12 +160,13 @@ class Mamba(SSMParams):
 
     def step_with_norm(self, hidden: Tensor, residual: Tensor | None, norm: nn.Module, residual_in_fp32: bool,
                        state: LayerState) -> tuple[Tensor, Tensor]:
-        """The block's residual add + RMSNorm and ``step`` together (``mamba1_step_in`` fuses the add-norm,
-        in_proj and the conv update): hidden, residual (b, 1, d) -> (out (b, 1, d), new residual (b, 1, d))."""
-        x, z, residual = mamba1_step_in(
+        """The block's residual add + RMSNorm and ``step`` together (``step_in`` fuses the add-norm, in_proj
+        and the conv update): hidden, residual (b, 1, d) -> (out (b, 1, d), new residual (b, 1, d))."""
+        xz, residual = step_in(
             hidden.squeeze(1), None if residual is None else residual.squeeze(1), norm.weight, norm.eps,
             self.in_proj.weight, self.in_proj.bias, state.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
-            residual_in_fp32)
+            0, residual_in_fp32)
+        x, z = xz.chunk(2, dim=-1)  # x: after the conv, (b, di) each
         y = ssm_step_after_conv(self, x, z, state)
         return gemv(y, self.out_proj.weight, self.out_proj.bias).unsqueeze(1), residual.unsqueeze(1)
 

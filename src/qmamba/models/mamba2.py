@@ -17,7 +17,7 @@ from qmamba.errors import ConfigError
 from qmamba.models.cache import LayerState
 from qmamba.models.mamba1 import init_dt_bias
 from qmamba.models.norm import RMSNormGated
-from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, selective_state_update, ssd_chunk_scan
+from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, selective_state_update, ssd_chunk_scan, step_in
 from qmamba.utils.config import config_from_dict
 
 _IGNORED_SSM_KEYS = (
@@ -124,6 +124,19 @@ class Mamba2(SSDParams):
         y = ssd_step(self, self, xBC, dt, None if self.cfg.rmsnorm else z, state)  # (b, d_ssm)
         return gemv(self._gate(y, z, z0, x0), self.out_proj.weight, self.out_proj.bias).unsqueeze(1)
 
+    def step_with_norm(self, hidden: Tensor, residual: Tensor | None, norm: nn.Module, residual_in_fp32: bool,
+                       state: LayerState) -> tuple[Tensor, Tensor]:
+        """The block's residual add + RMSNorm and ``step`` together (``step_in`` fuses the add-norm, in_proj
+        and the conv update of xBC): hidden, residual (b, 1, d) -> (out (b, 1, d), new residual (b, 1, d))."""
+        zxbcdt, residual = step_in(
+            hidden.squeeze(1), None if residual is None else residual.squeeze(1), norm.weight, norm.eps,
+            self.in_proj.weight, self.in_proj.bias, state.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+            2 * self.d_mlp + self.d_ssm, residual_in_fp32)
+        z0, x0, z, xBC, dt = self._split(zxbcdt)  # xBC: after the conv
+        y = ssd_step_after_conv(self, self, xBC, dt, None if self.cfg.rmsnorm else z, state)  # (b, d_ssm)
+        out = gemv(self._gate(y, z, z0, x0), self.out_proj.weight, self.out_proj.bias)
+        return out.unsqueeze(1), residual.unsqueeze(1)
+
     def allocate_state(self, batch_size: int, dtype=None, device=None) -> LayerState:
         device = device or self.out_proj.weight.device
         p = self.cfg.headdim
@@ -171,6 +184,12 @@ def ssd_scan(m: Mamba2, p: SSDParams, xBC: Tensor, dt: Tensor, z: Tensor | None,
 def ssd_step(m: Mamba2, p: SSDParams, xBC: Tensor, dt: Tensor, z: Tensor | None, state: LayerState) -> Tensor:
     """One token for one direction; xBC (b, conv_dim), dt (b, h) -> y (b, d_ssm)."""
     xBC = causal_conv1d_update(xBC, state.conv_state, p.conv1d.weight.squeeze(1), p.conv1d.bias, activation="silu")
+    return ssd_step_after_conv(m, p, xBC, dt, z, state)
+
+
+def ssd_step_after_conv(m: Mamba2, p: SSDParams, xBC: Tensor, dt: Tensor, z: Tensor | None,
+                        state: LayerState) -> Tensor:
+    """The rest of ``ssd_step`` once the conv state has taken the token; xBC: silu(conv) (b, conv_dim)."""
     x, B, C = _split_xbc(m, xBC)
     h, hd, n = m.nheads, m.cfg.headdim, m.cfg.d_state
     A_log = p.A_log[:, None, None].expand(h, hd, n)  # -exp(A_log) is taken inside the state update

@@ -10,7 +10,7 @@ from qmamba.ops.rms_norm import add_norm, rms_norm_gated
 from qmamba.ops.selective_scan import selective_scan
 from qmamba.ops.ssd import ssd_chunk_scan
 from qmamba.ops.state_update import mamba1_decode_ssm, selective_state_update
-from qmamba.ops.step_in import mamba1_step_in
+from qmamba.ops.step_in import step_in
 
 __all__ = [
     "add_norm",
@@ -19,11 +19,11 @@ __all__ = [
     "causal_conv1d_update",
     "gemv",
     "mamba1_decode_ssm",
-    "mamba1_step_in",
     "requested_backend",
     "rms_norm_gated",
     "selective_scan",
     "selective_state_update",
     "ssd_chunk_scan",
+    "step_in",
     "use_backend",
 ]

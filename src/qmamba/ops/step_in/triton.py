@@ -1,13 +1,13 @@
-"""``mamba1_step_in`` in Triton for one row: the block's residual add + RMSNorm, in_proj and the conv update
-of a Mamba-1 decode step in one kernel (three launches and two round trips through memory fewer).
+"""``step_in`` in Triton for one row: the block's residual add + RMSNorm, in_proj and the conv update of a
+Mamba decode step in one kernel (three launches and two round trips through memory fewer).
 
-Grid (cdiv(2 di, BLOCK_N),), one row (b = 1). Every program
+Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
     1. walks hidden + residual in BLOCK_K tiles for the sum of squares (program 0 also stores the new residual);
     2. walks them again, normalising each tile (rounded to hidden's dtype, as add_norm's output is) and
        accumulating its BLOCK_N rows of in_proj as one GEMV (``ops.gemv``'s one-row scheme);
-    3. rounds the in_proj outputs to the weight dtype; rows of the x half roll their channel's conv state,
-       append the new input and store silu(conv + bias); rows of the z half store z.
-Other batch sizes and LayerNorm take ``mamba1_step_in_composed`` (the same ops unfused).
+    3. rounds the in_proj outputs to the weight dtype; conv rows [conv_lo, conv_lo + c) roll their channel's
+       conv state, append the new input and store silu(conv + bias); the other rows store the output as is.
+Other batch sizes take ``step_in_composed`` (the same ops unfused).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from qmamba.ops import backend
-from qmamba.ops.step_in.ref import mamba1_step_in_composed
+from qmamba.ops.step_in.ref import step_in_composed
 
 
 @triton.jit
@@ -33,8 +33,8 @@ def _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES: tl.constexpr, BLOCK_K: tl.constexpr)
 
 
 @triton.jit
-def _mamba1_step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, x_ptr, z_ptr, ro_ptr,
-                           d, di, eps, swn, s_csd, s_csw, s_cwd, s_cww,
+def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, y_ptr, ro_ptr,
+                           d, n_out, conv_lo, n_conv, eps, swn, s_csd, s_csw, s_cwd, s_cww,
                            HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
                            W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
@@ -47,7 +47,7 @@ def _mamba1_step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, c
     rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / d + eps)
     # 2. in_proj rows of this program on the normalised row
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) rows of in_proj
-    mask_n = offs_n < 2 * di
+    mask_n = offs_n < n_out
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn
     part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
     for k0 in range(0, d, BLOCK_K):
@@ -58,10 +58,10 @@ def _mamba1_step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, c
     xz = tl.sum(part, axis=1)
     if HAS_BIAS:
         xz += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-    xz = xz.to(x_ptr.dtype.element_ty)  # (BLOCK_N,) rounded as in_proj's output
-    # 3. x half: conv update + silu; z half: store
-    is_x = mask_n & (offs_n < di)
-    c = tl.where(is_x, offs_n, 0).to(tl.int64)
+    xz = xz.to(y_ptr.dtype.element_ty)  # (BLOCK_N,) rounded as in_proj's output
+    # 3. conv rows: conv update + silu; other rows: store
+    is_x = mask_n & (offs_n >= conv_lo) & (offs_n < conv_lo + n_conv)
+    c = tl.where(is_x, offs_n - conv_lo, 0).to(tl.int64)  # conv channel
     j = tl.arange(0, W_PAD)
     mj = is_x[:, None] & (j < W)[None, :]
     state = tl.load(cs_ptr + c[:, None] * s_csd + (j[None, :] + 1) * s_csw, mask=mj & (j < W - 1)[None, :], other=0.0)
@@ -72,37 +72,33 @@ def _mamba1_step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, c
     if HAS_CONV_BIAS:
         y += tl.load(cb_ptr + c, mask=is_x, other=0.0).to(tl.float32)
     y = y * tl.sigmoid(y)
-    tl.store(x_ptr + c, y.to(x_ptr.dtype.element_ty), mask=is_x)
-    is_z = mask_n & (offs_n >= di)
-    tl.store(z_ptr + tl.where(is_z, offs_n - di, 0), xz, mask=is_z)
+    tl.store(y_ptr + offs_n, tl.where(is_x, y.to(y_ptr.dtype.element_ty), xz), mask=mask_n)
 
 
-def mamba1_step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, in_weight: Tensor,
-                   in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
-                   residual_in_fp32: bool = True, block_n: int = 32, block_k: int = 256):
-    """Arguments and results as ``mamba1_step_in_ref``; one row in one kernel, anything else composed."""
-    args = (hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias,
+def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, in_weight: Tensor,
+            in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
+            conv_lo: int = 0, residual_in_fp32: bool = True, block_n: int = 32, block_k: int = 256):
+    """Arguments and results as ``step_in_ref``; one row in one kernel, anything else composed."""
+    args = (hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
             residual_in_fp32)
-    d = hidden.shape[-1]
-    di = in_weight.shape[0] // 2
+    d, n_out, n_conv = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1]
     if (hidden.shape[0] != 1 or hidden.stride(-1) != 1 or in_weight.stride(-1) != 1 or in_weight.dtype != hidden.dtype
-            or (residual is not None and residual.stride(-1) != 1) or conv_state.shape[1] != di):
-        return mamba1_step_in_composed(*args)
-    x = torch.empty(1, di, device=hidden.device, dtype=hidden.dtype)
-    z = torch.empty_like(x)
+            or (residual is not None and residual.stride(-1) != 1) or conv_lo + n_conv > n_out):
+        return step_in_composed(*args)
+    y = torch.empty(1, n_out, device=hidden.device, dtype=hidden.dtype)
     res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype)
     res = torch.empty(1, d, device=hidden.device, dtype=res_dtype)
     w = conv_weight.shape[-1]
-    _mamba1_step_in_kernel[(triton.cdiv(2 * di, block_n),)](
+    _step_in_kernel[(triton.cdiv(n_out, block_n),)](
         hidden, residual if residual is not None else hidden, norm_weight, in_weight,
         in_bias if in_bias is not None else norm_weight, conv_state, conv_weight,
-        conv_bias if conv_bias is not None else norm_weight, x, z, res,
-        d, di, eps, in_weight.stride(0), conv_state.stride(1), conv_state.stride(2), *conv_weight.stride(),
-        HAS_RES=residual is not None, HAS_BIAS=in_bias is not None, HAS_CONV_BIAS=conv_bias is not None,
-        W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n, BLOCK_K=min(block_k, triton.next_power_of_2(d)),
-        num_warps=4,
+        conv_bias if conv_bias is not None else norm_weight, y, res,
+        d, n_out, conv_lo, n_conv, eps, in_weight.stride(0), conv_state.stride(1), conv_state.stride(2),
+        *conv_weight.stride(), HAS_RES=residual is not None, HAS_BIAS=in_bias is not None,
+        HAS_CONV_BIAS=conv_bias is not None, W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n,
+        BLOCK_K=min(block_k, triton.next_power_of_2(d)), num_warps=4,
     )
-    return x, z, res
+    return y, res
 
 
-backend.register("mamba1_step_in", "triton", mamba1_step_in, devices=("cuda",))
+backend.register("step_in", "triton", step_in, devices=("cuda",))
