@@ -31,23 +31,23 @@ def test_markdown_table_layout_and_row_check():
 def test_lm_table_shows_ratios_to_mamba_ssm_and_errors():
     lm = {"mamba1": {"impls": {
         "qmamba": {"decode_b1_ms": 2.0, "decode_batch_ms": 3.0, "prefill_ms": 20.0, "prefill_eager_ms": 50.0,
-                   "train_ms": 85.0, "train_peak_gib": 12.0},
+                   "train_ms": 85.0, "train_eager_ms": 150.0, "train_peak_gib": 12.0},
         "mamba_ssm": {"decode_b1_ms": 4.0, "decode_batch_ms": 6.0, "prefill_ms": 40.0, "train_ms": 170.0,
                       "train_peak_gib": 16.0},
         "transformers": {"error": "RuntimeError: out of memory"}}}}
     lines = lm_table(lm, OPTIONS).splitlines()
     assert lines[0] == ("| model | implementation | decode b1 ms/token | decode b16 ms/step | prefill 800 ms | "
-                        "eager prefill ms | train fwd+bwd 1x800 ms | train peak GiB |")
-    assert lines[2] == ("| mamba1 | qmamba | 2.00 (0.50x) | 3.00 (0.50x) | 20.0 (0.50x) | 50.0 | 85.0 (0.50x) | "
+                        "eager prefill ms | train fwd+bwd 1x800 ms | eager train ms | train peak GiB |")
+    assert lines[2] == ("| mamba1 | qmamba | 2.00 (0.50x) | 3.00 (0.50x) | 20.0 (0.50x) | 50.0 | 85.0 (0.50x) | 150 | "
                         "12.0 (0.75x) |")
-    assert lines[3] == "| mamba1 | mamba_ssm | 4.00 | 6.00 | 40.0 | - | 170 | 16.0 |"
+    assert lines[3] == "| mamba1 | mamba_ssm | 4.00 | 6.00 | 40.0 | - | 170 | - | 16.0 |"
     assert lines[4].startswith("| mamba1 | transformers | error: RuntimeError: out of memory |")
     assert len(lines[4].split("|")) == len(lines[0].split("|"))
 
 
 def test_lm_table_without_mamba_ssm_has_no_ratios():
     lm = {"mamba2": {"impls": {"qmamba": {"decode_b1_ms": 2.0, "prefill_ms": 20.0}}}}
-    assert lm_table(lm, OPTIONS).splitlines()[2] == "| mamba2 | qmamba | 2.00 | - | 20.0 | - | - | - |"
+    assert lm_table(lm, OPTIONS).splitlines()[2] == "| mamba2 | qmamba | 2.00 | - | 20.0 | - | - | - | - |"
 
 
 def test_vqa_table():

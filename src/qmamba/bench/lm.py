@@ -6,6 +6,8 @@ Every implementation is timed the same way on the same random weights (``LMRunne
     prefill ms        the prompt through the model, returning the last logits and the recurrent state
                       (qmamba: the captured prefill; its eager prefill is a column of its own)
     train ms, GiB     logits -> cross-entropy (fp32) -> backward of every weight, peak memory during it
+                      (qmamba: the step captured as a CUDA graph; its eager step is a column of its own,
+                      the peak is the eager step's)
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class LMRunner:
     def parameters(self) -> list[Tensor]:
         raise NotImplementedError
 
+    def captured_train(self, loss_fn: Callable[[], Tensor], params: list[Tensor]):
+        """A callable running loss_fn().backward() from a captured graph, or None (no such path)."""
+        return None
+
     def extra(self, opts: BenchOptions, device: torch.device) -> dict:
         """Implementation-specific figures."""
         return {}
@@ -67,20 +73,29 @@ def train_figures(runner: LMRunner, opts: BenchOptions, vocab: int, device: torc
     ids = _ids(opts.train_batch, opts.train_len, vocab, device, opts.seed + 1)
     params = [p for p in runner.parameters() if p.requires_grad]
 
+    def loss() -> Tensor:
+        logits = runner.logits(ids)  # (b, l, v)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+
     def step():
         for p in params:
             p.grad = None
-        logits = runner.logits(ids)  # (b, l, v)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-        loss.backward()
+        loss().backward()
 
-    ms = time_ms(step, device, opts.warmup, opts.repeats)
+    out = {"train_ms": time_ms(step, device, opts.warmup, opts.repeats)}
     for p in params:
         p.grad = None
-    peak = peak_gib(step, device)
+    out["train_peak_gib"] = peak_gib(step, device)
     for p in params:
         p.grad = None
-    return {"train_ms": ms, "train_peak_gib": peak}
+    captured = runner.captured_train(loss, params)
+    if captured is not None:  # the captured step is the headline figure, the eager one stays beside it
+        out["train_eager_ms"] = out["train_ms"]
+        out["train_ms"] = time_ms(captured, device, opts.warmup, opts.repeats)
+        del captured
+        for p in params:
+            p.grad = None
+    return out
 
 
 def lm_figures(runner: LMRunner, opts: BenchOptions, vocab: int, device: torch.device, train: bool) -> dict:

@@ -72,6 +72,15 @@ class QMambaRunner(LMRunner):
     def parameters(self) -> list[Tensor]:
         return list(self.model.parameters())
 
+    def captured_train(self, loss_fn, params):
+        """The training step as one CUDA graph (``CapturedTrainStep``); None off the GPU."""
+        from qmamba.train.graphed_step import CapturedTrainStep
+
+        if self.device.type != "cuda":
+            return None
+        with use_backend(self.backend):
+            return CapturedTrainStep(loss_fn, params)
+
     def extra(self, opts: BenchOptions, device: torch.device) -> dict:
         """The eager prefill, and the graph step alone (no prefill, no host work): the floor of decode ms/token."""
         from qmamba.bench.timing import time_ms

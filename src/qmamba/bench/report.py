@@ -15,6 +15,7 @@ LM_COLUMNS = (
     ("prefill_ms", "prefill {prompt_len} ms"),
     ("prefill_eager_ms", "eager prefill ms"),
     ("train_ms", "train fwd+bwd {train_batch}x{train_len} ms"),
+    ("train_eager_ms", "eager train ms"),
     ("train_peak_gib", "train peak GiB"),
 )
 VQA_COLUMNS = (
