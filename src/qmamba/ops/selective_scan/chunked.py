@@ -56,10 +56,10 @@ def _reduce_channels(w: Tensor, X: Tensor, g: int) -> Tensor:
     return torch.matmul(w.view(T, b, nc, g, 1, d // g), X.view(T, b, nc, g, d // g, n)).view(T, b, nc, g, n)
 
 
-def _outer(w: Tensor, V: Tensor, n: int) -> Tensor:
+def _outer(w: Tensor, V: Tensor) -> Tensor:
     """w[..., d] * V[..., group of d, n]: (T, b, nc, d), (T, b, nc, g, n) -> (T, b, nc, d, n), a new tensor."""
     T, b, nc, d = w.shape
-    g = V.shape[3]
+    g, n = V.shape[3:]
     return (w.view(T, b, nc, g, d // g, 1) * V.view(T, b, nc, g, 1, n)).view(T, b, nc, d, n)
 
 
@@ -107,7 +107,7 @@ class ChunkedScan(torch.autograd.Function):
         dt_c, du_c = to_chunks(dt, T), to_chunks(du, T)  # (T, b, nc, d); padding: dt 0 (decay 1), du 0
         B_c, C_c = (to_chunks(M.flatten(1, 2), T).unflatten(3, M.shape[1:3]) for M in (B, C))  # (T, b, nc, g, n)
         dA = (dt_c[..., None] * A).exp_()  # (T, b, nc, d, n)
-        H = _outer(du_c, B_c, n)  # dBu, scanned into the states in place
+        H = _outer(du_c, B_c)  # dBu, scanned into the states in place
         decay = torch.exp(dt_c.sum(0)[..., None] * A)  # (b, nc, d, n): a chunk's total decay
         last_local = _local_last(H, dA, reverse=False)
         zero = dt.new_zeros(b, d, n)
@@ -125,7 +125,7 @@ class ChunkedScan(torch.autograd.Function):
         l, n = gy.shape[2], A.shape[1]
         gy_c = to_chunks(gy.to(dt_c.dtype), T)
         gC = _reduce_channels(gy_c, H, C_c.shape[3])
-        G = _outer(gy_c, C_c, n)  # dL/dH from y; then the reverse scan makes it dL/dH in full
+        G = _outer(gy_c, C_c)  # dL/dH from y; then the reverse scan makes it dL/dH in full
         if glast is not None:
             G[T - 1, :, nc - 1] += glast
         ahead = torch.exp(dt_c[1:].sum(0)[..., None] * A)  # (b, nc, d, n): decay over steps 1..T-1 of a chunk
