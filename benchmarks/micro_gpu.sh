@@ -4,7 +4,8 @@
 # quickstart recipe and a longer run (more images, more finetune epochs). Logs, tables and the rebuilt
 # assets (assets.tgz) go to $OUT (default /tmp/qmamba-micro).
 #   LM_STEPS=5000 LM_BATCH=32 SFT_STEPS=3000 VISION_STEPS=2400 WORLD=6000 LONG=0 bash benchmarks/micro_gpu.sh
-#   QUICK=0 skips the default quickstart; CHOICE=1 adds the multiple-choice drills;  BUILD=0 LONG_ARGS="--n-align 8000 --n-finetune 8000 --finetune-epochs 3" bash benchmarks/micro_gpu.sh
+#   QUICK=0 skips the default quickstart; CHOICE_SFT=600 steps of tuning with the multiple-choice drills after the
+#   first tuning (0: none); CHOICE=1 puts the drills in pretraining and the first tuning instead;  BUILD=0 LONG_ARGS="--n-align 8000 --n-finetune 8000 --finetune-epochs 3" bash benchmarks/micro_gpu.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/qmamba-micro}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -13,7 +14,7 @@ if [ "${BUILD:-1}" = 1 ]; then
   stamp build
   QMAMBA_BACKEND=${BUILD_BACKEND:-auto} python3 -m qmamba micro build --out /tmp/assets --device cuda --quiet \
     --lm-steps "${LM_STEPS:-5000}" --lm-batch-size "${LM_BATCH:-32}" --vision-steps "${VISION_STEPS:-2400}" \
-    --sft-steps "${SFT_STEPS:-3000}" ${CHOICE:+--choice-drills} \
+    --sft-steps "${SFT_STEPS:-3000}" --choice-sft-steps "${CHOICE_SFT:-600}" ${CHOICE:+--choice-drills} \
     --world-size "${WORLD:-6000}" > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
   python3 -c "import json; b=json.load(open('/tmp/assets/build.json')); l=b['lm']; v=b['vision']; \
 print({k: l[k] for k in ('vocab_size', 'train_loss', 'heldout_loss', 'answer_accuracy_chat', 'answer_accuracy_grounded', \

@@ -11,7 +11,8 @@ from qmamba.micro.tokenizer import train_tokenizer
 
 WORLD = {"n_align": 48, "n_finetune": 48, "n_eval": 6}
 TINY_VISION = {"steps": 5, "batch_size": 8, "heldout": 16, "eval_batch": 8}
-TINY_LM = {"steps": 5, "batch_size": 2, "micro_batch_size": 1, "seq_len": 64, "eval_rows": 4, "eval_questions": 4}
+TINY_LM = {"steps": 5, "batch_size": 2, "micro_batch_size": 1, "seq_len": 64, "eval_rows": 4, "eval_questions": 4,
+           "sft_steps": 2, "sft_batch_size": 2, "choice_sft_steps": 2}
 
 _CACHE: dict = {}
 

@@ -61,8 +61,12 @@ def test_the_record_and_readme_are_written(tmp_path_factory):
     assert set(saved["versions"]) >= {"torch", "transformers", "tokenizers", "qmamba"}
     assert saved["total_bytes"] == sum(p.stat().st_size for d in ("siglip", "mamba") for p in (out / d).iterdir())
     assert all(name.endswith((".json", ".safetensors")) for name in saved["files"])
+    # both tunings ran: the second one on the choice drills too, from the first one's LM
+    assert saved["lm"]["config"]["choice_sft_steps"] == 2 and "choice" in saved["lm"]["config"]["choice_sft_kinds"]
+    assert saved["lm"]["sft_loss"] > 0 and saved["lm"]["choice_sft_loss"] > 0
     readme = (out / "README.md").read_text()
     assert "qmamba micro build" in readme and f"{record['lm']['heldout_loss']:.3f}" in readme
+    assert "--choice-sft-steps 2" in readme and "ran afterwards" not in readme
 
 
 def test_the_size_budget_is_enforced():
@@ -118,11 +122,13 @@ def test_the_cli_passes_its_options_and_prints_a_summary(monkeypatch, capsys, tm
 
     monkeypatch.setattr(build, "build_micro_assets", fake)
     assert main(["micro", "build", "--out", str(tmp_path), "--seed", "3", "--lm-steps", "7", "--vision-steps", "9",
-                 "--world", "w", "--device", "cpu", "--quiet", "--world-size", "100", "--lm-batch-size", "12"]) == 0
+                 "--world", "w", "--device", "cpu", "--quiet", "--world-size", "100", "--lm-batch-size", "12",
+                 "--sft-steps", "4", "--choice-sft-steps", "6"]) == 0
     lm_config = seen.pop("lm_config")
     assert seen == {"out": str(tmp_path), "seed": 3, "device": "cpu", "world_size": 100, "lm_steps": 7,
                     "vision_steps": 9, "world_dir": "w", "show_progress": False, "overwrite": False}
     assert (lm_config.steps, lm_config.batch_size, lm_config.micro_batch_size, lm_config.seed) == (7, 12, 4, 3)
+    assert (lm_config.sft_steps, lm_config.choice_sft_steps) == (4, 6)
     summary = json.loads(capsys.readouterr().out)
     assert summary["minutes"] == 1.0 and summary["megabytes"] == 10.5 and summary["siglip_retrieval_top1"] == 0.8
 

@@ -121,3 +121,5 @@ def test_training_kinds_select_documents(tmp_path_factory):
     assert len(picked) == sum(d.kind in ("caption", "grounded") for d in docs)
     with pytest.raises(ConfigError, match="unknown kinds"):
         LMTrainConfig(kinds=("caption", "chats"))
+    with pytest.raises(ConfigError, match="choice_sft_kinds"):
+        LMTrainConfig(choice_sft_kinds=("grounded", "choices"))

@@ -58,19 +58,23 @@ def _pct(x: float | None) -> str:
 def readme(record: dict) -> str:
     """README.md of the assets folder, from the build record (``build.json``)."""
     lm, vis, world = record["lm"], record["vision"], record["world"]
+    later = lm.get("choice_sft_run")  # the choice tuning run on its own, after the build
+    after = (f" The tuning with the multiple-choice drills ran afterwards from the built LM, on {later['device']} in "
+             f"{later['seconds'] / 60:.1f} minutes ({later['command']}).") if later else ""
     return f"""# qmamba micro backbones
 
 Pretrained by qmamba's own scripts on the synthetic micro-world (seed {record['seed']}), in
-{record['seconds']['total'] / 60:.1f} minutes on {record['device']} ({record['threads']} threads). Rebuild with
+{record['seconds']['total'] / 60:.1f} minutes on {record['device']} ({record['threads']} threads).{after} Rebuild with
 
     qmamba micro build --out DIR --seed {record['seed']} --device {record['device']} \\
         --lm-steps {lm['config']['steps']} --lm-batch-size {lm['config']['batch_size']} \\
-        --sft-steps {lm['config'].get('sft_steps', 0)} --vision-steps {vis['config']['steps']} --world-size {world['n_align']}
+        --sft-steps {lm['config'].get('sft_steps', 0)} --choice-sft-steps {lm['config'].get('choice_sft_steps', 0)} \\
+        --vision-steps {vis['config']['steps']} --world-size {world['n_align']}
 
 | folder | what | format |
 | --- | --- | --- |
 | `siglip/` | SigLIP (64 px, patch 8, 64 patches of width 128, 4 layers) + its text tower, trained with the sigmoid image-text loss on {vis['train_pairs']} align pairs | transformers `SiglipModel` (config.json, model.safetensors, preprocessor_config.json) |
-| `mamba/` | Mamba-1 LM (d_model 192, 4 layers, d_state 16, vocab {lm['vocab_size']}), {lm['parameters']:,} parameters, trained on {lm['tokens_seen']:,} tokens, then instruction-tuned for {lm['config'].get('sft_steps', 0)} steps of {lm['config'].get('sft_batch_size', 0)} conversations (loss on the replies) | mamba_ssm (config.json, model.safetensors) |
+| `mamba/` | Mamba-1 LM (d_model 192, 4 layers, d_state 16, vocab {lm['vocab_size']}), {lm['parameters']:,} parameters, trained on {lm['tokens_seen']:,} tokens, then instruction-tuned for {lm['config'].get('sft_steps', 0)} steps of {lm['config'].get('sft_batch_size', 0)} conversations (loss on the replies), then {lm['config'].get('choice_sft_steps', 0)} more with the multiple-choice drills | mamba_ssm (config.json, model.safetensors) |
 | both | byte-level BPE tokenizer with `<|endoftext|>` (0: eos, pad), `<|user|>`, `<|assistant|>` | transformers tokenizer files |
 
 The LM's text comes from the world's training files only (captions, zephyr-templated instructions, the
@@ -84,6 +88,7 @@ MMBench-style multiple-choice drills on the scenes in words); the evaluation set
 | LM train loss (last 50 steps) | {lm['train_loss']:.3f} |
 | LM held-out loss, every token (before -> after) | {lm['heldout_loss_before']:.3f} -> {lm['heldout_loss']:.3f} |
 | LM instruction-tuning reply loss (last 50 steps) | {_num(lm.get('sft_loss'))} |
+| LM reply loss of the tuning with the multiple-choice drills (last 50 steps) | {_num(lm.get('choice_sft_loss'))} |
 | LM held-out first-answer accuracy, image described in words | {_pct(lm['answer_accuracy_grounded'])} |
 | LM held-out first-answer accuracy, no image (prior) | {_pct(lm['answer_accuracy_chat'])} |
 | LM held-out existence-drill accuracy, image described in words | {_pct(lm.get('answer_accuracy_exist'))} |
