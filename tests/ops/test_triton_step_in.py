@@ -79,3 +79,26 @@ def test_ref_is_add_norm_linear_then_conv_of_the_conv_rows():
 @pytest.mark.parametrize("d,n_out,n_conv,conv_lo", [(2560, 10240, 5120, 0), (2560, 10576, 5376, 5120)])
 def test_gpu_full_size_bf16(d, n_out, n_conv, conv_lo):
     _compare(_inputs(1, d, n_out, n_conv, 4, torch.bfloat16), 2e-2, conv_lo)
+
+
+def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatch, caplog):
+    import ast
+
+    from triton.compiler.errors import CompilationError
+
+    from qmamba.ops.step_in import triton as module
+
+    calls = []
+
+    def refuse(*args):
+        calls.append(1)
+        raise CompilationError("x = 1", ast.parse("x = 1").body[0], "unsupported op")
+
+    monkeypatch.setattr(module, "_launch", refuse)
+    monkeypatch.setattr(module, "_UNCOMPILABLE", set())
+    t = _inputs(1, 40, 48, 24, 4, torch.float32)
+    with caplog.at_level("WARNING", logger="qmamba"):
+        _compare(t, 1e-5, 0)  # the composed ops' results, conv state rolled once
+        _compare(t, 1e-5, 0)
+    assert len(calls) == 1, "the kernel is not tried again after it failed to compile"
+    assert "could not compile" in caplog.text

@@ -12,13 +12,19 @@ Other batch sizes take ``step_in_composed`` (the same ops unfused).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.compiler.errors import CompilationError
 
 from qmamba.ops import backend
 from qmamba.ops.step_in.ref import step_in_composed
+
+log = logging.getLogger("qmamba")
+_UNCOMPILABLE: set[tuple] = set()  # kernel variants this Triton could not compile: composed from then on
 
 
 @triton.jit
@@ -85,10 +91,26 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
     if (hidden.shape[0] != 1 or hidden.stride(-1) != 1 or in_weight.stride(-1) != 1 or in_weight.dtype != hidden.dtype
             or (residual is not None and residual.stride(-1) != 1) or conv_lo + n_conv > n_out):
         return step_in_composed(*args)
+    variant = (hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None, block_n, block_k)
+    if variant in _UNCOMPILABLE:
+        return step_in_composed(*args)
     y = torch.empty(1, n_out, device=hidden.device, dtype=hidden.dtype)
     res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype)
     res = torch.empty(1, d, device=hidden.device, dtype=res_dtype)
-    w = conv_weight.shape[-1]
+    try:
+        _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
+                y, res, block_n, block_k)
+    except CompilationError as e:  # compiling happens before the launch: nothing was written yet
+        _UNCOMPILABLE.add(variant)
+        log.warning("step_in: Triton could not compile the fused kernel (%s); using the unfused ops",
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return step_in_composed(*args)
+    return y, res
+
+
+def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
+            y, res, block_n, block_k) -> None:
+    d, n_out, n_conv, w = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1], conv_weight.shape[-1]
     _step_in_kernel[(triton.cdiv(n_out, block_n),)](
         hidden, residual if residual is not None else hidden, norm_weight, in_weight,
         in_bias if in_bias is not None else norm_weight, conv_state, conv_weight,
@@ -98,7 +120,6 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
         HAS_CONV_BIAS=conv_bias is not None, W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n,
         BLOCK_K=min(block_k, triton.next_power_of_2(d)), num_warps=4,
     )
-    return y, res
 
 
 backend.register("step_in", "triton", step_in, devices=("cuda",))
