@@ -65,6 +65,11 @@ def language_model(model):
     return lm
 
 
+def last_logits(lm, hidden: Tensor) -> Tensor:
+    """lm_head on the last position: hidden (b, L, d) -> (b, v), through ``gemv`` (a few rows a step)."""
+    return gemv(hidden[:, -1], lm.lm_head.weight, getattr(lm.lm_head, "bias", None))
+
+
 class Captured:
     """``fn()`` (reading and writing tensors that outlive it) as a CUDA graph, captured after ``warmup``
     eager calls on a side stream; calling replays it and returns what the captured call returned.
@@ -213,7 +218,7 @@ class GraphDecoder:
         lm = self.lm
         hidden = lm.backbone.embedding(slot.tokens[:, None])  # (B, 1, d)
         hidden = lm.backbone(hidden, cache=slot.cache, step=True)  # (B, 1, d)
-        slot.logits.copy_(gemv(hidden[:, -1], lm.lm_head.weight, getattr(lm.lm_head, "bias", None)))  # (B, v)
+        slot.logits.copy_(last_logits(lm, hidden))  # (B, v)
         return choose_greedy(slot, slot.logits)
 
     # ------------------------------------------------------------------ decoding
@@ -341,7 +346,7 @@ class TextPrefill:
         self.cache.reset()
         hidden = lm.backbone(self.embeds(), cache=self.cache)  # (b, L, d)
         logits = self.slot.logits[:self.rows]
-        logits.copy_(gemv(hidden[:, -1], lm.lm_head.weight, getattr(lm.lm_head, "bias", None)))  # (b, v)
+        logits.copy_(last_logits(lm, hidden))  # (b, v)
         return logits
 
     def __call__(self, input_ids: Tensor | None = None) -> Tensor:

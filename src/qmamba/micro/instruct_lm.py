@@ -51,8 +51,10 @@ def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.device,
                 show_progress: bool = True) -> LossLog:
     """``cfg.sft_steps`` steps of ``cfg.sft_batch_size`` conversations (reshuffled each epoch)."""
+    if cfg.sft_steps < 1:
+        return LossLog()
     rows = [reply_labels(tokenizer, d, cfg.sft_max_len) for d in docs if d.kind in cfg.sft_kinds and len(d.pieces) > 1]
-    if not rows or cfg.sft_steps < 1:
+    if not rows:
         return LossLog()
 
     def backward(idx: torch.Tensor) -> float:

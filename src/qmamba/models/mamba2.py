@@ -112,6 +112,10 @@ class Mamba2(SSDParams):
             y = torch.cat([F.silu(z0) * x0, y], dim=-1)
         return y
 
+    def _step_out(self, y: Tensor, z: Tensor, z0: Tensor, x0: Tensor) -> Tensor:
+        """out_proj of one token's gated output (b, d_ssm) -> (b, d), as a one-row ``gemv``."""
+        return gemv(self._gate(y, z, z0, x0), self.out_proj.weight, self.out_proj.bias)
+
     def forward(self, hidden: Tensor, state: LayerState | None = None, mask: Tensor | None = None) -> Tensor:
         """hidden (b, l, d) -> (b, l, d); with ``state``, continue from it and leave the new state there."""
         z0, x0, z, xBC, dt = self._split(self.in_proj(hidden))
@@ -122,7 +126,7 @@ class Mamba2(SSDParams):
         """hidden (b, 1, d) -> (b, 1, d), advancing ``state`` by one token."""
         z0, x0, z, xBC, dt = self._split(gemv(hidden.squeeze(1), self.in_proj.weight, self.in_proj.bias))
         y = ssd_step(self, self, xBC, dt, None if self.cfg.rmsnorm else z, state)  # (b, d_ssm)
-        return gemv(self._gate(y, z, z0, x0), self.out_proj.weight, self.out_proj.bias).unsqueeze(1)
+        return self._step_out(y, z, z0, x0).unsqueeze(1)
 
     def step_with_norm(self, hidden: Tensor, residual: Tensor | None, norm: nn.Module, residual_in_fp32: bool,
                        state: LayerState) -> tuple[Tensor, Tensor]:
@@ -134,7 +138,7 @@ class Mamba2(SSDParams):
             2 * self.d_mlp + self.d_ssm, residual_in_fp32)
         z0, x0, z, xBC, dt = self._split(zxbcdt)  # xBC: after the conv
         y = ssd_step_after_conv(self, self, xBC, dt, None if self.cfg.rmsnorm else z, state)  # (b, d_ssm)
-        out = gemv(self._gate(y, z, z0, x0), self.out_proj.weight, self.out_proj.bias)
+        out = self._step_out(y, z, z0, x0)
         return out.unsqueeze(1), residual.unsqueeze(1)
 
     def allocate_state(self, batch_size: int, dtype=None, device=None) -> LayerState:
