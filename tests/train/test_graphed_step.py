@@ -62,3 +62,21 @@ def test_eager_on_cpu_matches_backward():
 @pytest.mark.gpu
 def test_graph_replay_matches_eager_backward_on_gpu():
     _check("cuda", 1e-4)
+
+
+@gpu
+@pytest.mark.gpu
+def test_uncapturable_step_runs_eagerly_and_leaves_the_cuda_rng_usable():
+    model, ids, loss_fn = _setup("cuda")
+
+    def syncing_loss():  # a host sync: not allowed inside a CUDA graph capture
+        loss = loss_fn()
+        return loss * (1.0 + 0.0 * float(loss))
+
+    step = CapturedTrainStep(syncing_loss, list(model.parameters()))
+    assert step.graph is None
+    loss = step()
+    want_loss, want = _eager_grads(model, loss_fn)
+    assert_close(loss, want_loss, 1e-5, "loss")
+    assert_close(next(model.parameters()).grad, want[0], 1e-5, "grad 0")
+    assert torch.randn(4, device="cuda").isfinite().all()  # the failed capture left the generator usable

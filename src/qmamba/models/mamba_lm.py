@@ -131,7 +131,8 @@ class MambaLM(nn.Module, GenerationMixin):
     # ------------------------------------------------------------------ forward
     def embed(self, input_ids: Tensor) -> Tensor:
         vocab = self.config.padded_vocab_size
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+        capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()  # no host sync in a graph
+        if input_ids.numel() and not capturing and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
             raise InputError(f"token ids must lie in [0, {vocab}); got min {int(input_ids.min())}, "
                              f"max {int(input_ids.max())}")
         return self.backbone.embedding(input_ids)

@@ -11,10 +11,22 @@ runs eagerly, with the same contract.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+def _end_failed_capture() -> None:
+    """After a capture that raised, the CUDA generator still believes it is being captured and refuses random
+    numbers outside a graph ("Offset increment outside graph capture"); one empty capture that completes
+    closes that state."""
+    torch.cuda.synchronize()
+    with torch.cuda.graph(torch.cuda.CUDAGraph()):
+        pass
 
 
 class CapturedTrainStep:
@@ -33,9 +45,17 @@ class CapturedTrainStep:
         torch.cuda.current_stream().wait_stream(side)
         self._clear()  # backward inside the capture then allocates the .grad tensors from the graph's pool
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = self.loss_fn()
-            self.loss.backward()
+        try:
+            with torch.cuda.graph(self.graph):
+                self.loss = self.loss_fn()
+                self.loss.backward()
+        except RuntimeError as err:  # e.g. a host sync in loss_fn: the step stays correct, only eager
+            self.graph, self.loss = None, None
+            self._clear()
+            _end_failed_capture()
+            log.warning("CapturedTrainStep: the step cannot be captured as a CUDA graph, so it runs eagerly (%s)",
+                        str(err).splitlines()[0])
+            return
         self.grads = [p.grad for p in self.params]  # the graph writes these on every replay
 
     def _clear(self) -> None:
