@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/devic
 for step in $steps; do
   echo "=== $step"
   case $step in
-    tests) timeout ${TESTS_S:-240} python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/infer tests/train 2>&1 \
+    tests) timeout ${TESTS_S:-240} python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/infer tests/train tests/bench 2>&1 \
              | tee "$OUT/gpu_tests.log" | tail -40 ;;
     kernels) timeout ${KERNELS_S:-150} python3 benchmarks/kernels.py --out "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log" ;;
     parity) timeout ${PARITY_S:-120} python3 benchmarks/gpu_parity.py 2>&1 | tee "$OUT/parity.log" | tail -20 ;;

@@ -87,6 +87,26 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys):
     assert "| mamba1 | qmamba |" in printed and "| qmamba-128 | 4 |" in printed
 
 
+@pytest.mark.gpu
+def test_bench_on_gpu_captures_every_figure(tmp_path):
+    """Tiny shapes, but every figure through its CUDA graph: captured train step, prefill, decode, and each VQA
+    component captured into one shared memory pool, for both presets in one process."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from qmamba.bench import run_bench
+
+    results = run_bench(BenchOptions(sections=("lm-mamba1", "vqa"), quick=True, tiny=True, peers=(), repeats=1,
+                                     decode_tokens=3, prompt_len=24, train_len=24, vqa_batch=2, question_len=6,
+                                     answer_tokens=3), log=lambda *_: None)
+    assert results["errors"] == []
+    figures = results["lm"]["mamba1"]["impls"]["qmamba"]
+    assert figures["cuda_graphs"] is True and figures["train_eager_ms"] > 0 and figures["train_ms"] > 0
+    for preset in ("qmamba-128", "cobra"):
+        vqa = results["vqa"][preset]
+        assert vqa["cuda_graphs"] is True and vqa["projector_ms"] > 0 and vqa["answers_per_s"] > 0, (preset, vqa)
+
+
 @pytest.mark.parametrize("preset", ["tiny-mamba", "tiny-mamba2"])
 def test_transformers_peer_runs_on_the_same_weights(preset):
     pytest.importorskip("transformers")

@@ -67,9 +67,11 @@ def components(model: MultimodalModel, decoder: GraphDecoder, opts: BenchOptions
     lm, i = model.llm, image_column(ids)
     cfg = GenerationConfig(max_new_tokens=opts.answer_tokens)
 
+    graphs = []  # alive to the end: a graph's outputs live in the shared pool, which goes with its last graph
+
     def timed(fn) -> tuple[float, object]:
-        run = Captured(fn, use, decoder.warmup, pool)
-        return time_ms(run, device, opts.warmup, opts.repeats), run()
+        graphs.append(Captured(fn, use, decoder.warmup, pool))
+        return time_ms(graphs[-1], device, opts.warmup, opts.repeats), graphs[-1]()
 
     out: dict = {}
     out["vision_ms"], features = timed(lambda: model.vision(pixels))  # (1, p, d_vision)

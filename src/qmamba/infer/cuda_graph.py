@@ -40,6 +40,7 @@ from qmamba.errors import ConfigError, InputError
 from qmamba.infer.generate import GenerationConfig, generation_loop
 from qmamba.ops import gemv
 from qmamba.ops.backend import requested_backend
+from qmamba.utils.graph_capture import capture
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -86,8 +87,7 @@ class Captured:
                 fn()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.out = fn()
+        self.out = capture(self.graph, fn, pool)
 
     def __call__(self):
         if self.graph is None:

@@ -17,16 +17,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from qmamba.utils.graph_capture import capture
+
 log = logging.getLogger(__name__)
-
-
-def _end_failed_capture() -> None:
-    """After a capture that raised, the CUDA generator still believes it is being captured and refuses random
-    numbers outside a graph ("Offset increment outside graph capture"); one empty capture that completes
-    closes that state."""
-    torch.cuda.synchronize()
-    with torch.cuda.graph(torch.cuda.CUDAGraph()):
-        pass
 
 
 class CapturedTrainStep:
@@ -46,17 +39,19 @@ class CapturedTrainStep:
         self._clear()  # backward inside the capture then allocates the .grad tensors from the graph's pool
         self.graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(self.graph):
-                self.loss = self.loss_fn()
-                self.loss.backward()
+            self.loss = capture(self.graph, self._captured_body)
         except RuntimeError as err:  # e.g. a host sync in loss_fn: the step stays correct, only eager
             self.graph, self.loss = None, None
             self._clear()
-            _end_failed_capture()
             log.warning("CapturedTrainStep: the step cannot be captured as a CUDA graph, so it runs eagerly (%s)",
                         str(err).splitlines()[0])
             return
         self.grads = [p.grad for p in self.params]  # the graph writes these on every replay
+
+    def _captured_body(self) -> Tensor:
+        loss = self.loss_fn()
+        loss.backward()
+        return loss
 
     def _clear(self) -> None:
         for p in self.params:

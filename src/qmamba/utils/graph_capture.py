@@ -1,0 +1,37 @@
+"""CUDA graph capture that leaves the process usable when it fails.
+
+A capture that raises (a host sync inside it, an allocator refusal) leaves PyTorch's CUDA generator believing
+it is still being captured: every later random op outside a graph then fails with "Offset increment outside
+graph capture encountered unexpectedly", so one failed capture would take down everything after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def capture(graph: torch.cuda.CUDAGraph, fn: Callable[[], Any], pool=None) -> Any:
+    """Capture ``fn()`` into ``graph`` (sharing memory ``pool`` if given) and return what it returned; if the
+    capture raises, the generator's capture state is closed before the error propagates."""
+    try:
+        with torch.cuda.graph(graph, pool=pool):
+            return fn()
+    except RuntimeError:
+        end_failed_capture()
+        raise
+
+
+def end_failed_capture() -> None:
+    """One empty capture that completes closes the capture state a failed one left behind."""
+    try:
+        torch.cuda.synchronize()
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            pass
+    except RuntimeError as err:  # nothing more to do: the original error is the one to report
+        log.warning("could not reset the CUDA generator after a failed graph capture: %s", err)
