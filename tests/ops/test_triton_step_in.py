@@ -1,6 +1,7 @@
-"""Triton step_in (residual add + RMSNorm, in_proj, conv update in one kernel) against its reference: the output
-rows (conv rows after silu(conv)), the new residual and the conv state rolled in place, in the Mamba-1 layout
-(conv over the first rows) and the Mamba-2 one (conv over middle rows); interpreter on CPU, compiled on GPU."""
+"""Triton step_in (residual add + RMSNorm, in_proj, conv update, x_proj in one kernel) against its reference: the
+output rows (conv rows after silu(conv)), the new residual, the conv state rolled in place and Mamba-1's x_proj
+of the conv outputs, in the Mamba-1 layout (conv over the first rows) and the Mamba-2 one (conv over middle
+rows); interpreter on CPU, compiled on GPU."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _inputs(b, d, n_out, n_conv, w, dtype, residual=True, bias=False, conv_bias=True):
+def _inputs(b, d, n_out, n_conv, w, dtype, residual=True, bias=False, conv_bias=True, n_xp=0):
     kw = {"device": DEVICE}
     return {
+        "xproj_weight": (torch.randn(n_xp, n_conv, **kw) * n_conv**-0.5).to(dtype) if n_xp else None,
         "hidden": torch.randn(b, d, dtype=dtype, **kw),
         "residual": torch.randn(b, d, **kw) if residual else None,
         "norm_weight": (1 + 0.1 * torch.randn(d, **kw)).to(dtype), "eps": 1e-5,
@@ -39,7 +41,10 @@ def _compare(t: dict, tol: float, conv_lo: int, **kw):
     mine["conv_state"], ref["conv_state"] = t["conv_state"].clone(), t["conv_state"].clone()
     got = step_in(**mine, conv_lo=conv_lo, **kw)
     want = step_in_ref(**ref, conv_lo=conv_lo)
-    for name, a, b in zip(("out", "residual"), got, want):
+    assert len(got) == 3 and (got[2] is None) == (t["xproj_weight"] is None)
+    for name, a, b in zip(("out", "residual", "x_proj"), got, want):
+        if b is None:
+            continue
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert_close(a.float(), b.float(), tol, name)
     assert_close(mine["conv_state"].float(), ref["conv_state"].float(), tol, "conv state")
@@ -57,28 +62,42 @@ def test_matches_ref_bf16():
     _compare(_inputs(1, 64, 96, 48, 4, torch.bfloat16), 2e-2, 0, block_n=16, block_k=32)
 
 
+@pytest.mark.parametrize("d,n_out,n_conv,conv_lo,n_xp", [(40, 48, 24, 0, 11), (33, 70, 35, 0, 20), (40, 61, 30, 13, 7)])
+def test_x_proj_matches_ref_and_leaves_its_scratch_zeroed(d, n_out, n_conv, conv_lo, n_xp):
+    from qmamba.ops.step_in import triton as module
+
+    t = _inputs(1, d, n_out, n_conv, 4, torch.float32, n_xp=n_xp)
+    for _ in range(2):  # the second launch starts from the scratch the first one left
+        _compare(t, 1e-5, conv_lo, block_n=8, block_k=16)
+        acc, count = module._scratch(torch.device(DEVICE))
+        assert int(count) == 0 and not acc.any()
+
+
 def test_other_batch_sizes_are_composed():
     _compare(_inputs(3, 40, 61, 30, 4, torch.float32), 1e-5, 13)
 
 
 def test_ref_is_add_norm_linear_then_conv_of_the_conv_rows():
-    t = _inputs(2, 16, 20, 8, 4, torch.float64)
+    t = _inputs(2, 16, 20, 8, 4, torch.float64, n_xp=6)
     state = t["conv_state"].clone()
-    out, res = step_in_ref(**t, conv_lo=5)
+    out, res, xdbl = step_in_ref(**t, conv_lo=5)
     h, want_res = add_norm_ref(t["hidden"], t["norm_weight"], None, t["residual"], eps=1e-5, residual_in_fp32=True)
     y = h @ t["in_weight"].T
     xc = causal_conv1d_update_ref(y[:, 5:13].contiguous(), state, t["conv_weight"], t["conv_bias"], activation="silu")
     assert torch.equal(out[:, :5], y[:, :5]) and torch.equal(out[:, 13:], y[:, 13:])
     assert_close(out[:, 5:13], xc, 1e-12)
+    assert_close(xdbl, xc @ t["xproj_weight"].T, 1e-12, "x_proj of the conv outputs")
     assert_close(res, want_res, 1e-12)
     assert_close(t["conv_state"], state, 1e-12, "conv state rolled")
 
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("d,n_out,n_conv,conv_lo", [(2560, 10240, 5120, 0), (2560, 10576, 5376, 5120)])
-def test_gpu_full_size_bf16(d, n_out, n_conv, conv_lo):
-    _compare(_inputs(1, d, n_out, n_conv, 4, torch.bfloat16), 2e-2, conv_lo)
+@pytest.mark.parametrize("d,n_out,n_conv,conv_lo,n_xp", [(2560, 10240, 5120, 0, 192), (2560, 10576, 5376, 5120, 0)])
+def test_gpu_full_size_bf16(d, n_out, n_conv, conv_lo, n_xp):
+    t = _inputs(1, d, n_out, n_conv, 4, torch.bfloat16, n_xp=n_xp)
+    for _ in range(3):
+        _compare(t, 2e-2, conv_lo)
 
 
 def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatch, caplog):

@@ -130,9 +130,11 @@ def ssm_step(p: SSMParams, x: Tensor, z: Tensor, state: LayerState) -> Tensor:
     return ssm_step_after_conv(p, x, z, state)
 
 
-def ssm_step_after_conv(p: SSMParams, x: Tensor, z: Tensor, state: LayerState) -> Tensor:
-    """The rest of ``ssm_step`` once the conv state has taken the token; x: silu(conv) (b, di) -> y (b, di)."""
-    dt_low, B, C = torch.split(gemv(x, p.x_proj.weight), [p.dt_rank, p.d_state, p.d_state], dim=-1)
+def ssm_step_after_conv(p: SSMParams, x: Tensor, z: Tensor, state: LayerState, x_dbl: Tensor | None = None) -> Tensor:
+    """The rest of ``ssm_step`` once the conv state has taken the token; x: silu(conv) (b, di) -> y (b, di).
+    x_dbl: x_proj(x) (b, dt_rank + 2 d_state) when already computed."""
+    x_dbl = gemv(x, p.x_proj.weight) if x_dbl is None else x_dbl
+    dt_low, B, C = torch.split(x_dbl, [p.dt_rank, p.d_state, p.d_state], dim=-1)
     # dt_proj, softplus, A = -exp(A_log), the state update, D and the gate: one fused op
     return mamba1_decode_ssm(state.ssm_state, x, dt_low, p.dt_proj.weight, p.dt_proj.bias, p.A_log, B, C, D=p.D, z=z)
 
@@ -160,14 +162,14 @@ class Mamba(SSMParams):
 
     def step_with_norm(self, hidden: Tensor, residual: Tensor | None, norm: nn.Module, residual_in_fp32: bool,
                        state: LayerState) -> tuple[Tensor, Tensor]:
-        """The block's residual add + RMSNorm and ``step`` together (``step_in`` fuses the add-norm, in_proj
-        and the conv update): hidden, residual (b, 1, d) -> (out (b, 1, d), new residual (b, 1, d))."""
-        xz, residual = step_in(
+        """The block's residual add + RMSNorm and ``step`` together (``step_in`` fuses the add-norm, in_proj,
+        the conv update and x_proj): hidden, residual (b, 1, d) -> (out (b, 1, d), new residual (b, 1, d))."""
+        xz, residual, x_dbl = step_in(
             hidden.squeeze(1), None if residual is None else residual.squeeze(1), norm.weight, norm.eps,
             self.in_proj.weight, self.in_proj.bias, state.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
-            0, residual_in_fp32)
+            0, residual_in_fp32, self.x_proj.weight)
         x, z = xz.chunk(2, dim=-1)  # x: after the conv, (b, di) each
-        y = ssm_step_after_conv(self, x, z, state)
+        y = ssm_step_after_conv(self, x, z, state, x_dbl)
         return gemv(y, self.out_proj.weight, self.out_proj.bias).unsqueeze(1), residual.unsqueeze(1)
 
     def allocate_state(self, batch_size: int, dtype=None, device=None) -> LayerState:

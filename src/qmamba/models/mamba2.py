@@ -132,7 +132,7 @@ class Mamba2(SSDParams):
                        state: LayerState) -> tuple[Tensor, Tensor]:
         """The block's residual add + RMSNorm and ``step`` together (``step_in`` fuses the add-norm, in_proj
         and the conv update of xBC): hidden, residual (b, 1, d) -> (out (b, 1, d), new residual (b, 1, d))."""
-        zxbcdt, residual = step_in(
+        zxbcdt, residual, _ = step_in(
             hidden.squeeze(1), None if residual is None else residual.squeeze(1), norm.weight, norm.eps,
             self.in_proj.weight, self.in_proj.bias, state.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
             2 * self.d_mlp + self.d_ssm, residual_in_fp32)

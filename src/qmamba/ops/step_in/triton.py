@@ -6,7 +6,12 @@ Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
     2. walks them again, normalising each tile (rounded to hidden's dtype, as add_norm's output is) and
        accumulating its BLOCK_N rows of in_proj as one GEMV (``ops.gemv``'s one-row scheme);
     3. rounds the in_proj outputs to the weight dtype; conv rows [conv_lo, conv_lo + c) roll their channel's
-       conv state, append the new input and store silu(conv + bias); the other rows store the output as is.
+       conv state, append the new input and store silu(conv + bias); the other rows store the output as is;
+    4. with x_proj (Mamba-1): adds its conv channels' share of x_proj (n_xp x BLOCK_N weights times their
+       outputs) into an fp32 accumulator with atomics, then counts itself done on an atomic counter; the last
+       program to finish reads the accumulator, stores it rounded to the weight dtype and zeroes the
+       accumulator and the counter. The accumulator and counter are a per-device scratch every launch leaves zeroed, so launches
+       must not overlap in time (one stream, as a decode step is).
 Other batch sizes take ``step_in_composed`` (the same ops unfused).
 """
 
@@ -39,10 +44,31 @@ def _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES: tl.constexpr, BLOCK_K: tl.constexpr)
 
 
 @triton.jit
+def _xproj_share(xw_ptr, xo_ptr, acc_ptr, cnt_ptr, yq, c, is_x, n_xp, s_xw, XP_PAD: tl.constexpr):
+    """Step 4: this program's conv channels c (BLOCK_N,) with outputs yq times x_proj's columns, summed across
+    programs into acc; the last program stores the sum to xo and leaves acc and the counter zeroed."""
+    r = tl.arange(0, XP_PAD)
+    mr = r < n_xp
+    wx = tl.load(xw_ptr + r.to(tl.int64)[:, None] * s_xw + c[None, :], mask=mr[:, None] & is_x[None, :], other=0.0)
+    part = tl.sum(wx.to(tl.float32) * tl.where(is_x, yq.to(tl.float32), 0.0)[None, :], axis=1)  # (XP_PAD,)
+    n_x = tl.sum(is_x.to(tl.int32), axis=0)  # this program's conv channels
+    tl.atomic_add(acc_ptr + r, part, mask=mr & (r * 0 + n_x > 0))
+    tl.debug_barrier()  # every thread's share is in before the program counts itself done
+    done = tl.atomic_add(cnt_ptr, 1)
+    if done == tl.num_programs(0) - 1:
+        total = tl.atomic_add(acc_ptr + r, tl.zeros((XP_PAD,), tl.float32), mask=mr)  # read where the adds landed
+        tl.store(xo_ptr + r, total.to(xo_ptr.dtype.element_ty), mask=mr)
+        tl.store(acc_ptr + r, tl.zeros((XP_PAD,), tl.float32), mask=mr)  # no other program touches them now
+        tl.store(cnt_ptr, 0)
+
+
+@triton.jit
 def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, y_ptr, ro_ptr,
-                           d, n_out, conv_lo, n_conv, eps, swn, s_csd, s_csw, s_cwd, s_cww,
-                           HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
-                           W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    xw_ptr, xo_ptr, acc_ptr, cnt_ptr,
+                    d, n_out, conv_lo, n_conv, eps, swn, s_csd, s_csw, s_cwd, s_cww, n_xp, s_xw,
+                    HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
+                    HAS_XPROJ: tl.constexpr, XP_PAD: tl.constexpr,
+                    W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     # 1. sum of squares of hidden + residual; program 0 stores the new residual
     ss = tl.zeros((BLOCK_K,), tl.float32)
@@ -78,47 +104,69 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
     if HAS_CONV_BIAS:
         y += tl.load(cb_ptr + c, mask=is_x, other=0.0).to(tl.float32)
     y = y * tl.sigmoid(y)
-    tl.store(y_ptr + offs_n, tl.where(is_x, y.to(y_ptr.dtype.element_ty), xz), mask=mask_n)
+    yq = tl.where(is_x, y.to(y_ptr.dtype.element_ty), xz)
+    tl.store(y_ptr + offs_n, yq, mask=mask_n)
+    if HAS_XPROJ:  # 4. Mamba-1's x_proj of the conv outputs
+        _xproj_share(xw_ptr, xo_ptr, acc_ptr, cnt_ptr, yq, c, is_x, n_xp, s_xw, XP_PAD)
+
+
+_MAX_XP = 1024  # x_proj rows the fused kernel takes (Mamba-1: dt_rank + 2 d_state; 192 at 2.8B)
+_SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # device -> (fp32 accumulator, int32 counter), zeroed
+
+
+def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
+    if device not in _SCRATCH:
+        _SCRATCH[device] = (torch.zeros(_MAX_XP, device=device), torch.zeros(1, device=device, dtype=torch.int32))
+    return _SCRATCH[device]
 
 
 def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, in_weight: Tensor,
             in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
-            conv_lo: int = 0, residual_in_fp32: bool = True, block_n: int = 32, block_k: int = 256):
+            conv_lo: int = 0, residual_in_fp32: bool = True, xproj_weight: Tensor | None = None,
+            block_n: int = 32, block_k: int = 256):
     """Arguments and results as ``step_in_ref``; one row in one kernel, anything else composed."""
     args = (hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
-            residual_in_fp32)
+            residual_in_fp32, xproj_weight)
     d, n_out, n_conv = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1]
     if (hidden.shape[0] != 1 or hidden.stride(-1) != 1 or in_weight.stride(-1) != 1 or in_weight.dtype != hidden.dtype
-            or (residual is not None and residual.stride(-1) != 1) or conv_lo + n_conv > n_out):
+            or (residual is not None and residual.stride(-1) != 1) or conv_lo + n_conv > n_out
+            or (xproj_weight is not None and (xproj_weight.shape[0] > _MAX_XP or xproj_weight.stride(-1) != 1))):
         return step_in_composed(*args)
-    variant = (hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None, block_n, block_k)
+    variant = (hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None, xproj_weight is not None,
+               block_n, block_k)
     if variant in _UNCOMPILABLE:
         return step_in_composed(*args)
     y = torch.empty(1, n_out, device=hidden.device, dtype=hidden.dtype)
     res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype)
     res = torch.empty(1, d, device=hidden.device, dtype=res_dtype)
+    xdbl = None if xproj_weight is None else torch.empty(1, xproj_weight.shape[0], device=y.device, dtype=y.dtype)
     try:
         _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
-                y, res, block_n, block_k)
+                xproj_weight, y, res, xdbl, block_n, block_k)
     except CompilationError as e:  # compiling happens before the launch: nothing was written yet
         _UNCOMPILABLE.add(variant)
         log.warning("step_in: Triton could not compile the fused kernel (%s); using the unfused ops",
                     str(e).splitlines()[0] if str(e) else type(e).__name__)
         return step_in_composed(*args)
-    return y, res
+    return y, res, xdbl
 
 
 def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
-            y, res, block_n, block_k) -> None:
+            xproj_weight, y, res, xdbl, block_n, block_k) -> None:
     d, n_out, n_conv, w = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1], conv_weight.shape[-1]
+    acc, count = _scratch(hidden.device)
+    n_xp = 0 if xproj_weight is None else xproj_weight.shape[0]
     _step_in_kernel[(triton.cdiv(n_out, block_n),)](
         hidden, residual if residual is not None else hidden, norm_weight, in_weight,
         in_bias if in_bias is not None else norm_weight, conv_state, conv_weight,
         conv_bias if conv_bias is not None else norm_weight, y, res,
+        xproj_weight if xproj_weight is not None else in_weight, xdbl if xdbl is not None else y, acc, count,
         d, n_out, conv_lo, n_conv, eps, in_weight.stride(0), conv_state.stride(1), conv_state.stride(2),
-        *conv_weight.stride(), HAS_RES=residual is not None, HAS_BIAS=in_bias is not None,
-        HAS_CONV_BIAS=conv_bias is not None, W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n,
-        BLOCK_K=min(block_k, triton.next_power_of_2(d)), num_warps=4,
+        *conv_weight.stride(), n_xp, xproj_weight.stride(0) if xproj_weight is not None else 0,
+        HAS_RES=residual is not None, HAS_BIAS=in_bias is not None, HAS_CONV_BIAS=conv_bias is not None,
+        HAS_XPROJ=xproj_weight is not None, XP_PAD=max(triton.next_power_of_2(n_xp), 16),
+        W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n, BLOCK_K=min(block_k, triton.next_power_of_2(d)),
+        num_warps=4,
     )
 
 
