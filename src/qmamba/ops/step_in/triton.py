@@ -10,8 +10,8 @@ Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
     4. with x_proj (Mamba-1): adds its conv channels' share of x_proj (n_xp x BLOCK_N weights times their
        outputs) into an fp32 accumulator with atomics, then counts itself done on an atomic counter; the last
        program to finish reads the accumulator, stores it rounded to the weight dtype and zeroes the
-       accumulator and the counter. The accumulator and counter are a per-device scratch every launch leaves zeroed, so launches
-       must not overlap in time (one stream, as a decode step is).
+       accumulator and the counter. They are a per-device scratch that every launch leaves zeroed, so
+       launches must not overlap in time (one stream, as a decode step is).
 Other batch sizes take ``step_in_composed`` (the same ops unfused).
 """
 
