@@ -9,6 +9,7 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close  # noqa: E402
 
+from qmamba.ops.gemv import triton as triton_gemv  # noqa: E402
 from qmamba.ops.gemv.ref import gemv_ref  # noqa: E402
 from qmamba.ops.gemv.triton import gemv  # noqa: E402
 
@@ -34,7 +35,10 @@ def test_split_k_adds_partial_sums(m, split):
     # k = 200 in slices of 64 (the last one partial), bias added once
     x, w, b = torch.randn(m, 200, device=DEVICE), torch.randn(21, 200, device=DEVICE), torch.randn(21, device=DEVICE)
     cfg = {"block_n": 8, "block_k": 32, "num_warps": 4, "num_stages": 2, "split_k": split}
-    assert_close(gemv(x, w, b, config=cfg), gemv_ref(x, w, b), 1e-5)
+    for _ in range(2):  # the second launch starts from the scratch the first left
+        assert_close(gemv(x, w, b, config=cfg), gemv_ref(x, w, b), 1e-5)
+        acc, cnt = triton_gemv._SCRATCH[torch.device(DEVICE)]
+        assert not acc.any() and not cnt.any(), "split-k leaves its scratch zeroed"
 
 
 def test_strided_rows_and_default_config():

@@ -7,7 +7,9 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
     one row    the products accumulate elementwise in a (BLOCK_N, BLOCK_K) fp32 tile, summed once at the end
     2-16 rows  x is padded to 16 rows and each tile is a tensor-core dot (16, BLOCK_K) x (BLOCK_K, BLOCK_N)
     split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k and adds its partial sums
-               into an fp32 buffer with atomics (then cast): more programs for weights with few rows
+               into an fp32 scratch with atomics, then counts itself done on its tile's atomic counter;
+               the last slice of a tile stores the tile in y's dtype and zeroes its scratch and counter
+               (more programs for weights with few rows, and still one launch: no memset, no cast)
 
 For one row, which tiles (or cuBLAS) run is measured once per weight shape and dtype on first use, outside
 CUDA-graph capture: each candidate is timed on the real weight with L2 flushed before every call (a decode
@@ -32,7 +34,22 @@ MAX_ROWS = 16
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, m, n, k, k_per, sxm, swn, sym,
+def _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n, SPLIT_K: tl.constexpr):
+    """Split-k: this slice's partial sums acc (BLOCK_M, BLOCK_N) into the fp32 scratch; the last slice of the
+    tile to finish stores the total at ``out`` and leaves the scratch and the tile's counter zeroed."""
+    scratch = acc_ptr + offs_m[:, None] * n + offs_n[None, :]
+    tl.atomic_add(scratch, acc, mask=mask)
+    tl.debug_barrier()  # every thread's share is in before the slice counts itself done
+    done = tl.atomic_add(cnt_ptr + tl.program_id(0), 1)
+    if done == SPLIT_K - 1:
+        total = tl.atomic_add(scratch, tl.zeros_like(acc), mask=mask)  # read where the adds landed
+        tl.store(out, total.to(out.dtype.element_ty), mask=mask)
+        tl.store(scratch, tl.zeros_like(acc), mask=mask)  # no other slice touches them now
+        tl.store(cnt_ptr + tl.program_id(0), 0)
+
+
+@triton.jit
+def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, sxm, swn, sym,
                  HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  SPLIT_K: tl.constexpr, IEEE: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
@@ -70,8 +87,8 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, m, n, k, k_per, sxm, swn, sym,
     mask = (offs_m < m)[:, None] & mask_n[None, :]
     if SPLIT_K == 1:
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
-    else:  # y is an fp32 buffer of zeros; the slices of k add into it
-        tl.atomic_add(out, acc, mask=mask)
+    else:
+        _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n, SPLIT_K)
 
 
 def default_config(m: int, n: int, k: int) -> dict:
@@ -139,20 +156,35 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
     return best
 
 
+_SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # split-k: fp32 sums and int32 tile counters, zeroed
+
+
+def _scratch(device: torch.device, sums: int, tiles: int) -> tuple[Tensor, Tensor]:
+    """Every split-k launch leaves these zeroed, so launches must not overlap in time (one stream); they grow
+    on first use of a larger weight (before any graph capture: ``choose`` runs the configs first)."""
+    acc, cnt = _SCRATCH.get(device, (None, None))
+    if acc is None or acc.numel() < sums or cnt.numel() < tiles:
+        acc = torch.zeros(max(sums, 0 if acc is None else acc.numel()), device=device)
+        cnt = torch.zeros(max(tiles, 0 if cnt is None else cnt.numel()), device=device, dtype=torch.int32)
+        _SCRATCH[device] = (acc, cnt)
+    return acc, cnt
+
+
 def _launch(x2: Tensor, weight: Tensor, bias: Tensor | None, cfg: dict) -> Tensor:
     m, k = x2.shape
     n = weight.shape[0]
     split = cfg.get("split_k", 1)
     k_per = triton.cdiv(triton.cdiv(k, split), cfg["block_k"]) * cfg["block_k"]
-    y = torch.zeros(m, n, device=x2.device, dtype=torch.float32) if split > 1 else \
-        torch.empty(m, n, device=x2.device, dtype=x2.dtype)
-    _gemv_kernel[(triton.cdiv(n, cfg["block_n"]), triton.cdiv(k, k_per))](
-        x2, weight, bias if bias is not None else weight, y, m, n, k, k_per, x2.stride(0), weight.stride(0),
+    y = torch.empty(m, n, device=x2.device, dtype=x2.dtype)
+    tiles = triton.cdiv(n, cfg["block_n"])
+    acc, cnt = _scratch(x2.device, m * n, tiles) if split > 1 else (y, y)
+    _gemv_kernel[(tiles, triton.cdiv(k, k_per))](
+        x2, weight, bias if bias is not None else weight, y, acc, cnt, m, n, k, k_per, x2.stride(0), weight.stride(0),
         y.stride(0), HAS_BIAS=bias is not None, BLOCK_M=1 if m == 1 else MAX_ROWS, BLOCK_N=cfg["block_n"],
         BLOCK_K=cfg["block_k"], SPLIT_K=split, IEEE=x2.dtype == torch.float32, num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
-    return y if split == 1 else y.to(x2.dtype)
+    return y
 
 
 def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, config: dict | None = None) -> Tensor:
