@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
+from qmamba.ops import backend, pdl
 
 MAX_ROWS = 16
 
@@ -51,7 +51,10 @@ def _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n, SPLIT_K: tl.
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, sxm, swn, sym,
                  HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 SPLIT_K: tl.constexpr, IEEE: tl.constexpr):
+                 SPLIT_K: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr):
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask_n = offs_n < n
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn  # (BLOCK_N, 1)
@@ -178,11 +181,12 @@ def _launch(x2: Tensor, weight: Tensor, bias: Tensor | None, cfg: dict) -> Tenso
     y = torch.empty(m, n, device=x2.device, dtype=x2.dtype)
     tiles = triton.cdiv(n, cfg["block_n"])
     acc, cnt = _scratch(x2.device, m * n, tiles) if split > 1 else (y, y)
+    use_pdl = pdl.enabled(x2.device)
     _gemv_kernel[(tiles, triton.cdiv(k, k_per))](
         x2, weight, bias if bias is not None else weight, y, acc, cnt, m, n, k, k_per, x2.stride(0), weight.stride(0),
         y.stride(0), HAS_BIAS=bias is not None, BLOCK_M=1 if m == 1 else MAX_ROWS, BLOCK_N=cfg["block_n"],
-        BLOCK_K=cfg["block_k"], SPLIT_K=split, IEEE=x2.dtype == torch.float32, num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"],
+        BLOCK_K=cfg["block_k"], SPLIT_K=split, IEEE=x2.dtype == torch.float32, PDL=use_pdl,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
     return y
 

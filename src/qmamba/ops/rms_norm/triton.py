@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
+from qmamba.ops import backend, pdl
 from qmamba.ops.rms_norm.ref import add_norm_ref, rms_norm_gated_ref
 
 MAX_N = 8192
@@ -119,8 +119,11 @@ def _add_norm_bwd_kernel(
 def _gated_fwd_kernel(
     x_ptr, z_ptr, w_ptr, y_ptr, rstd_ptr, m, n, gs, sx, sz, sy, eps,
     HAS_Z: tl.constexpr, GATE_IN: tl.constexpr, GATE_OUT: tl.constexpr, STORE_STATS: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # (ROWS,)
     g = tl.program_id(1)
     cols = g * gs + tl.arange(0, BLOCK_N)  # (BLOCK_N,) this group's channels
@@ -316,11 +319,13 @@ def _gated_fwd(x2, z2, weight, eps, gs, nbg, store_stats):
     rows, block_n, warps = _tile(gs)
     y = torch.empty(m, n, device=x2.device, dtype=x2.dtype)
     rstd = torch.empty(m if store_stats else 0, n // gs, device=x2.device, dtype=torch.float32)
+    use_pdl = pdl.enabled(x2.device) and not store_stats  # PDL in the decode step, not in training
     _gated_fwd_kernel[(triton.cdiv(m, rows), n // gs)](
         x2, z2 if z2 is not None else x2, weight, y, rstd, m, n, gs,
         x2.stride(0), z2.stride(0) if z2 is not None else 0, y.stride(0), eps,
         HAS_Z=z2 is not None, GATE_IN=z2 is not None and not nbg, GATE_OUT=z2 is not None and nbg,
-        STORE_STATS=store_stats, ROWS=rows, BLOCK_N=block_n, num_warps=warps,
+        STORE_STATS=store_stats, ROWS=rows, BLOCK_N=block_n, PDL=use_pdl, num_warps=warps,
+        **pdl.launch_options(use_pdl),
     )
     return y, rstd
 

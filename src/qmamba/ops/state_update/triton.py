@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
+from qmamba.ops import backend, pdl
 
 
 @triton.jit
@@ -30,8 +30,11 @@ def _state_update_kernel(
     s_b, s_h, s_p, s_n, x_b, x_h, x_p, dt_b, dt_h, dt_p, a_h, a_p, a_n,
     b_b, b_g, b_n, c_b, c_g, c_n, d_h, d_p, z_b, z_h, z_p, bias_h, bias_p, o_b, o_h, o_p,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    A_IS_LOG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    A_IS_LOG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     pid_p, pid_b, pid_h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     pid_g = pid_h // group_ratio
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
@@ -111,13 +114,15 @@ def selective_state_update(
     n_pad = max(triton.next_power_of_2(n), 2)
     block_p = block_rows(p, n_pad, batch * h, 4096)
     grid = (triton.cdiv(p, block_p), batch, h)
+    use_pdl = pdl.enabled(state.device)
     _state_update_kernel[grid](
         state, x, dt, A, B, C, D, z, dt_bias, out,
         p, n, h // g,
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *B.stride(), *C.stride(),
         *_strides(D, 2), *_strides(z, 3), *_strides(dt_bias, 2), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus,
-        A_IS_LOG=A_is_log, BLOCK_P=block_p, BLOCK_N=n_pad, num_warps=4 if block_p * n_pad >= 2048 else 2,
+        A_IS_LOG=A_is_log, BLOCK_P=block_p, BLOCK_N=n_pad, PDL=use_pdl,
+        num_warps=4 if block_p * n_pad >= 2048 else 2, **pdl.launch_options(use_pdl),
     )
     return out if heads else out.squeeze(1)
 

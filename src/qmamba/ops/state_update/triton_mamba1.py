@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
+from qmamba.ops import backend, pdl
 from qmamba.ops.state_update.triton import block_rows
 
 
@@ -30,8 +30,11 @@ def _mamba1_decode_kernel(
     d, n, r,
     s_b, s_d, s_n, x_b, x_d, lo_b, lo_r, w_d, w_r, a_d, a_n, b_b, b_n, c_b, c_n, z_b, z_d, o_b, o_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    BLOCK_R: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     offs_n = tl.arange(0, BLOCK_N)  # (BN,)
@@ -90,13 +93,15 @@ def mamba1_decode_ssm(
     n_pad = max(triton.next_power_of_2(n), 2)
     block_d = block_rows(d, n_pad, batch, 2048)
     z_strides = tuple(z.stride()) if z is not None else (0, 0)
+    use_pdl = pdl.enabled(state.device)
     _mamba1_decode_kernel[(triton.cdiv(d, block_d), batch)](
         state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z, out,
         d, n, r,
         *state.stride(), *x.stride(), *dt_low.stride(), *dt_weight.stride(), *A_log.stride(),
         *B.stride(), *C.stride(), *z_strides, *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, BLOCK_D=block_d, BLOCK_N=n_pad,
-        BLOCK_R=min(64, max(triton.next_power_of_2(r), 2)), num_warps=4 if block_d * n_pad >= 1024 else 2,
+        BLOCK_R=min(64, max(triton.next_power_of_2(r), 2)), PDL=use_pdl,
+        num_warps=4 if block_d * n_pad >= 1024 else 2, **pdl.launch_options(use_pdl),
     )
     return out
 

@@ -25,7 +25,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.compiler.errors import CompilationError
 
-from qmamba.ops import backend
+from qmamba.ops import backend, pdl
 from qmamba.ops.step_in.ref import step_in_composed
 
 log = logging.getLogger("qmamba")
@@ -68,7 +68,11 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
                     d, n_out, conv_lo, n_conv, eps, swn, s_csd, s_csw, s_cwd, s_cww, n_xp, s_xw,
                     HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
                     HAS_XPROJ: tl.constexpr, XP_PAD: tl.constexpr,
-                    W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    PDL: tl.constexpr):
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     pid = tl.program_id(0)
     # 1. sum of squares of hidden + residual; program 0 stores the new residual
     ss = tl.zeros((BLOCK_K,), tl.float32)
@@ -155,6 +159,7 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
             xproj_weight, y, res, xdbl, block_n, block_k) -> None:
     d, n_out, n_conv, w = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1], conv_weight.shape[-1]
     acc, count = _scratch(hidden.device)
+    use_pdl = pdl.enabled(hidden.device)
     n_xp = 0 if xproj_weight is None else xproj_weight.shape[0]
     _step_in_kernel[(triton.cdiv(n_out, block_n),)](
         hidden, residual if residual is not None else hidden, norm_weight, in_weight,
@@ -166,7 +171,7 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
         HAS_RES=residual is not None, HAS_BIAS=in_bias is not None, HAS_CONV_BIAS=conv_bias is not None,
         HAS_XPROJ=xproj_weight is not None, XP_PAD=max(triton.next_power_of_2(n_xp), 16),
         W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n, BLOCK_K=min(block_k, triton.next_power_of_2(d)),
-        num_warps=4,
+        PDL=use_pdl, num_warps=4, **pdl.launch_options(use_pdl),
     )
 
 
