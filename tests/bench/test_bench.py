@@ -9,7 +9,7 @@ import json
 import pytest
 
 from qmamba.bench.options import BenchOptions
-from qmamba.bench.report import fmt, lm_table, markdown_table, render, vqa_table
+from qmamba.bench.report import fmt, lm_table, markdown_table, render, vqa_batch_table, vqa_table
 from qmamba.commands import bench as bench_command
 from qmamba.errors import ConfigError
 
@@ -52,8 +52,15 @@ def test_lm_table_without_mamba_ssm_has_no_ratios():
 
 def test_vqa_table():
     vqa = {"cobra": {"visual_tokens": 729, "vision_ms": 12.3, "projector_ms": 0.5, "lm_prefill_ms": 30.0,
-                     "decode_ms": 9.0, "total_ms": 52.0, "answers_per_s": 400.0}}
-    assert vqa_table(vqa, OPTIONS).splitlines()[2] == "| cobra | 729 | 12.3 | 0.50 | 30.0 | 9.00 | 52.0 | 400 |"
+                     "decode_ms": 9.0, "total_ms": 52.0, "answers_per_s": 400.0,
+                     "batch_components": {"vision_ms": 140.0, "projector_ms": 7.0, "lm_prefill_ms": 1000.0,
+                                          "decode_ms": 24.0, "total_ms": 1180.0}},
+           "qmamba-128": {"error": "RuntimeError: out of memory"}}
+    lines = vqa_table(vqa, OPTIONS).splitlines()
+    assert lines[2] == "| cobra | 729 | 12.3 | 0.50 | 30.0 | 9.00 | 52.0 | 400 |"
+    batch = vqa_batch_table(vqa, OPTIONS).splitlines()
+    assert batch[0] == "| preset | vision ms | projector ms | LM prefill ms | decode 5 tok ms | total ms |"
+    assert batch[2:] == ["| cobra | 140 | 7.00 | 1000 | 24.0 | 1180 |"], "a preset without figures has no row"
 
 
 def test_options_reject_unknown_sections_and_peers():
@@ -105,6 +112,7 @@ def test_bench_on_gpu_captures_every_figure(tmp_path):
     for preset in ("qmamba-128", "cobra"):
         vqa = results["vqa"][preset]
         assert vqa["cuda_graphs"] is True and vqa["projector_ms"] > 0 and vqa["answers_per_s"] > 0, (preset, vqa)
+        assert vqa["batch_components"]["total_ms"] == vqa["batch_ms"] > 0
 
 
 @pytest.mark.parametrize("preset", ["tiny-mamba", "tiny-mamba2"])

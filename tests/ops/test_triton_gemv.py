@@ -30,11 +30,12 @@ def test_matches_linear_fp32(m, n, k, bias):
     assert_close(y, gemv_ref(x, w, b), 1e-5)
 
 
-@pytest.mark.parametrize("m,split", [(1, 3), (1, 4), (5, 2)])
-def test_split_k_adds_partial_sums(m, split):
-    # k = 200 in slices of 64 (the last one partial), bias added once
+@pytest.mark.parametrize("m,split,block_k", [(1, 3, 32), (1, 4, 32), (5, 2, 32), (1, 3, 64)])
+def test_split_k_adds_partial_sums(m, split, block_k):
+    # k = 200 in slices of whole k tiles (the last one partial), bias added once; with block_k 64 three slices
+    # round up to 128 columns each: two slices in the grid, not three
     x, w, b = torch.randn(m, 200, device=DEVICE), torch.randn(21, 200, device=DEVICE), torch.randn(21, device=DEVICE)
-    cfg = {"block_n": 8, "block_k": 32, "num_warps": 4, "num_stages": 2, "split_k": split}
+    cfg = {"block_n": 8, "block_k": block_k, "num_warps": 4, "num_stages": 2, "split_k": split}
     for _ in range(2):  # the second launch starts from the scratch the first left
         assert_close(gemv(x, w, b, config=cfg), gemv_ref(x, w, b), 1e-5)
         acc, cnt = triton_gemv._SCRATCH[torch.device(DEVICE)]

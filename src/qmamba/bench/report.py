@@ -86,6 +86,18 @@ def vqa_table(vqa: dict, options: dict) -> str:
     return markdown_table(headers, rows)
 
 
+BATCH_COLUMNS = (("vision_ms", "vision ms"), ("projector_ms", "projector ms"), ("lm_prefill_ms", "LM prefill ms"),
+                 ("decode_ms", "decode {answer_tokens} tok ms"), ("total_ms", "total ms"))
+
+
+def vqa_batch_table(vqa: dict, options: dict) -> str:
+    """The components of the throughput figure: the same stages at batch ``vqa_batch``."""
+    headers = ["preset"] + [title.format(**options) for _, title in BATCH_COLUMNS]
+    rows = [[preset] + [fmt(figures["batch_components"].get(key)) for key, _ in BATCH_COLUMNS]
+            for preset, figures in vqa.items() if "batch_components" in figures]
+    return markdown_table(headers, rows)
+
+
 def train_table(rows_in: dict) -> str:
     headers = ["preset", "stage", "batch x tokens", "step ms", "peak GiB"]
     rows = []
@@ -110,6 +122,9 @@ def render(results: dict) -> str:
         parts += ["", f"One VQA answer: {opts['image_size_note']} image + {opts['question_len']}-token question -> "
                       f"{opts['answer_tokens']} tokens, batch 1 components and batch {opts['vqa_batch']} throughput "
                       f"(CUDA graphs on a GPU).", "", vqa_table(results["vqa"], opts)]
+        if any("batch_components" in v for v in results["vqa"].values()):
+            parts += ["", f"The same components at batch {opts['vqa_batch']}.", "",
+                      vqa_batch_table(results["vqa"], opts)]
     if results.get("vqa_train"):
         parts += ["", "One multimodal training step (finetune stage and its optimizer, bf16 autocast, "
                       "activation checkpointing).", "", train_table(results["vqa_train"])]

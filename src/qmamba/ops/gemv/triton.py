@@ -34,14 +34,14 @@ MAX_ROWS = 16
 
 
 @triton.jit
-def _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n, SPLIT_K: tl.constexpr):
+def _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n):
     """Split-k: this slice's partial sums acc (BLOCK_M, BLOCK_N) into the fp32 scratch; the last slice of the
     tile to finish stores the total at ``out`` and leaves the scratch and the tile's counter zeroed."""
     scratch = acc_ptr + offs_m[:, None] * n + offs_n[None, :]
     tl.atomic_add(scratch, acc, mask=mask)
     tl.debug_barrier()  # every thread's share is in before the slice counts itself done
     done = tl.atomic_add(cnt_ptr + tl.program_id(0), 1)
-    if done == SPLIT_K - 1:
+    if done == tl.num_programs(1) - 1:  # the grid's slices: fewer than SPLIT_K when k_per rounds up
         total = tl.atomic_add(scratch, tl.zeros_like(acc), mask=mask)  # read where the adds landed
         tl.store(out, total.to(out.dtype.element_ty), mask=mask)
         tl.store(scratch, tl.zeros_like(acc), mask=mask)  # no other slice touches them now
@@ -91,7 +91,7 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
     if SPLIT_K == 1:
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
     else:
-        _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n, SPLIT_K)
+        _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n)
 
 
 def default_config(m: int, n: int, k: int) -> dict:
@@ -143,6 +143,8 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
     if torch.cuda.is_current_stream_capturing():
         return default_config(m, weight.shape[0], k)
     flush = torch.empty(64 << 20, dtype=torch.int32, device=weight.device)  # 256 MB, past any L2
+    gen = torch.Generator(x2.device).manual_seed(0)  # a probe row: x2 may be anything (a graph's warm-up buffers)
+    x2 = torch.randn(x2.shape, generator=gen, device=x2.device).to(x2.dtype)
     best, best_us = None, _cold_us(lambda: F.linear(x2, weight, bias), flush)
     want = F.linear(x2.float(), weight.float(), None if bias is None else bias.float())
     for cfg in candidates(weight.shape[0], k):
