@@ -92,6 +92,21 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys):
     assert vqa["visual_tokens"] == 4 and vqa["answers_per_s"] > 0 and vqa["total_ms"] > 0
     assert printed.rstrip().endswith(render(results).splitlines()[-1])
     assert "| mamba1 | qmamba |" in printed and "| qmamba-128 | 4 |" in printed
+    decode = fmt(results["lm"]["mamba1"]["impls"]["qmamba"]["decode_b1_ms"])
+    assert f"[bench] mamba1 qmamba: decode_b1_ms {decode}, " in printed, "figures are logged as they come"
+
+
+def test_headline_and_checkpoints_as_figures_come(monkeypatch):
+    from qmamba import bench
+
+    assert bench.headline({"decode_b1_ms": 2.314, "cuda_graphs": True, "train_peak_gib": 11.5,
+                           "answers_per_s": 85.4}) == "decode_b1_ms 2.31, train_peak_gib 11.5, answers_per_s 85.4"
+    assert bench.headline({"error": "RuntimeError: x"}) == "error: RuntimeError: x"
+    monkeypatch.setattr("qmamba.bench.multimodal.vqa_figures", lambda p, *a: {"total_ms": 1.0 if p == "a" else 2.0})
+    snapshots = []
+    bench.run_bench(BenchOptions(sections=("vqa",), presets=("a", "b"), device="cpu"), log=lambda *_: None,
+                    checkpoint=lambda r: snapshots.append({k: dict(v) for k, v in r["vqa"].items()}))
+    assert snapshots == [{"a": {"total_ms": 1.0}}, {"a": {"total_ms": 1.0}, "b": {"total_ms": 2.0}}]
 
 
 @pytest.mark.gpu

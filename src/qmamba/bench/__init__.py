@@ -29,8 +29,19 @@ def _env(device: torch.device) -> dict:
     return env
 
 
-def run_bench(options: BenchOptions, log=print) -> dict:
-    """Run the chosen sections; a failing implementation or preset is recorded in ``errors``, not raised."""
+def headline(figures: dict) -> str:
+    """The timings of one implementation or preset on one line (as they come: a killed run keeps them)."""
+    from qmamba.bench.report import fmt
+
+    if "error" in figures:
+        return f"error: {figures['error']}"
+    return ", ".join(f"{k} {fmt(v)}" for k, v in figures.items() if k.endswith(("_ms", "_gib", "_per_s")))
+
+
+def run_bench(options: BenchOptions, log=print, checkpoint=None) -> dict:
+    """Run the chosen sections; a failing implementation or preset is recorded in ``errors``, not raised.
+    Each implementation's or preset's figures are logged when done, and ``checkpoint(results)`` is called
+    with the results so far (the command writes its JSON there)."""
     from qmamba.bench.lm import guarded, run_lm_section
     from qmamba.bench.multimodal import train_step_figures, vqa_figures
     from qmamba.bench.qmamba_runner import active_backend
@@ -43,25 +54,34 @@ def run_bench(options: BenchOptions, log=print) -> dict:
                "dtype": str(dtype).removeprefix("torch."), "backend": active_backend(device),
                "env": _env(device), "options": opts.to_dict(), "lm": {}, "vqa": {}, "vqa_train": {}, "errors": []}
     errors = results["errors"]
+
+    def done(what: str, figures: dict) -> None:
+        log(f"[bench] {what}: {headline(figures)}")
+        if checkpoint is not None:
+            checkpoint(results)
+
     for layer in ("mamba1", "mamba2"):
         if f"lm-{layer}" in opts.sections:
             log(f"[bench] lm-{layer} ...")
-            results["lm"][layer] = run_lm_section(layer, opts, device, dtype, errors)
+            results["lm"][layer] = run_lm_section(layer, opts, device, dtype, errors,
+                                                  lambda name, f, layer=layer: done(f"{layer} {name}", f))
             free_memory(device)
     if "vqa" in opts.sections:
         for preset in opts.presets:
             log(f"[bench] vqa {preset} ...")
             results["vqa"][preset] = guarded(f"vqa {preset}", lambda p=preset: vqa_figures(p, opts, device, dtype),
                                              errors)
+            done(f"vqa {preset}", results["vqa"][preset])
             free_memory(device)
     if "vqa-train" in opts.sections:
         log(f"[bench] vqa-train {opts.train_preset} ...")
         results["vqa_train"][opts.train_preset] = guarded(
             f"vqa-train {opts.train_preset}", lambda: train_step_figures(opts, device), errors)
+        done(f"vqa-train {opts.train_preset}", results["vqa_train"][opts.train_preset])
         free_memory(device)
     image_sizes = sorted({v["image_size"] for v in results["vqa"].values() if "image_size" in v})
     results["options"]["image_size_note"] = "/".join(f"{s} px" for s in image_sizes) or "-"
     return results
 
 
-__all__ = ["BenchOptions", "run_bench"]
+__all__ = ["BenchOptions", "headline", "run_bench"]

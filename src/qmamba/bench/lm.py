@@ -135,8 +135,10 @@ def _runner(name: str, model, device: torch.device) -> LMRunner:
     return peer_runner(name, model, device)
 
 
-def run_lm_section(layer: str, opts: BenchOptions, device: torch.device, dtype: torch.dtype, errors: list) -> dict:
-    """Figures of every implementation for one LM shape; each runner is built, timed and freed in turn."""
+def run_lm_section(layer: str, opts: BenchOptions, device: torch.device, dtype: torch.dtype, errors: list,
+                   done: Callable[[str, dict], None] | None = None) -> dict:
+    """Figures of every implementation for one LM shape; each runner is built, timed and freed in turn, and
+    ``done(name, figures)`` is told as each finishes."""
     from qmamba.bench.peers import peer_available
     from qmamba.bench.qmamba_runner import build_lm
 
@@ -157,5 +159,7 @@ def run_lm_section(layer: str, opts: BenchOptions, device: torch.device, dtype: 
             finally:
                 runner.close()
         section["impls"][name] = guarded(f"{layer} {name}", figures, errors)
+        if done is not None:
+            done(name, section["impls"][name])
         free_memory(device)
     return section

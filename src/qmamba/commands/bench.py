@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         peers=args.peers, transformers_train=args.transformers_train, presets=args.presets,
         vqa_batch=args.vqa_batch, question_len=args.question_len, answer_tokens=args.answer_tokens,
         train_preset=args.train_preset)
-    results = run_bench(opts)
+    checkpoint = (lambda partial: write_json(partial, args.out)) if args.out else None
+    results = run_bench(opts, checkpoint=checkpoint)  # the JSON grows as figures come: a killed run keeps them
     if args.out:
         write_json(results, args.out)
     print()
