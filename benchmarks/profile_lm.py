@@ -3,6 +3,7 @@ of mamba_ssm on the same weights, when installed), each ranked by total time, fo
 full-size shape (per-layer figures scale with the layer count).
 
     python benchmarks/profile_lm.py --layer mamba1 --layers 4 --seqlen 800 [--out DIR]
+    python benchmarks/profile_lm.py --batch 64 --seqlen 168      # the prefill of a batch of 64 VQA prompts
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main() -> None:
     ap.add_argument("--layer", choices=tuple(SHAPES), default="mamba1")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--seqlen", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=1, help="rows of the prefill, training step and decode step")
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--out", default=None)
     ap.add_argument("--who-launches", default=None, help="list the ops launching kernels named like this")
@@ -111,10 +113,10 @@ def main() -> None:
     cfg = dataclasses.replace(LLM_PRESETS[SHAPES[args.layer]](), n_layer=args.layers)
     torch.manual_seed(0)
     model = MambaLM(cfg, device=device, dtype=torch.bfloat16)
-    ids = torch.randint(0, cfg.vocab_size, (1, args.seqlen), device=device)
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seqlen), device=device)
     tok = ids[:, 0]
     sections = [f"# {torch.cuda.get_device_name()}: {SHAPES[args.layer]} shape, {args.layers} layers, "
-                f"{args.seqlen} tokens, bf16"]
+                f"{args.batch} x {args.seqlen} tokens, bf16"]
 
     @torch.inference_mode()
     def q_prefill():
@@ -150,7 +152,7 @@ def main() -> None:
 
         from mamba_ssm.utils.generation import InferenceParams
 
-        params = InferenceParams(max_seqlen=ids.shape[1] + 2, max_batch_size=1)
+        params = InferenceParams(max_seqlen=ids.shape[1] + 2, max_batch_size=args.batch)
         with torch.inference_mode():
             peer.model(ids, inference_params=params, num_last_tokens=1)
         params.seqlen_offset = ids.shape[1]  # from here on its layers take the one-token step
