@@ -124,3 +124,23 @@ def test_eos_stops_rows_and_pads_them():
     out = model.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0)[0, 5:]
     first = int((greedy == eos).nonzero()[0])
     assert out.tolist() == greedy[: first + 1].tolist()  # stops right after the first eos
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_channel_projections_are_linear_layers_laid_out_along_the_sequence(batch):
+    """Mamba-1's in_proj / x_proj / dt_proj give (b, out, l) with stride 1 along l at every batch size (the scan
+    kernels read along l), equal to F.linear, with gradients to both operands."""
+    from qmamba.models.mamba1 import linear_channels_first, project_channels
+
+    lin = torch.nn.Linear(6, 10, bias=True, dtype=torch.float64)
+    hidden = torch.randn(batch, 7, 6, dtype=torch.float64, requires_grad=True)
+    y = linear_channels_first(hidden, lin)
+    assert y.shape == (batch, 10, 7) and y.stride(-1) == 1
+    assert_close(y, lin(hidden).transpose(1, 2), 1e-12, "in_proj")
+    w = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(batch, 10, 7, dtype=torch.float64, requires_grad=True)
+    out = project_channels(w, x)
+    assert out.shape == (batch, 4, 7) and out.is_contiguous()
+    assert_close(out, torch.einsum("oc,bcl->bol", w, x), 1e-12, "x_proj")
+    assert torch.autograd.gradcheck(project_channels, (w, x)) and torch.autograd.gradcheck(
+        lambda h: linear_channels_first(h, lin), (hidden,))

@@ -26,6 +26,9 @@ def _make_x(b, d, l, layout, dtype, device):
     if layout == "contiguous":
         leaf = torch.randn(b, d, l, dtype=dtype, device=device)
         return leaf.requires_grad_(), leaf
+    if layout == "rows":  # Mamba-1's in_proj at any batch: a view of one (2 d, b l) GEMM result, strides (l, b l, 1)
+        leaf = torch.randn(2 * d, b * l, dtype=dtype, device=device).requires_grad_()
+        return leaf, leaf.view(2 * d, b, l).transpose(0, 1)[:, :d]
     extra = 24 if layout == "split" else 0  # Mamba-2: a slice of the in_proj output
     leaf = torch.randn(b, l, d + extra, dtype=dtype, device=device).requires_grad_()
     return leaf, leaf[:, :, :d].transpose(1, 2)  # (b, d, l), stride(1) == 1
@@ -42,7 +45,8 @@ def _check_conv(b, d, l, w, layout, has_init, has_bias, activation, final, dtype
     out = causal_conv1d_triton(x, weight, bias, init, final, activation)
     # the reference runs in float64 on the same (possibly bf16) values: an exact target
     ref_in = {k: v.detach().double().requires_grad_() for k, v in inputs.items()}
-    rx = ref_in["x"] if layout == "contiguous" else ref_in["x"][:, :, :d].transpose(1, 2)
+    rx = {"contiguous": lambda t: t, "rows": lambda t: t.view(2 * d, b, l).transpose(0, 1)[:, :d]}.get(
+        layout, lambda t: t[:, :, :d].transpose(1, 2))(ref_in["x"])
     ref = causal_conv1d_ref(rx, ref_in["weight"], ref_in.get("bias"), ref_in.get("initial_states"), final,
                             activation)
     out, ref = (out, ref) if final else ((out,), (ref,))
@@ -61,6 +65,7 @@ def _check_conv(b, d, l, w, layout, has_init, has_bias, activation, final, dtype
         (2, 5, 2, 4, "channel_last", True, True, "silu", True),  # l < w - 1: final states reach into init
         (1, 66, 130, 2, "contiguous", False, True, "swish", False),
         (2, 9, 13, 3, "split", True, False, None, False),
+        (3, 10, 21, 4, "rows", True, True, "silu", True),
     ],
 )
 def test_causal_conv1d_matches_ref_fp32(b, d, l, w, layout, has_init, has_bias, activation, final):

@@ -113,6 +113,17 @@ def test_strided_inputs_like_mamba1(poisoned):
     _compare(_mamba1_layout(2, 6, 18, 4), 1e-4, chunk_size=8)
 
 
+def test_inputs_laid_out_like_in_proj_of_all_rows(poisoned):
+    """u and z as Mamba-1's in_proj gives them at batch > 1: views of one (2d, b l) GEMM result, strides
+    (l, b l, 1); delta contiguous, as dt_proj's bmm gives it."""
+    b, d, l, n = 3, 6, 18, 4
+    t = _inputs(b, d, l, n)
+    xz = torch.randn(2 * d, b * l).requires_grad_(True)
+    t["u"], t["z"] = xz.view(2 * d, b, l).transpose(0, 1).chunk(2, dim=1)
+    assert t["u"].stride() == (l, b * l, 1)
+    _compare(t, 1e-4, chunk_size=8)
+
+
 def test_gradient_through_last_state_only(poisoned):
     t = _inputs(1, 4, 11, 3)
     _, last1 = selective_scan_triton(**t, delta_softplus=True, return_last_state=True, chunk_size=4)

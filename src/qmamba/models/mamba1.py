@@ -78,17 +78,21 @@ class SSMParams(nn.Module):
 def project_channels(weight: Tensor, x: Tensor) -> Tensor:
     """weight (out, c) applied over the channels of x (b, c, l) -> (b, out, l), contiguous along l.
 
-    At batch 1 this is one GEMM on x[0] as it lies in memory; torch.matmul would add a transposing copy of
-    the result (measured: a quarter of a Mamba-1 layer's prefill time at 800 tokens)."""
+    One GEMM per batch row on x as it lies in memory (the weight broadcast, not copied). torch.matmul would
+    instead fold the rows into one GEMM through a transposing copy (always when x requires grad) and return
+    the result contiguous along the channels, which the scan kernels then read across the grain (measured
+    at batch 1: a quarter of a Mamba-1 layer's prefill time at 800 tokens)."""
     if x.shape[0] == 1:
         return torch.mm(weight, x[0]).unsqueeze(0)
-    return torch.matmul(weight, x)
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
 def linear_channels_first(hidden: Tensor, linear: nn.Linear) -> Tensor:
-    """linear(hidden) transposed, (b, l, d) -> (b, out, l), computed so the result is contiguous along l:
-    the scan kernels walk the sequence, and this layout saves them a transposing copy."""
-    y = project_channels(linear.weight, hidden.transpose(1, 2))  # (b, out, l)
+    """linear(hidden) transposed, (b, l, d) -> (b, out, l), with stride 1 along l: the scan kernels walk
+    the sequence. One GEMM over all b * l rows, W (out, d) @ rows^T, whose (out, b l) result is viewed as
+    (b, out, l) with strides (l, b l, 1): no copy at any batch size."""
+    b, l, d = hidden.shape
+    y = torch.mm(linear.weight, hidden.reshape(b * l, d).T).view(-1, b, l).transpose(0, 1)  # (b, out, l)
     return y if linear.bias is None else y + linear.bias.to(y.dtype)[:, None]
 
 
