@@ -30,7 +30,7 @@ class QuickstartConfig:
     align_epochs: float = 1.0
     finetune_epochs: float = 2.0
     align_lr: float = 1e-3
-    finetune_lr: float = 5e-4
+    finetune_lr: float = 1e-3
     optimizer: str = "adamw"
     batch_size: int = 32
     device: str | None = None
