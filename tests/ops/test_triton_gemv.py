@@ -63,3 +63,17 @@ def test_gpu_decode_shapes_bf16(m, n, k):
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k**-0.5
     assert_close(gemv(x, w).float(), gemv_ref(x.float(), w.float()), 2e-2)
+
+
+def test_split_k_scratch_grows_without_freeing_what_graphs_may_hold(monkeypatch):
+    monkeypatch.setattr(triton_gemv, "_SCRATCH", {})
+    monkeypatch.setattr(triton_gemv, "_OUTGROWN", [])
+    cfg = {"block_n": 8, "block_k": 32, "num_warps": 4, "num_stages": 2, "split_k": 2}
+    x = torch.randn(1, 64, device=DEVICE)
+    small, large = torch.randn(10, 64, device=DEVICE), torch.randn(50, 64, device=DEVICE)
+    gemv(x, small, config=cfg)
+    first = triton_gemv._SCRATCH[torch.device(DEVICE)]
+    assert_close(gemv(x, large, config=cfg), gemv_ref(x, large), 1e-5)
+    grown = triton_gemv._SCRATCH[torch.device(DEVICE)]
+    assert grown[0].numel() >= 50 and grown[0] is not first[0]
+    assert any(t is first[0] for t in triton_gemv._OUTGROWN) and any(t is first[1] for t in triton_gemv._OUTGROWN)

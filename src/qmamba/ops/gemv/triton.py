@@ -162,6 +162,7 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
 
 
 _SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # split-k: fp32 sums and int32 tile counters, zeroed
+_OUTGROWN: list[Tensor] = []  # earlier, smaller scratch: kept, as CUDA graphs captured before may still use it
 
 
 def _scratch(device: torch.device, sums: int, tiles: int) -> tuple[Tensor, Tensor]:
@@ -169,6 +170,8 @@ def _scratch(device: torch.device, sums: int, tiles: int) -> tuple[Tensor, Tenso
     on first use of a larger weight (before any graph capture: ``choose`` runs the configs first)."""
     acc, cnt = _SCRATCH.get(device, (None, None))
     if acc is None or acc.numel() < sums or cnt.numel() < tiles:
+        if acc is not None:
+            _OUTGROWN.extend((acc, cnt))
         acc = torch.zeros(max(sums, 0 if acc is None else acc.numel()), device=device)
         cnt = torch.zeros(max(tiles, 0 if cnt is None else cnt.numel()), device=device, dtype=torch.int32)
         _SCRATCH[device] = (acc, cnt)
