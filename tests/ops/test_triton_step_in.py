@@ -73,8 +73,31 @@ def test_x_proj_matches_ref_and_leaves_its_scratch_zeroed(d, n_out, n_conv, conv
         assert int(count) == 0 and not acc.any()
 
 
-def test_other_batch_sizes_are_composed():
-    _compare(_inputs(3, 40, 61, 30, 4, torch.float32), 1e-5, 13)
+@pytest.mark.parametrize("b,d,n_out,n_conv,conv_lo,n_xp", [(3, 40, 61, 30, 13, 0), (2, 33, 70, 35, 0, 20),
+                                                          (16, 40, 48, 24, 0, 11), (5, 20, 40, 20, 0, 0)])
+@pytest.mark.parametrize("residual,bias,conv_bias", [(True, False, True), (False, True, False)])
+def test_rows_kernel_matches_ref(b, d, n_out, n_conv, conv_lo, n_xp, residual, bias, conv_bias):
+    from qmamba.ops.step_in import triton as module
+
+    t = _inputs(b, d, n_out, n_conv, 4, torch.float32, residual, bias, conv_bias, n_xp=n_xp)
+    for _ in range(2):  # the second launch starts from the scratch the first one left
+        _compare(t, 1e-5, conv_lo, block_n=16, block_k=16)
+        acc, count = module._scratch(torch.device(DEVICE))
+        assert int(count) == 0 and not acc.any()
+
+
+@gpu
+@pytest.mark.gpu
+def test_rows_kernel_bf16():  # Triton's interpreter has no bf16 dot
+    _compare(_inputs(4, 64, 96, 48, 4, torch.bfloat16, n_xp=24), 2e-2, 0, block_n=16, block_k=32)
+
+
+def test_more_than_16_rows_are_composed(monkeypatch):
+    from qmamba.ops.step_in import triton as module
+
+    monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
+    monkeypatch.setattr(module, "_launch", None)
+    _compare(_inputs(17, 40, 61, 30, 4, torch.float32, n_xp=9), 1e-5, 13)
 
 
 def test_ref_is_add_norm_linear_then_conv_of_the_conv_rows():
@@ -94,8 +117,9 @@ def test_ref_is_add_norm_linear_then_conv_of_the_conv_rows():
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("d,n_out,n_conv,conv_lo,n_xp", [(2560, 10240, 5120, 0, 192), (2560, 10576, 5376, 5120, 0)])
-def test_gpu_full_size_bf16(d, n_out, n_conv, conv_lo, n_xp):
-    t = _inputs(1, d, n_out, n_conv, 4, torch.bfloat16, n_xp=n_xp)
+@pytest.mark.parametrize("b", [1, 16])
+def test_gpu_full_size_bf16(b, d, n_out, n_conv, conv_lo, n_xp):
+    t = _inputs(b, d, n_out, n_conv, 4, torch.bfloat16, n_xp=n_xp)
     for _ in range(3):
         _compare(t, 2e-2, conv_lo)
 

@@ -1,5 +1,6 @@
-"""``step_in`` in Triton for one row: the block's residual add + RMSNorm, in_proj and the conv update of a
-Mamba decode step in one kernel (three launches and two round trips through memory fewer).
+"""``step_in`` in Triton for one row (2..16 rows: ``triton_rows.py``): the block's residual add + RMSNorm,
+in_proj and the conv update of a Mamba decode step in one kernel (three launches and two round trips through
+memory fewer).
 
 Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
     1. walks hidden + residual in BLOCK_K tiles for the sum of squares (program 0 also stores the new residual);
@@ -12,7 +13,7 @@ Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
        program to finish reads the accumulator, stores it rounded to the weight dtype and zeroes the
        accumulator and the counter. They are a per-device scratch that every launch leaves zeroed, so
        launches must not overlap in time (one stream, as a decode step is).
-Other batch sizes take ``step_in_composed`` (the same ops unfused).
+Larger batches take ``step_in_composed`` (the same ops unfused).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from triton.compiler.errors import CompilationError
 
 from qmamba.ops import backend, pdl
 from qmamba.ops.step_in.ref import step_in_composed
+from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
 
 log = logging.getLogger("qmamba")
 _UNCOMPILABLE: set[tuple] = set()  # kernel variants this Triton could not compile: composed from then on
@@ -119,8 +121,9 @@ _SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # device -> (fp32 accu
 
 
 def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
-    if device not in _SCRATCH:
-        _SCRATCH[device] = (torch.zeros(_MAX_XP, device=device), torch.zeros(1, device=device, dtype=torch.int32))
+    if device not in _SCRATCH:  # room for ROWS rows of x_proj
+        _SCRATCH[device] = (torch.zeros(ROWS * _MAX_XP, device=device),
+                            torch.zeros(1, device=device, dtype=torch.int32))
     return _SCRATCH[device]
 
 
@@ -128,25 +131,31 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
             in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
             conv_lo: int = 0, residual_in_fp32: bool = True, xproj_weight: Tensor | None = None,
             block_n: int = 32, block_k: int = 256):
-    """Arguments and results as ``step_in_ref``; one row in one kernel, anything else composed."""
+    """Arguments and results as ``step_in_ref``; one row in one kernel, 2..16 rows in the rows kernel
+    (``triton_rows.py``), anything else composed."""
     args = (hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
             residual_in_fp32, xproj_weight)
-    d, n_out, n_conv = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1]
-    if (hidden.shape[0] != 1 or hidden.stride(-1) != 1 or in_weight.stride(-1) != 1 or in_weight.dtype != hidden.dtype
+    (b, d), n_out, n_conv = hidden.shape, in_weight.shape[0], conv_state.shape[1]
+    if (b == 0 or b > ROWS or hidden.stride(-1) != 1 or in_weight.stride(-1) != 1 or in_weight.dtype != hidden.dtype
             or (residual is not None and residual.stride(-1) != 1) or conv_lo + n_conv > n_out
             or (xproj_weight is not None and (xproj_weight.shape[0] > _MAX_XP or xproj_weight.stride(-1) != 1))):
         return step_in_composed(*args)
-    variant = (hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None, xproj_weight is not None,
-               block_n, block_k)
+    variant = (b == 1, hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None,
+               xproj_weight is not None, block_n, block_k)
     if variant in _UNCOMPILABLE:
         return step_in_composed(*args)
-    y = torch.empty(1, n_out, device=hidden.device, dtype=hidden.dtype)
+    y = torch.empty(b, n_out, device=hidden.device, dtype=hidden.dtype)
     res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype)
-    res = torch.empty(1, d, device=hidden.device, dtype=res_dtype)
-    xdbl = None if xproj_weight is None else torch.empty(1, xproj_weight.shape[0], device=y.device, dtype=y.dtype)
+    res = torch.empty(b, d, device=hidden.device, dtype=res_dtype)
+    xdbl = None if xproj_weight is None else torch.empty(b, xproj_weight.shape[0], device=y.device, dtype=y.dtype)
     try:
-        _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
-                xproj_weight, y, res, xdbl, block_n, block_k)
+        if b == 1:
+            _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias,
+                    conv_lo, xproj_weight, y, res, xdbl, block_n, block_k)
+        else:
+            use_pdl = pdl.enabled(hidden.device)
+            launch_rows(*args[:-2], xproj_weight, y, res, xdbl, *_scratch(hidden.device), use_pdl,
+                        pdl.launch_options(use_pdl))
     except CompilationError as e:  # compiling happens before the launch: nothing was written yet
         _UNCOMPILABLE.add(variant)
         log.warning("step_in: Triton could not compile the fused kernel (%s); using the unfused ops",
