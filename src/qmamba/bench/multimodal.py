@@ -18,7 +18,7 @@ from torch import Tensor
 
 from qmamba.bench.options import BenchOptions
 from qmamba.bench.timing import peak_gib, time_ms
-from qmamba.infer.cuda_graph import Captured, GraphDecoder, image_column
+from qmamba.infer.cuda_graph import Captured, GraphDecoder, image_column, last_logits
 from qmamba.infer.generate import GenerationConfig
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
@@ -90,7 +90,7 @@ def components(model: MultimodalModel, decoder: GraphDecoder, opts: BenchOptions
     def lm_prefill():
         cache.reset()
         hidden = lm.backbone(embeds, cache=cache)
-        return slot.logits[:batch].copy_(lm.lm_head(hidden[:, -1]))
+        return slot.logits[:batch].copy_(last_logits(lm, hidden))
     out["lm_prefill_ms"], _ = timed(lm_prefill)
     slot.begin(batch, cfg)
     out["decode_ms"] = time_ms(lambda: decoder.greedy(slot, batch, opts.answer_tokens), device, opts.warmup,

@@ -7,9 +7,8 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
     one row    the products accumulate elementwise in a (BLOCK_N, BLOCK_K) fp32 tile, summed once at the end
     2-16 rows  x is padded to 16 rows and each tile is a tensor-core dot (16, BLOCK_K) x (BLOCK_K, BLOCK_N)
     split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k and adds its partial sums
-               into an fp32 scratch with atomics, then counts itself done on its tile's atomic counter;
-               the last slice of a tile stores the tile in y's dtype and zeroes its scratch and counter
-               (more programs for weights with few rows, and still one launch: no memset, no cast)
+               and the slices of a tile finish the sum in the launch (``ops/atomic_sum.py``): more
+               programs for weights with few rows, and still one launch (no memset, no cast)
 
 For one row, which tiles (or cuBLAS) run is measured once per weight shape and dtype on first use, outside
 CUDA-graph capture: each candidate is timed on the real weight with L2 flushed before every call (a decode
@@ -29,23 +28,9 @@ import triton.language as tl
 from torch import Tensor
 
 from qmamba.ops import backend, pdl
+from qmamba.ops.atomic_sum import add_then_last_stores
 
 MAX_ROWS = 16
-
-
-@triton.jit
-def _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n):
-    """Split-k: this slice's partial sums acc (BLOCK_M, BLOCK_N) into the fp32 scratch; the last slice of the
-    tile to finish stores the total at ``out`` and leaves the scratch and the tile's counter zeroed."""
-    scratch = acc_ptr + offs_m[:, None] * n + offs_n[None, :]
-    tl.atomic_add(scratch, acc, mask=mask)
-    tl.debug_barrier()  # every thread's share is in before the slice counts itself done
-    done = tl.atomic_add(cnt_ptr + tl.program_id(0), 1)
-    if done == tl.num_programs(1) - 1:  # the grid's slices: fewer than SPLIT_K when k_per rounds up
-        total = tl.atomic_add(scratch, tl.zeros_like(acc), mask=mask)  # read where the adds landed
-        tl.store(out, total.to(out.dtype.element_ty), mask=mask)
-        tl.store(scratch, tl.zeros_like(acc), mask=mask)  # no other slice touches them now
-        tl.store(cnt_ptr + tl.program_id(0), 0)
 
 
 @triton.jit
@@ -91,7 +76,10 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
     if SPLIT_K == 1:
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
     else:
-        _add_slice(acc, out, mask, acc_ptr, cnt_ptr, offs_m, offs_n, n)
+        # the slices of a tile sum their parts; counted against the grid's slices (fewer than SPLIT_K when
+        # k_per rounds up), one counter per tile
+        add_then_last_stores(acc_ptr + offs_m[:, None] * n + offs_n[None, :], acc, mask, mask, out,
+                             cnt_ptr + tl.program_id(0), tl.num_programs(1))
 
 
 def default_config(m: int, n: int, k: int) -> dict:

@@ -8,11 +8,9 @@ Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
        accumulating its BLOCK_N rows of in_proj as one GEMV (``ops.gemv``'s one-row scheme);
     3. rounds the in_proj outputs to the weight dtype; conv rows [conv_lo, conv_lo + c) roll their channel's
        conv state, append the new input and store silu(conv + bias); the other rows store the output as is;
-    4. with x_proj (Mamba-1): adds its conv channels' share of x_proj (n_xp x BLOCK_N weights times their
-       outputs) into an fp32 accumulator with atomics, then counts itself done on an atomic counter; the last
-       program to finish reads the accumulator, stores it rounded to the weight dtype and zeroes the
-       accumulator and the counter. They are a per-device scratch that every launch leaves zeroed, so
-       launches must not overlap in time (one stream, as a decode step is).
+    4. with x_proj (Mamba-1): its conv channels' share of x_proj (n_xp x BLOCK_N weights times their
+       outputs), summed across programs in the launch (``ops/atomic_sum.py``) through a per-device scratch
+       that every launch leaves zeroed, so launches must not overlap in time (one stream).
 Larger batches take ``step_in_composed`` (the same ops unfused).
 """
 
@@ -27,6 +25,7 @@ from torch import Tensor
 from triton.compiler.errors import CompilationError
 
 from qmamba.ops import backend, pdl
+from qmamba.ops.atomic_sum import add_then_last_stores
 from qmamba.ops.step_in.ref import step_in_composed
 from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
 
@@ -54,14 +53,7 @@ def _xproj_share(xw_ptr, xo_ptr, acc_ptr, cnt_ptr, yq, c, is_x, n_xp, s_xw, XP_P
     wx = tl.load(xw_ptr + r.to(tl.int64)[:, None] * s_xw + c[None, :], mask=mr[:, None] & is_x[None, :], other=0.0)
     part = tl.sum(wx.to(tl.float32) * tl.where(is_x, yq.to(tl.float32), 0.0)[None, :], axis=1)  # (XP_PAD,)
     n_x = tl.sum(is_x.to(tl.int32), axis=0)  # this program's conv channels
-    tl.atomic_add(acc_ptr + r, part, mask=mr & (r * 0 + n_x > 0))
-    tl.debug_barrier()  # every thread's share is in before the program counts itself done
-    done = tl.atomic_add(cnt_ptr, 1)
-    if done == tl.num_programs(0) - 1:
-        total = tl.atomic_add(acc_ptr + r, tl.zeros((XP_PAD,), tl.float32), mask=mr)  # read where the adds landed
-        tl.store(xo_ptr + r, total.to(xo_ptr.dtype.element_ty), mask=mr)
-        tl.store(acc_ptr + r, tl.zeros((XP_PAD,), tl.float32), mask=mr)  # no other program touches them now
-        tl.store(cnt_ptr, 0)
+    add_then_last_stores(acc_ptr + r, part, mr & (r * 0 + n_x > 0), mr, xo_ptr + r, cnt_ptr, tl.num_programs(0))
 
 
 @triton.jit

@@ -9,8 +9,7 @@ Grid (cdiv(n_out, BLOCK_N),). Every program
     3. rounds to the weight dtype; for conv rows rolls each batch row's conv state (a (BLOCK_M, BLOCK_N, W)
        tile), appends the new input and stores silu(conv + bias);
     4. with x_proj (Mamba-1): its conv channels' share of x_proj for all rows, one dot
-       (BLOCK_M, BLOCK_N) x (BLOCK_N, XP_PAD), added into the fp32 scratch with atomics; the last program to
-       finish stores the sums and leaves the scratch and counter zeroed (as in ``triton.py``).
+       (BLOCK_M, BLOCK_N) x (BLOCK_N, XP_PAD), summed across programs as in ``triton.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from qmamba.ops.atomic_sum import add_then_last_stores
 
 ROWS = 16  # BLOCK_M: the rows of a tensor-core dot; batches of 2..16 pad to it
 
@@ -46,16 +47,9 @@ def _xproj_rows(xw_ptr, xo_ptr, acc_ptr, cnt_ptr, yq, rows, mrow, c, is_x, n_xp,
     else:
         part = tl.dot(ys, wx)
     n_x = tl.sum(is_x.to(tl.int32), axis=0)  # this program's conv channels
-    at = acc_ptr + rows[:, None] * n_xp + r[None, :]
     mask = mrow[:, None] & mr[None, :]
-    tl.atomic_add(at, part, mask=mask & (rows[:, None] * 0 + n_x > 0))
-    tl.debug_barrier()  # every thread's share is in before the program counts itself done
-    done = tl.atomic_add(cnt_ptr, 1)
-    if done == tl.num_programs(0) - 1:
-        total = tl.atomic_add(at, tl.zeros_like(part), mask=mask)  # read where the adds landed
-        tl.store(xo_ptr + rows[:, None] * s_xom + r[None, :], total.to(xo_ptr.dtype.element_ty), mask=mask)
-        tl.store(at, tl.zeros_like(part), mask=mask)  # no other program touches them now
-        tl.store(cnt_ptr, 0)
+    add_then_last_stores(acc_ptr + rows[:, None] * n_xp + r[None, :], part, mask & (rows[:, None] * 0 + n_x > 0),
+                         mask, xo_ptr + rows[:, None] * s_xom + r[None, :], cnt_ptr, tl.num_programs(0))
 
 
 @triton.jit
