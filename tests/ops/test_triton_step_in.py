@@ -68,20 +68,21 @@ def test_x_proj_matches_ref_and_leaves_its_scratch_zeroed(d, n_out, n_conv, conv
 
     t = _inputs(1, d, n_out, n_conv, 4, torch.float32, n_xp=n_xp)
     for _ in range(2):  # the second launch starts from the scratch the first one left
-        _compare(t, 1e-5, conv_lo, block_n=8, block_k=16)
+        _compare(t, 1e-5, conv_lo, block_n=8, block_k=16, fuse_xproj=True)
         acc, count = module._scratch(torch.device(DEVICE))
         assert int(count) == 0 and not acc.any()
 
 
 @pytest.mark.parametrize("b,d,n_out,n_conv,conv_lo,n_xp", [(3, 40, 61, 30, 13, 0), (2, 33, 70, 35, 0, 20),
                                                           (16, 40, 48, 24, 0, 11), (5, 20, 40, 20, 0, 0)])
-@pytest.mark.parametrize("residual,bias,conv_bias", [(True, False, True), (False, True, False)])
-def test_rows_kernel_matches_ref(b, d, n_out, n_conv, conv_lo, n_xp, residual, bias, conv_bias):
+@pytest.mark.parametrize("residual,bias,conv_bias,prenorm", [(True, False, True, False), (False, True, False, False),
+                                                             (True, True, False, True)])
+def test_rows_kernel_matches_ref(b, d, n_out, n_conv, conv_lo, n_xp, residual, bias, conv_bias, prenorm):
     from qmamba.ops.step_in import triton as module
 
     t = _inputs(b, d, n_out, n_conv, 4, torch.float32, residual, bias, conv_bias, n_xp=n_xp)
     for _ in range(2):  # the second launch starts from the scratch the first one left
-        _compare(t, 1e-5, conv_lo, block_n=16, block_k=16)
+        _compare(t, 1e-5, conv_lo, block_n=16, block_k=16, prenorm=prenorm, rows_kernel=True)
         acc, count = module._scratch(torch.device(DEVICE))
         assert int(count) == 0 and not acc.any()
 
@@ -89,7 +90,20 @@ def test_rows_kernel_matches_ref(b, d, n_out, n_conv, conv_lo, n_xp, residual, b
 @gpu
 @pytest.mark.gpu
 def test_rows_kernel_bf16():  # Triton's interpreter has no bf16 dot
-    _compare(_inputs(4, 64, 96, 48, 4, torch.bfloat16, n_xp=24), 2e-2, 0, block_n=16, block_k=32)
+    _compare(_inputs(4, 64, 96, 48, 4, torch.bfloat16, n_xp=24), 2e-2, 0, block_n=16, block_k=32, rows_kernel=True)
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_defaults_x_proj_after_the_kernel_and_several_rows_composed(b, monkeypatch):
+    from qmamba.ops.step_in import triton as module
+
+    if b > 1:
+        monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
+    calls = []
+    real = module._launch
+    monkeypatch.setattr(module, "_launch", lambda *a: calls.append(a[10]) or real(*a))
+    _compare(_inputs(b, 40, 61, 30, 4, torch.float32, n_xp=9), 1e-5, 13, block_n=8, block_k=16)
+    assert calls == ([None] if b == 1 else [])  # one row: the kernel ran without x_proj
 
 
 def test_more_than_16_rows_are_composed(monkeypatch):

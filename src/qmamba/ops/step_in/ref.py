@@ -18,7 +18,7 @@ from qmamba.ops.rms_norm.ref import add_norm_ref
 
 
 def _step_in(norm, linear, conv, hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight,
-             conv_bias, conv_lo, residual_in_fp32, xproj_weight):
+             conv_bias, conv_lo=0, residual_in_fp32=True, xproj_weight=None):
     h, residual = norm(hidden, norm_weight, None, residual, eps=eps, is_rms_norm=True,
                        residual_in_fp32=residual_in_fp32)
     y = linear(h, in_weight, in_bias)  # (b, n_out)

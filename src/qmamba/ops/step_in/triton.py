@@ -26,6 +26,8 @@ from triton.compiler.errors import CompilationError
 
 from qmamba.ops import backend, pdl
 from qmamba.ops.atomic_sum import add_then_last_stores
+from qmamba.ops.gemv import gemv
+from qmamba.ops.rms_norm import add_norm
 from qmamba.ops.step_in.ref import step_in_composed
 from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
 
@@ -119,35 +121,49 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
     return _SCRATCH[device]
 
 
+# Defaults, from benchmarks/step_in.py on an H200 (Mamba-2.8B / Mamba2-2.7B shapes, in a CUDA graph): with
+# x_proj inside the one-row kernel (every conv program adding its share into the same n_xp sums) a Mamba-1
+# step_in took 31.3 us against 26.8 for the unfused ops, so x_proj runs after it (fuse_xproj); the rows
+# kernel took 70 / 50 us against 32 / 27 for add_norm + cuBLAS + conv update, so several rows are composed
+# unless asked for (rows_kernel).
+ONE_ROW = {"block_n": 32, "block_k": 256, "num_warps": 4, "num_stages": 3, "fuse_xproj": False}
+SEVERAL_ROWS = {"block_n": 32, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": False,
+                "rows_kernel": False}
+
+
 def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, in_weight: Tensor,
             in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
-            conv_lo: int = 0, residual_in_fp32: bool = True, xproj_weight: Tensor | None = None,
-            block_n: int = 32, block_k: int = 256):
+            conv_lo: int = 0, residual_in_fp32: bool = True, xproj_weight: Tensor | None = None, **config):
     """Arguments and results as ``step_in_ref``; one row in one kernel, 2..16 rows in the rows kernel
-    (``triton_rows.py``), anything else composed."""
+    (``triton_rows.py``), anything else composed. ``config`` overrides ``ONE_ROW`` / ``SEVERAL_ROWS``
+    (block_n, block_k, num_warps, num_stages; for several rows ``prenorm``: add_norm first, then the rows
+    kernel on its output, so the programs do not each re-read every row's hidden + residual)."""
     args = (hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
             residual_in_fp32, xproj_weight)
-    (b, d), n_out, n_conv = hidden.shape, in_weight.shape[0], conv_state.shape[1]
+    b, n_out, n_conv = hidden.shape[0], in_weight.shape[0], conv_state.shape[1]
     if (b == 0 or b > ROWS or hidden.stride(-1) != 1 or in_weight.stride(-1) != 1 or in_weight.dtype != hidden.dtype
             or (residual is not None and residual.stride(-1) != 1) or conv_lo + n_conv > n_out
             or (xproj_weight is not None and (xproj_weight.shape[0] > _MAX_XP or xproj_weight.stride(-1) != 1))):
         return step_in_composed(*args)
+    cfg = {**(ONE_ROW if b == 1 else SEVERAL_ROWS), **{k: v for k, v in config.items() if v is not None}}
+    if b > 1 and not cfg["rows_kernel"]:
+        return step_in_composed(*args)
+    if b == 1 and xproj_weight is not None and not cfg["fuse_xproj"]:
+        y, res, _ = step_in(*args[:-1], None, **config)
+        return y, res, gemv(y[:, conv_lo:conv_lo + n_conv], xproj_weight)
     variant = (b == 1, hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None,
-               xproj_weight is not None, block_n, block_k)
+               xproj_weight is not None, *sorted(cfg.items()))
     if variant in _UNCOMPILABLE:
         return step_in_composed(*args)
     y = torch.empty(b, n_out, device=hidden.device, dtype=hidden.dtype)
-    res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype)
-    res = torch.empty(b, d, device=hidden.device, dtype=res_dtype)
     xdbl = None if xproj_weight is None else torch.empty(b, xproj_weight.shape[0], device=y.device, dtype=y.dtype)
     try:
         if b == 1:
+            res = _residual_out(hidden, residual, residual_in_fp32)
             _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias,
-                    conv_lo, xproj_weight, y, res, xdbl, block_n, block_k)
+                    conv_lo, xproj_weight, y, res, xdbl, cfg)
         else:
-            use_pdl = pdl.enabled(hidden.device)
-            launch_rows(*args[:-2], xproj_weight, y, res, xdbl, *_scratch(hidden.device), use_pdl,
-                        pdl.launch_options(use_pdl))
+            res = _launch_rows(args, y, xdbl, cfg)
     except CompilationError as e:  # compiling happens before the launch: nothing was written yet
         _UNCOMPILABLE.add(variant)
         log.warning("step_in: Triton could not compile the fused kernel (%s); using the unfused ops",
@@ -156,9 +172,34 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
     return y, res, xdbl
 
 
+def _residual_out(hidden: Tensor, residual: Tensor | None, residual_in_fp32: bool) -> Tensor:
+    res_dtype = torch.float32 if residual_in_fp32 else (residual.dtype if residual is not None else hidden.dtype)
+    return torch.empty(hidden.shape, device=hidden.device, dtype=res_dtype)
+
+
+def _launch_rows(args: tuple, y: Tensor, xdbl: Tensor | None, cfg: dict) -> Tensor:
+    """The rows kernel on ``args`` (as ``step_in``'s); returns the new residual."""
+    hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo, \
+        residual_in_fp32, xproj_weight = args
+    use_pdl = pdl.enabled(hidden.device)
+    tiles = {k: cfg[k] for k in ("block_n", "block_k", "num_warps", "num_stages")}
+    if cfg.get("prenorm"):
+        hn, res = add_norm(hidden, norm_weight, None, residual, eps=eps, is_rms_norm=True,
+                           residual_in_fp32=residual_in_fp32)
+        launch_rows(hn, None, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
+                    xproj_weight, y, hn, xdbl, *_scratch(hidden.device), use_pdl, pdl.launch_options(use_pdl),
+                    normed=True, **tiles)
+        return res
+    res = _residual_out(hidden, residual, residual_in_fp32)
+    launch_rows(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
+                xproj_weight, y, res, xdbl, *_scratch(hidden.device), use_pdl, pdl.launch_options(use_pdl), **tiles)
+    return res
+
+
 def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
-            xproj_weight, y, res, xdbl, block_n, block_k) -> None:
+            xproj_weight, y, res, xdbl, cfg: dict) -> None:
     d, n_out, n_conv, w = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1], conv_weight.shape[-1]
+    block_n, block_k = cfg["block_n"], cfg["block_k"]
     acc, count = _scratch(hidden.device)
     use_pdl = pdl.enabled(hidden.device)
     n_xp = 0 if xproj_weight is None else xproj_weight.shape[0]
@@ -172,7 +213,7 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
         HAS_RES=residual is not None, HAS_BIAS=in_bias is not None, HAS_CONV_BIAS=conv_bias is not None,
         HAS_XPROJ=xproj_weight is not None, XP_PAD=max(triton.next_power_of_2(n_xp), 16),
         W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n, BLOCK_K=min(block_k, triton.next_power_of_2(d)),
-        PDL=use_pdl, num_warps=4, **pdl.launch_options(use_pdl),
+        PDL=use_pdl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
 
 

@@ -60,21 +60,22 @@ def _step_in_rows_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_
                          HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
                          HAS_XPROJ: tl.constexpr, XP_PAD: tl.constexpr, W: tl.constexpr, W_PAD: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
-                         PDL: tl.constexpr):
+                         NORMED: tl.constexpr, PDL: tl.constexpr):
     if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     pid = tl.program_id(0)
     rows = tl.arange(0, BLOCK_M)
     mrow = rows < m
-    # 1. each row's sum of squares of hidden + residual; program 0 stores the new residual
-    ss = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    for k0 in range(0, d, BLOCK_K):
-        t, offs, mask = _row_tiles(h_ptr, r_ptr, rows, mrow, k0, d, s_hm, s_rm, HAS_RES, BLOCK_K)
-        ss += t * t
-        tl.store(ro_ptr + rows[:, None] * s_rom + offs[None, :], t.to(ro_ptr.dtype.element_ty),
-                 mask=mask & (rows[:, None] * 0 + pid == 0))
-    rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / d + eps)  # (BLOCK_M,)
+    rstd = tl.full((BLOCK_M,), 1.0, tl.float32)
+    if not NORMED:  # 1. each row's sum of squares of hidden + residual; program 0 stores the new residual
+        ss = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+        for k0 in range(0, d, BLOCK_K):
+            t, offs, mask = _row_tiles(h_ptr, r_ptr, rows, mrow, k0, d, s_hm, s_rm, HAS_RES, BLOCK_K)
+            ss += t * t
+            tl.store(ro_ptr + rows[:, None] * s_rom + offs[None, :], t.to(ro_ptr.dtype.element_ty),
+                     mask=mask & (rows[:, None] * 0 + pid == 0))
+        rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / d + eps)  # (BLOCK_M,)
     # 2. this program's in_proj rows for every batch row
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < n_out
@@ -82,8 +83,11 @@ def _step_in_rows_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, d, BLOCK_K):
         t, offs, mask = _row_tiles(h_ptr, r_ptr, rows, mrow, k0, d, s_hm, s_rm, HAS_RES, BLOCK_K)
-        nw = tl.load(nw_ptr + offs, mask=offs < d, other=0.0).to(tl.float32)
-        hn = (t * rstd[:, None] * nw[None, :]).to(h_ptr.dtype.element_ty)  # rounded as add_norm's output
+        if NORMED:  # hidden is add_norm's output already
+            hn = t.to(h_ptr.dtype.element_ty)
+        else:
+            nw = tl.load(nw_ptr + offs, mask=offs < d, other=0.0).to(tl.float32)
+            hn = (t * rstd[:, None] * nw[None, :]).to(h_ptr.dtype.element_ty)  # rounded as add_norm's output
         w = tl.load(w_rows + offs[None, :], mask=mask_n[:, None] & (offs < d)[None, :], other=0.0)
         if IEEE:
             acc += tl.dot(hn, tl.trans(w), input_precision="ieee")
@@ -114,9 +118,10 @@ def _step_in_rows_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_
 
 
 def launch_rows(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
-                xproj_weight, y, res, xdbl, acc, count, use_pdl: bool, launch_options: dict, block_n: int = 32,
-                block_k: int = 128) -> None:
-    """One launch for ``hidden.shape[0]`` <= ROWS rows; outputs y (b, n_out), res (b, d), xdbl (b, n_xp)."""
+                xproj_weight, y, res, xdbl, acc, count, use_pdl: bool, launch_options: dict, block_n: int,
+                block_k: int, num_warps: int, num_stages: int, normed: bool = False) -> None:
+    """One launch for ``hidden.shape[0]`` <= ROWS rows; outputs y (b, n_out), res (b, d), xdbl (b, n_xp).
+    ``normed``: hidden is add_norm's output (steps 2-4 only; res is not written)."""
     m, d = hidden.shape
     n_out, n_conv, w = in_weight.shape[0], conv_state.shape[1], conv_weight.shape[-1]
     n_xp = 0 if xproj_weight is None else xproj_weight.shape[0]
@@ -132,6 +137,6 @@ def launch_rows(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_sta
         HAS_XPROJ=xproj_weight is not None, XP_PAD=max(triton.next_power_of_2(n_xp), 16),
         W=w, W_PAD=triton.next_power_of_2(w), BLOCK_M=ROWS, BLOCK_N=block_n,
         BLOCK_K=max(16, min(block_k, triton.next_power_of_2(d))), IEEE=hidden.dtype == torch.float32,
-        PDL=use_pdl, num_warps=4, **launch_options,
+        NORMED=normed, PDL=use_pdl, num_warps=num_warps, num_stages=num_stages, **launch_options,
     )
 

@@ -1,0 +1,123 @@
+"""The front of a decode step (``ops.step_in``: add-norm, in_proj, conv update, Mamba-1's x_proj) on the
+Mamba-2.8B / Mamba2-2.7B shapes, bf16: the unfused ops (cuBLAS for several rows) beside the fused kernels as
+configured and a sweep of their tile configs, for 1 and 16 rows.
+
+Each figure is one call inside a captured CUDA graph of many, cycling through enough in_proj copies that none
+is in L2 (as in a 64-layer decode step). Prints a table, writes JSON with --out.
+
+    python benchmarks/step_in.py [--rows 1 16] [--out step_in.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+
+import torch
+
+from qmamba.ops.step_in import triton as fused
+from qmamba.ops.step_in.ref import step_in_composed, step_in_ref
+
+SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows or 0)
+    "mamba1": (2560, 10240, 0, 5120, 192),
+    "mamba2": (2560, 10576, 5120, 5376, 0),
+}
+
+
+def configs(m: int, has_xproj: bool):
+    """One row: tiles (x_proj after the kernel), and the default tiles with x_proj fused; several rows: the
+    rows kernel's tiles, each with and without add_norm first."""
+    if m == 1:
+        for bn, bk, w in itertools.product((16, 32, 64), (256, 512), (4, 8)):
+            yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 3, "fuse_xproj": False}
+        if has_xproj:
+            yield {"fuse_xproj": True}
+        return
+    for bn, bk, w, pre in itertools.product((64, 128), (64, 128), (4, 8), (False, True)):
+        yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 3, "prenorm": pre, "rows_kernel": True}
+
+
+def graph_us(fn, copies: list[torch.Tensor], reps: int = 4) -> float:
+    """Microseconds per call of fn(w) for w cycling through ``copies``, replayed from one CUDA graph."""
+    for w in copies[:2]:
+        fn(w)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            for w in copies:
+                fn(w)
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / (3 * reps * len(copies))
+
+
+def inputs(shape: tuple, m: int, dev, dt) -> dict:
+    d, n_out, conv_lo, n_conv, n_xp = shape
+    g = torch.Generator(dev).manual_seed(0)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g, device=dev) * scale).to(dt)  # noqa: E731
+    return {"hidden": r(m, d), "residual": torch.randn(m, d, generator=g, device=dev), "norm_weight": r(d),
+            "eps": 1e-5, "in_bias": None, "conv_state": r(m, n_conv, 4), "conv_weight": r(n_conv, 4, scale=0.5),
+            "conv_bias": r(n_conv), "conv_lo": conv_lo, "xproj_weight": r(n_xp, n_conv, scale=0.02) if n_xp else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    table, results = [], []
+    for (name, shape), m in itertools.product(SHAPES.items(), args.rows):
+        d, n_out = shape[:2]
+        nbytes = n_out * d * 2
+        copies = [torch.randn(n_out, d, device=dev, dtype=dt) * d ** -0.5 for _ in range(-(-400_000_000 // nbytes))]
+        t = inputs(shape, m, dev, dt)
+        conv0 = t["conv_state"].clone()  # the timed calls below advance t's conv state
+        want = step_in_ref(**{**t, "conv_state": conv0.clone()}, in_weight=copies[0])
+
+        def run(w, impl=fused.step_in, t=t, **cfg):
+            return impl(**t, in_weight=w, **cfg)
+
+        composed = graph_us(lambda w: run(w, step_in_composed), copies)
+        default = graph_us(run, copies)
+        best = (float("inf"), None)
+        for cfg in configs(m, bool(shape[4])):
+            try:
+                got = fused.step_in(**{**t, "conv_state": conv0.clone()}, in_weight=copies[0], **cfg)
+                err = max((a.float() - b.float()).abs().max().item() / (b.float().abs().max().item() + 1e-6)
+                          for a, b in zip(got, want) if b is not None)
+                if err > 0.05:
+                    print(f"{name} m={m} {cfg}: relative error {err:.3f}, skipped")
+                    continue
+                us = graph_us(lambda w, c=cfg: run(w, **c), copies)
+            except Exception as e:  # a config the compiler refuses (registers, shared memory)
+                print(f"{name} m={m} {cfg}: {type(e).__name__}")
+                continue
+            print(f"{name} m={m} {cfg}: {us:.1f} us", flush=True)
+            best = min(best, (us, cfg), key=lambda x: x[0])
+        gbs = lambda us, b=nbytes: b / us / 1e3  # noqa: E731
+        results.append({"shape": name, "rows": m, "composed_us": composed, "default_us": default,
+                        "best_us": best[0], "best_config": best[1]})
+        table.append(f"| {name} | {m} | {composed:.1f} ({gbs(composed):.0f}) | {default:.1f} ({gbs(default):.0f}) "
+                     f"| {best[0]:.1f} ({gbs(best[0]):.0f}) | {best[1]} |")
+        del copies
+        torch.cuda.empty_cache()
+    print(f"\n{torch.cuda.get_device_name()}, bf16; us per step_in (GB/s of in_proj read)\n")
+    print("| shape | rows | unfused ops | fused, default config | fused, best of sweep | best config |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(table))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
