@@ -24,8 +24,12 @@ class LayerState:
     def advance(self, conv_inputs: Tensor, final_ssm_state: Tensor) -> None:
         """After a sequence: keep the last d_conv conv inputs (b, conv_dim, l) and the final SSM state."""
         self.ssm_state.copy_(final_ssm_state)
-        joined = torch.cat([self.conv_state, conv_inputs.to(self.conv_state.dtype)], dim=-1)
-        self.conv_state.copy_(joined[:, :, -self.conv_state.shape[-1]:])
+        w, l = self.conv_state.shape[-1], conv_inputs.shape[-1]
+        if l >= w:  # only the tail is read (a prefill's inputs can be 100+ MB at batch 64)
+            self.conv_state.copy_(conv_inputs[:, :, l - w:])
+        else:
+            joined = torch.cat([self.conv_state[:, :, l:], conv_inputs.to(self.conv_state.dtype)], dim=-1)
+            self.conv_state.copy_(joined)
 
 
 @dataclass
