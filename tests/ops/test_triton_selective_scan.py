@@ -14,7 +14,7 @@ from testing_utils import assert_close  # noqa: E402
 
 from qmamba.ops import backend  # noqa: E402
 from qmamba.ops.selective_scan import triton as scan_triton  # noqa: E402
-from qmamba.ops.selective_scan import triton_bwd, triton_onepass  # noqa: E402
+from qmamba.ops.selective_scan import triton_bwd  # noqa: E402
 from qmamba.ops.selective_scan.ref import selective_scan_ref  # noqa: E402
 from qmamba.ops.selective_scan.triton import selective_scan_triton  # noqa: E402
 
@@ -66,7 +66,7 @@ class _PoisonedTorch:
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    for module in (scan_triton, triton_bwd, triton_onepass):
+    for module in (scan_triton, triton_bwd):
         monkeypatch.setattr(module, "torch", _PoisonedTorch())
 
 
@@ -124,51 +124,6 @@ def test_inputs_laid_out_like_in_proj_of_all_rows(poisoned):
     _compare(t, 1e-4, chunk_size=8)
 
 
-def _compare_inference(t, tol, softplus=True, chunk_size=None):
-    """Forward and last state without gradients (the one-pass forward when the rows fill the GPU)."""
-    with torch.no_grad():
-        out1, last1 = selective_scan_triton(**t, delta_softplus=softplus, return_last_state=True,
-                                            chunk_size=chunk_size)
-        out2, last2 = selective_scan_ref(**t, delta_softplus=softplus, return_last_state=True)
-    assert out1.dtype == t["u"].dtype and last1.dtype == torch.float32
-    assert_close(out1, out2, tol, "out")
-    assert_close(last1, last2, tol, "last state")
-
-
-@pytest.mark.parametrize(
-    "b,d,l,n,groups,chunk,optional",
-    [(2, 6, 37, 4, (0, 0), 8, True), (2, 40, 19, 3, (2, 4), 4, True), (3, 5, 1, 4, (0, 0), None, True),
-     (1, 7, 13, 2, (0, 0), 4, False)],
-)
-def test_onepass_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, chunk, optional):
-    calls = []
-    monkeypatch.setattr(triton_onepass, "MIN_PROGRAMS", 0)
-    monkeypatch.setattr(triton_onepass, "_onepass_fwd", _Recording(triton_onepass._onepass_fwd, calls))
-    _compare_inference(_inputs(b, d, l, n, groups, optional=optional), 1e-4, softplus=optional, chunk_size=chunk)
-    assert len(calls) == 1
-
-
-def test_onepass_only_without_gradients_and_on_many_rows(monkeypatch):
-    t = _inputs(2, 6, 9, 3)
-    assert not triton_onepass.use_onepass(t["u"])  # 2 rows x 1 channel block
-    monkeypatch.setattr(triton_onepass, "MIN_PROGRAMS", 2)
-    assert not triton_onepass.use_onepass(t["u"], t["delta"])  # needs a gradient
-    with torch.no_grad():
-        assert triton_onepass.use_onepass(t["u"], t["delta"])
-    assert triton_onepass.use_onepass(t["u"].detach(), t["delta"].detach())
-
-
-class _Recording:
-    """A kernel that records each launch, then launches."""
-
-    def __init__(self, kernel, calls):
-        self.kernel, self.calls = kernel, calls
-
-    def __getitem__(self, grid):
-        self.calls.append(grid)
-        return self.kernel[grid]
-
-
 def test_gradient_through_last_state_only(poisoned):
     t = _inputs(1, 4, 11, 3)
     _, last1 = selective_scan_triton(**t, delta_softplus=True, return_last_state=True, chunk_size=4)
@@ -222,14 +177,3 @@ def test_gpu_no_optional_arguments():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_mamba1_layout(dtype):
     _compare(_mamba1_layout(1, 5120, 800, 16, dtype=dtype, device="cuda"), 1e-3 if dtype == torch.float32 else 2e-2)
-
-
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("b,d,l,n,groups", [(64, 5120, 168, 16, (0, 0)), (16, 1536, 1000, 16, (0, 0)),
-                                            (40, 512, 777, 128, (4, 4))])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_onepass_inference_matches_ref(b, d, l, n, groups, dtype):
-    t = _inputs(b, d, l, n, groups, dtype=dtype, device="cuda")
-    assert triton_onepass.use_onepass(t["u"].detach())
-    _compare_inference(t, 1e-3 if dtype == torch.float32 else 2e-2)
