@@ -97,13 +97,23 @@ def test_rows_kernel_bf16():  # Triton's interpreter has no bf16 dot
 def test_defaults_x_proj_after_the_kernel_and_several_rows_composed(b, monkeypatch):
     from qmamba.ops.step_in import triton as module
 
-    if b > 1:
+    if b > 1:  # with x_proj: composed
         monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
     calls = []
     real = module._launch
     monkeypatch.setattr(module, "_launch", lambda *a: calls.append(a[10]) or real(*a))
     _compare(_inputs(b, 40, 61, 30, 4, torch.float32, n_xp=9), 1e-5, 13, block_n=8, block_k=16)
     assert calls == ([None] if b == 1 else [])  # one row: the kernel ran without x_proj
+
+
+def test_several_rows_without_x_proj_take_the_rows_kernel_on_add_norms_output(monkeypatch):
+    from qmamba.ops.step_in import triton as module
+
+    calls = []
+    real = module.launch_rows
+    monkeypatch.setattr(module, "launch_rows", lambda *a, **k: calls.append(k["normed"]) or real(*a, **k))
+    _compare(_inputs(3, 40, 61, 30, 4, torch.float32), 1e-5, 13, block_n=16, block_k=16)
+    assert calls == [True]
 
 
 def test_more_than_16_rows_are_composed(monkeypatch):

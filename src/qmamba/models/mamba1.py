@@ -101,9 +101,10 @@ def linear_from_channels(y: Tensor, linear: nn.Linear) -> Tensor:
     linear on the transposed view, which cuBLAS reads in place at batch 1. Several rows without grad: one
     batched GEMM on the transposed views; linear would first copy y contiguous along c (the whole
     activation, 110 MB per layer for a prefill of 64 x 168 tokens at 2.8B). In training the batched GEMM
-    would materialise the broadcast weight's gradient per row, so that keeps linear."""
-    b = y.shape[0]
-    if b == 1 or (torch.is_grad_enabled() and (linear.weight.requires_grad or y.requires_grad)):
+    would materialise the broadcast weight's gradient per row, so that keeps linear; so does a length that
+    is not a multiple of 8, whose rows of y cuBLAS's fast kernels cannot read 16-byte aligned."""
+    b, _, l = y.shape
+    if b == 1 or l % 8 or (torch.is_grad_enabled() and (linear.weight.requires_grad or y.requires_grad)):
         return linear(y.transpose(1, 2))
     out = torch.bmm(y.transpose(1, 2), linear.weight.t().expand(b, -1, -1))  # (b, l, out)
     return out if linear.bias is None else out + linear.bias

@@ -121,14 +121,16 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
     return _SCRATCH[device]
 
 
-# Defaults, from benchmarks/step_in.py on an H200 (Mamba-2.8B / Mamba2-2.7B shapes, in a CUDA graph): with
-# x_proj inside the one-row kernel (every conv program adding its share into the same n_xp sums) a Mamba-1
-# step_in took 31.3 us against 26.8 for the unfused ops, so x_proj runs after it (fuse_xproj); the rows
-# kernel took 70 / 50 us against 32 / 27 for add_norm + cuBLAS + conv update, so several rows are composed
-# unless asked for (rows_kernel).
-ONE_ROW = {"block_n": 32, "block_k": 256, "num_warps": 4, "num_stages": 3, "fuse_xproj": False}
-SEVERAL_ROWS = {"block_n": 32, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": False,
-                "rows_kernel": False}
+# Defaults, from benchmarks/step_in.py on an H200 (Mamba-2.8B / Mamba2-2.7B shapes, in a CUDA graph, us per
+# call; the unfused ops: 27.7 / 23.3 for one row, 31.6 / 27.2 for 16).
+# One row: tiles (16, 512) took 26.8 / 20.0 (the former (32, 256): 26.5 / 23.6). With x_proj inside the
+# kernel (every conv program adding its share into the same n_xp sums) Mamba-1 took 31.4, so x_proj runs
+# after it (fuse_xproj). Several rows: the rows kernel on add_norm's output (prenorm), tiles (64, 128), took
+# 24.8 for Mamba-2 but 38.5 for Mamba-1 with x_proj fused, so it runs only without x_proj (rows_kernel: None,
+# True or False forces it); without prenorm every program re-reads all rows' hidden + residual (50-70).
+ONE_ROW = {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3, "fuse_xproj": False}
+SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": True,
+                "rows_kernel": None}
 
 
 def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, in_weight: Tensor,
@@ -146,7 +148,7 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
             or (xproj_weight is not None and (xproj_weight.shape[0] > _MAX_XP or xproj_weight.stride(-1) != 1))):
         return step_in_composed(*args)
     cfg = {**(ONE_ROW if b == 1 else SEVERAL_ROWS), **{k: v for k, v in config.items() if v is not None}}
-    if b > 1 and not cfg["rows_kernel"]:
+    if b > 1 and not (xproj_weight is None if cfg["rows_kernel"] is None else cfg["rows_kernel"]):
         return step_in_composed(*args)
     if b == 1 and xproj_weight is not None and not cfg["fuse_xproj"]:
         y, res, _ = step_in(*args[:-1], None, **config)
