@@ -14,7 +14,7 @@ from testing_utils import assert_close  # noqa: E402
 
 from qmamba.ops import backend  # noqa: E402
 from qmamba.ops.selective_scan import triton as scan_triton  # noqa: E402
-from qmamba.ops.selective_scan import triton_bwd  # noqa: E402
+from qmamba.ops.selective_scan import triton_bwd, triton_sequential  # noqa: E402
 from qmamba.ops.selective_scan.ref import selective_scan_ref  # noqa: E402
 from qmamba.ops.selective_scan.triton import selective_scan_triton  # noqa: E402
 
@@ -66,7 +66,7 @@ class _PoisonedTorch:
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    for module in (scan_triton, triton_bwd):
+    for module in (scan_triton, triton_bwd, triton_sequential):
         monkeypatch.setattr(module, "torch", _PoisonedTorch())
 
 
@@ -124,6 +124,55 @@ def test_inputs_laid_out_like_in_proj_of_all_rows(poisoned):
     _compare(t, 1e-4, chunk_size=8)
 
 
+def _compare_inference(t, tol, softplus=True):
+    """Forward and last state without gradients, triton vs ref."""
+    with torch.no_grad():
+        out1, last1 = selective_scan_triton(**t, delta_softplus=softplus, return_last_state=True)
+        out2, last2 = selective_scan_ref(**t, delta_softplus=softplus, return_last_state=True)
+    assert out1.dtype == t["u"].dtype and last1.dtype == torch.float32
+    assert_close(out1, out2, tol, "out")
+    assert_close(last1, last2, tol, "last state")
+
+
+class _Recording:
+    """Stands in for a kernel: records each launch's grid, then launches."""
+
+    def __init__(self, kernel, grids):
+        self.kernel, self.grids = kernel, grids
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize(
+    "b,d,l,n,groups,optional",
+    [(2, 6, 37, 4, (0, 0), True), (2, 40, 19, 3, (2, 4), True), (3, 5, 1, 4, (0, 0), True),
+     (1, 7, 13, 2, (0, 0), False), (2, 70, 9, 16, (0, 0), True)],
+)
+def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, optional):
+    grids = []
+    monkeypatch.setattr(triton_sequential, "MIN_PROGRAMS", 1)
+    monkeypatch.setattr(triton_sequential, "_sequential_fwd", _Recording(triton_sequential._sequential_fwd, grids))
+    _compare_inference(_inputs(b, d, l, n, groups, optional=optional), 1e-4, softplus=optional)
+    assert len(grids) == 1
+
+
+def test_sequential_mamba1_layout(poisoned, monkeypatch):
+    monkeypatch.setattr(triton_sequential, "MIN_PROGRAMS", 1)
+    _compare_inference(_mamba1_layout(2, 6, 18, 4), 1e-4)
+
+
+def test_sequential_only_for_inference_on_enough_rows(monkeypatch):
+    t = _inputs(3, 40, 9, 4)  # 3 rows x 2 channel blocks of 32
+    use = triton_sequential.use_sequential
+    assert not use(t["u"], 4)  # off by default (MIN_PROGRAMS None)
+    assert not use(t["u"], 4, t["delta"], min_programs=6)  # needs a gradient
+    with torch.no_grad():
+        assert use(t["u"], 4, t["delta"], min_programs=6) and not use(t["u"], 4, min_programs=7)
+        assert not use(t["u"], triton_sequential.MAX_STATE + 1, min_programs=1)
+
+
 def test_gradient_through_last_state_only(poisoned):
     t = _inputs(1, 4, 11, 3)
     _, last1 = selective_scan_triton(**t, delta_softplus=True, return_last_state=True, chunk_size=4)
@@ -177,3 +226,13 @@ def test_gpu_no_optional_arguments():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_mamba1_layout(dtype):
     _compare(_mamba1_layout(1, 5120, 800, 16, dtype=dtype, device="cuda"), 1e-3 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("b,d,l,n,groups", [(64, 5120, 168, 16, (0, 0)), (8, 1536, 1000, 16, (0, 0)),
+                                            (4, 512, 77, 64, (4, 4))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_sequential_inference_matches_ref(monkeypatch, b, d, l, n, groups, dtype):
+    monkeypatch.setattr(triton_sequential, "MIN_PROGRAMS", 1)
+    _compare_inference(_inputs(b, d, l, n, groups, dtype=dtype, device="cuda"), 1e-3 if dtype == torch.float32 else 2e-2)

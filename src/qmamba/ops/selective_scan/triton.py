@@ -312,8 +312,15 @@ def selective_scan_triton(
     if not _supported(u, A, B, C, D, z, delta_bias, initial_state):
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
                                   return_last_state, chunk_size)
-    out, last = SelectiveScanFn.apply(
-        u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), chunk_size)
+    from qmamba.ops.selective_scan.triton_sequential import scan_sequential, use_sequential
+
+    if use_sequential(u, A.shape[1], delta, A, B, C, D, z, delta_bias, initial_state):  # inference, many rows
+        B4, C4 = (M if M.dim() == 4 else M.unsqueeze(1) for M in (B, C))
+        h0 = initial_state.float() if initial_state is not None else None
+        out, last = scan_sequential(u, delta, A, B4, C4, D, z, delta_bias, h0, bool(delta_softplus))
+    else:
+        out, last = SelectiveScanFn.apply(
+            u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), chunk_size)
     return (out, last) if return_last_state else out
 
 

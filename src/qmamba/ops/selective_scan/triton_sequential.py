@@ -1,0 +1,110 @@
+"""Mamba-1 selective scan forward, one position after another: for inference on many rows (a batched prefill).
+
+The chunk-parallel forward of ``triton.py`` exists so that batch 1 fills the GPU: it launches channel blocks
+x chunks x rows programs and pays for it with three kernels (chunk states from zero, the carry, the rescan)
+and an associative scan per state and chunk. When rows x channel blocks alone fill the GPU none of that is
+needed. Here a program owns BLOCK_D channels of one row, grid (cdiv(d, BLOCK_D), b), holds their whole state
+(BLOCK_D, NS) in registers and walks the positions in order:
+
+    dt = softplus(delta_t + bias);  h = exp(dt A) h + dt u_t B_t;  out_t = (<h, C_t> + D u_t) silu(z_t)
+
+Each position reads one value per channel of u, delta and z (strided along d: the lines of the following
+positions stay in L1) and the n values of B and C. Nothing is saved for a backward: ``selective_scan_triton``
+takes this path only when no input needs a gradient, n <= MAX_STATE, and rows x channel blocks reach
+``MIN_PROGRAMS`` (``None``: never, until ``benchmarks/scan_fwd.py`` has timed it against the chunked forward
+on the GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
+
+BLOCK_D, WARPS = 32, 1
+MAX_STATE = 64  # the state of BLOCK_D channels lives in registers
+MIN_PROGRAMS: int | None = None
+
+
+@triton.jit
+def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, last_ptr, out_ptr,
+                    d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
+                    sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
+                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr):
+    pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, NS)
+    mask_d, mask_n = offs_d < d, offs_n < n
+    mask = mask_d[:, None] & mask_n[None, :]
+    dn = offs_d.to(tl.int64)[:, None] * sA_d + offs_n[None, :] * sA_n
+    A2 = tl.load(A_ptr + dn, mask=mask, other=0.0).to(tl.float32) * _LOG2E  # (BD, NS); 0: padded states stay
+    h = tl.zeros((BLOCK_D, NS), tl.float32)
+    if HAS_H0:
+        h0 = h0_ptr + pid_b * s0_b + offs_d.to(tl.int64)[:, None] * s0_d + offs_n[None, :] * s0_n
+        h = tl.load(h0, mask=mask, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    Dv = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    u_row = u_ptr + pid_b * su_b + offs_d.to(tl.int64) * su_d  # (BD,) pointers at position 0
+    dl_row = dl_ptr + pid_b * sdl_b + offs_d.to(tl.int64) * sdl_d
+    z_row = z_ptr + pid_b * sz_b + offs_d.to(tl.int64) * sz_d
+    out_row = out_ptr + pid_b * d * l + offs_d.to(tl.int64) * l
+    gB, gC = (pid_d * BLOCK_D) // dpg_B, (pid_d * BLOCK_D) // dpg_C  # the channels' group of B and C
+    B_row = B_ptr + pid_b * sB_b + gB * sB_g + offs_n * sB_n  # (NS,)
+    C_row = C_ptr + pid_b * sC_b + gC * sC_g + offs_n * sC_n
+    for t in range(l):
+        u = tl.load(u_row + t * su_l, mask=mask_d, other=0.0).to(tl.float32)  # (BD,)
+        dt = tl.load(dl_row + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32) + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        Bt = tl.load(B_row + t * sB_l, mask=mask_n, other=0.0).to(tl.float32)  # (NS,)
+        Ct = tl.load(C_row + t * sC_l, mask=mask_n, other=0.0).to(tl.float32)
+        h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
+        y = tl.sum(h * Ct[None, :], axis=1) + Dv * u  # (BD,)
+        if HAS_Z:
+            z = tl.load(z_row + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
+            y *= z / (1.0 + tl.exp(-z))
+        tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+    last = last_ptr + pid_b * d * n + offs_d.to(tl.int64)[:, None] * n + offs_n[None, :]
+    tl.store(last, h, mask=mask)
+
+
+def use_sequential(u: torch.Tensor, n: int, *tensors, min_programs: int | None = None) -> bool:
+    """Inference (no input needs a gradient), n <= MAX_STATE, and rows x channel blocks >= ``min_programs``
+    (default ``MIN_PROGRAMS``; None: never)."""
+    floor = MIN_PROGRAMS if min_programs is None else min_programs
+    if floor is None or n > MAX_STATE:
+        return False
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, *tensors)):
+        return False
+    return u.shape[0] * triton.cdiv(u.shape[1], BLOCK_D) >= floor
+
+
+def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d: int | None = None,
+                    num_warps: int | None = None):
+    """u, delta, z (b, d, l); A (d, n); B4, C4 (b, g, n, l); h0 (b, d, n) or None -> out (b, d, l) in u's
+    dtype, last state (b, d, n) fp32. Any strides."""
+    b, d, l = u.shape
+    n, gB, gC = A.shape[1], B4.shape[1], C4.shape[1]
+    bd = min(block_d or BLOCK_D, triton.next_power_of_2(d))
+    for g in (gB, gC):  # a block's channels must share their group
+        if g > 1:
+            bd = min(bd, (d // g) & -(d // g))
+    out = torch.empty(b, d, l, device=u.device, dtype=u.dtype)
+    last = torch.empty(b, d, n, device=u.device, dtype=torch.float32)
+    z_ = z if z is not None else u
+    s0 = h0.stride() if h0 is not None else (0, 0, 0)
+    _sequential_fwd[(triton.cdiv(d, bd), b)](
+        u, delta, bias if bias is not None else u, A, B4, C4, D if D is not None else u, z_,
+        h0 if h0 is not None else last, last, out, d, l, n, d // gB, d // gC, *u.stride(), *delta.stride(),
+        *z_.stride(), *A.stride(), *bc_strides(B4), *bc_strides(C4), *s0,
+        HAS_BIAS=bias is not None, SOFTPLUS=softplus, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_H0=h0 is not None, BLOCK_D=bd, NS=max(2, triton.next_power_of_2(n)), num_warps=num_warps or WARPS,
+    )
+    return out, last
