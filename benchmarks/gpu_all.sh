@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's full check: kernel and CUDA-graph tests (marker gpu), per-kernel timings beside mamba_ssm,
 # model parity with mamba_ssm, then `qmamba bench`. Logs and JSON go to $OUT (default /tmp/qmamba-gpu).
-#   bash benchmarks/gpu_all.sh [tests|kernels|scan|step_in|parity|bench|profile ...]
+#   bash benchmarks/gpu_all.sh [tests|kernels|scan|step_in|parity|bench|profile|profile_vqa ...]
 #   (default: tests kernels parity bench)
 # mamba_ssm / causal_conv1d wheels in .whl/ are installed to /tmp/site for the side-by-side figures only.
 set -uo pipefail
@@ -28,6 +28,10 @@ for step in $steps; do
     profile) for layer in mamba1 mamba2; do
                timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer --out "$OUT" 2>&1 | tail -100
              done ;;
+    profile_vqa) for scan in auto sequential; do  # the batch-64 vision encoder and projector, by kernel
+                   timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 --scan $scan --rows 12 \
+                     --out "$OUT/$scan" 2>&1 | tail -40
+                 done ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

@@ -108,7 +108,13 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--who-launches", default=None, help="list the ops launching kernels named like this")
     ap.add_argument("--host", action="store_true", help="also tabulate the host time of a training step by op")
+    ap.add_argument("--scan", choices=("auto", "sequential"), default="auto",
+                    help="Mamba-1 scans without gradients: as dispatched, or the sequential kernel throughout")
     args = ap.parse_args()
+    if args.scan == "sequential":
+        from qmamba.ops.selective_scan import triton_sequential
+
+        triton_sequential.MIN_PROGRAMS = 0
     device = torch.device("cuda")
     cfg = dataclasses.replace(LLM_PRESETS[SHAPES[args.layer]](), n_layer=args.layers)
     torch.manual_seed(0)
