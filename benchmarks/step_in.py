@@ -3,7 +3,7 @@ Mamba-2.8B / Mamba2-2.7B shapes, bf16: the unfused ops (cuBLAS for several rows)
 configured and a sweep of their tile configs, for 1 and 16 rows.
 
 Each figure is one call inside a captured CUDA graph of many, cycling through enough in_proj copies that none
-is in L2 (as in a 64-layer decode step). Prints a table, writes JSON with --out.
+is in L2 (as in a 64-layer decode step; ``gemv.graph_us``). Prints a table, writes JSON with --out.
 
     python benchmarks/step_in.py [--rows 1 16] [--out step_in.json]
 """
@@ -15,6 +15,7 @@ import itertools
 import json
 
 import torch
+from gemv import graph_us
 
 from qmamba.ops.step_in import triton as fused
 from qmamba.ops.step_in.ref import step_in_composed, step_in_ref
@@ -36,27 +37,6 @@ def configs(m: int, has_xproj: bool):
         return
     for bn, bk, w, pre in itertools.product((64, 128), (64, 128), (4, 8), (False, True)):
         yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 3, "prenorm": pre, "rows_kernel": True}
-
-
-def graph_us(fn, copies: list[torch.Tensor], reps: int = 4) -> float:
-    """Microseconds per call of fn(w) for w cycling through ``copies``, replayed from one CUDA graph."""
-    for w in copies[:2]:
-        fn(w)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            for w in copies:
-                fn(w)
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (3 * reps * len(copies))
 
 
 def inputs(shape: tuple, m: int, dev, dt) -> dict:
@@ -86,8 +66,8 @@ def main() -> None:
         def run(w, impl=fused.step_in, t=t, **cfg):
             return impl(**t, in_weight=w, **cfg)
 
-        composed = graph_us(lambda w: run(w, step_in_composed), copies)
-        default = graph_us(run, copies)
+        composed = graph_us(lambda _, w: run(w, step_in_composed), copies, None)
+        default = graph_us(lambda _, w: run(w), copies, None)
         best = (float("inf"), None)
         for cfg in configs(m, bool(shape[4])):
             try:
@@ -97,7 +77,7 @@ def main() -> None:
                 if err > 0.05:
                     print(f"{name} m={m} {cfg}: relative error {err:.3f}, skipped")
                     continue
-                us = graph_us(lambda w, c=cfg: run(w, **c), copies)
+                us = graph_us(lambda _, w, c=cfg: run(w, **c), copies, None)
             except Exception as e:  # a config the compiler refuses (registers, shared memory)
                 print(f"{name} m={m} {cfg}: {type(e).__name__}")
                 continue
