@@ -168,11 +168,16 @@ def main() -> None:
             peer.model(tok[:, None], inference_params=params, num_last_tokens=1)
 
         sections += profile_model("mamba_ssm", peer.logits, peer.parameters(), ids, m_prefill, m_decode, args.rows)
+    report(sections, args.out, f"profile_{args.layer}.md")
+
+
+def report(sections: list[str], out_dir: str | None, name: str) -> None:
+    """Print the sections; with ``out_dir``, also write them to out_dir/name."""
     text = "\n\n".join(sections)
     print(text)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"profile_{args.layer}.md").write_text(text + "\n")
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / name).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ total time, for a full-size preset with random weights (the LM side: ``profile_l
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from profile_lm import _table, wall_ms
+from profile_lm import _table, report, wall_ms
 
 from qmamba.bench.multimodal import build_multimodal, vqa_inputs
 from qmamba.bench.options import BenchOptions
@@ -41,11 +40,7 @@ def main() -> None:
                   ("projector", lambda: model.connector(features.to(dtype))))
         for label, fn in stages:
             sections.append(f"# {label}: {wall_ms(fn):.2f} ms wall (eager)\n" + _table(fn, 3, label, args.rows))
-    text = "\n\n".join(sections)
-    print(text)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"profile_{args.preset}_b{args.batch}.md").write_text(text + "\n")
+    report(sections, args.out, f"profile_{args.preset}_b{args.batch}.md")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 
 import torch
 import triton
+from profile_lm import wall_ms as ms
 
 from qmamba.ops.selective_scan import triton_sequential as seq
 from qmamba.ops.selective_scan.triton import selective_scan_triton
@@ -31,18 +32,6 @@ def inputs(b: int, d: int, l: int, n: int = 16, dev="cuda", dt=torch.bfloat16) -
             "A": -torch.rand(d, n, device=dev) * 4 - 0.1, "B": x_dbl[:, 160:160 + n], "C": x_dbl[:, 160 + n:],
             "D": torch.randn(d, device=dev), "z": xz.view(2 * d, b, l).transpose(0, 1)[:, d:],
             "delta_bias": torch.randn(d, device=dev) * 0.3}
-
-
-def ms(fn, reps: int = 10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
 
 
 @torch.inference_mode()
