@@ -49,14 +49,15 @@ def graph_us(fn, copies: list[torch.Tensor], x: torch.Tensor, reps: int = 5) -> 
 
 
 def configs(m: int, n: int, k: int, quick: bool):
-    """One row: a grid of tiles plus the split-k candidates gemv measures itself; several rows: a grid of
-    tensor-core tiles. --quick: fewer warp / stage variants."""
-    warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
+    """One row: a grid of tiles, L2 prefetch distances (0: off) and register double-buffering, plus the
+    split-k candidates gemv measures itself; several rows: a grid of tensor-core tiles. --quick: 4 warps only."""
     if m == 1:
-        grid = itertools.product((8, 16, 32), (256, 512), warps, stages)
-        yield from ({"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s} for bn, bk, w, s in grid)
+        for bn, bk, pf, dbuf in itertools.product((4, 8, 16), (256, 512, 1024), (0, 2, 8), (False, True)):
+            for w in (4,) if quick or bk < 1024 else (4, 8):
+                yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 1, "prefetch": pf, "dbuf": dbuf}
         yield from (cfg for cfg in candidates(n, k) if "split_k" in cfg)
         return
+    warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
     for bn, bk, w, s in itertools.product((16, 32, 64), (64, 128, 256), warps, stages):
         yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
 
@@ -64,11 +65,14 @@ def configs(m: int, n: int, k: int, quick: bool):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rows", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), help="names (or prefixes) from SHAPES")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     dev, dt = torch.device("cuda"), torch.bfloat16
     rows, results = [], []
-    for (name, (n, k)), m in itertools.product(SHAPES.items(), (1, 16)):
+    shapes = {name: nk for name, nk in SHAPES.items() if any(name.startswith(p) for p in args.shapes)}
+    for (name, (n, k)), m in itertools.product(shapes.items(), args.rows):
         nbytes = n * k * 2
         copies = [torch.randn(n, k, device=dev, dtype=dt) for _ in range(max(4, -(-400_000_000 // nbytes)))]
         x = torch.randn(m, k, device=dev, dtype=dt)
@@ -76,19 +80,23 @@ def main() -> None:
         cublas = graph_us(lambda x, w: F.linear(x, w), copies, x)
         chosen_cfg = choose(x, copies[0], None)  # what gemv measured and picked (None: cuBLAS)
         default = graph_us(lambda x, w: gemv(x, w), copies, x)
-        best = (float("inf"), None)
+        timed = []  # (us, config)
         for cfg in configs(m, n, k, args.quick):
             try:
                 err = (gemv(x, copies[0], config=cfg).float() - want).abs().max().item()
                 if err > 0.05 * want.abs().max().item():
                     continue
-                best = min(best, (graph_us(lambda x, w, c=cfg: gemv(x, w, config=c), copies, x), cfg),
-                           key=lambda t: t[0])
+                timed.append((graph_us(lambda x, w, c=cfg: gemv(x, w, config=c), copies, x), cfg))
             except Exception as e:  # a config the compiler refuses (registers, shared memory)
                 print(f"{name} m={m} {cfg}: {type(e).__name__}")
+        timed.sort(key=lambda t: t[0])
+        for us, cfg in timed[:8]:
+            print(f"  {name} m={m}: {us:.1f} us {cfg}")
+        best = timed[0] if timed else (float("inf"), None)
         gbs = lambda us, b=nbytes: b / us / 1e3  # noqa: E731
         results.append({"shape": name, "n": n, "k": k, "rows": m, "cublas_us": cublas, "chosen_us": default,
-                        "chosen_config": chosen_cfg, "best_us": best[0], "best_config": best[1]})
+                        "chosen_config": chosen_cfg, "best_us": best[0], "best_config": best[1],
+                        "sweep": [{"us": us, **cfg} for us, cfg in timed]})
         rows.append(f"| {name} {n}x{k} | {m} | {cublas:.1f} ({gbs(cublas):.0f}) | {default:.1f} ({gbs(default):.0f}) "
                     f"| {best[0]:.1f} ({gbs(best[0]):.0f}) | {best[1]} | {chosen_cfg or 'cuBLAS'} |")
         print(rows[-1], flush=True)

@@ -27,11 +27,11 @@ SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows 
 
 
 def configs(m: int, has_xproj: bool):
-    """One row: tiles (x_proj after the kernel), and the default tiles with x_proj fused; several rows: the
-    rows kernel's tiles, each with and without add_norm first."""
+    """One row: tiles and L2 prefetch distances (x_proj after the kernel), and the default tiles with x_proj
+    fused; several rows: the rows kernel's tiles, each with and without add_norm first."""
     if m == 1:
-        for bn, bk, w in itertools.product((16, 32, 64), (256, 512), (4, 8)):
-            yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 3, "fuse_xproj": False}
+        for bn, bk, pf in itertools.product((8, 16, 32), (256, 512, 1024), (0, 2, 8)):
+            yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prefetch": pf}
         if has_xproj:
             yield {"fuse_xproj": True}
         return

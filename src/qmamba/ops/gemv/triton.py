@@ -27,8 +27,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
+from qmamba.ops import backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import add_then_last_stores
+from qmamba.ops.l2_prefetch import prefetch_tile
 
 MAX_ROWS = 16
 
@@ -36,29 +37,47 @@ MAX_ROWS = 16
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, sxm, swn, sym,
                  HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 SPLIT_K: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr):
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+                 SPLIT_K: tl.constexpr, IEEE: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
+                 DBUF: tl.constexpr, PDL: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask_n = offs_n < n
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn  # (BLOCK_N, 1)
+    pf_rows = w_ptr + tl.minimum(offs_n, n - 1).to(tl.int64)[:, None] * swn  # in bounds, for prefetches
     offs_m = tl.arange(0, BLOCK_M)
     split = tl.program_id(1)
     k_lo = split * k_per  # this program's slice of k: [k_lo, k_hi)
     k_hi = tl.minimum(k, k_lo + k_per)
+    if PREFETCH > 0:  # the first tiles, before waiting: the weights do not depend on the previous kernel
+        for t in tl.static_range(PREFETCH):
+            if k_lo + t * BLOCK_K < k_hi:
+                prefetch_tile(pf_rows, k_lo + t * BLOCK_K, k_hi, BLOCK_K, LINES)
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     if BLOCK_M == 1:
         part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+        if DBUF:  # the next tile's load is issued before this tile's products
+            w_next = tl.load(w_rows + (k_lo + tl.arange(0, BLOCK_K))[None, :],
+                             mask=mask_n[:, None] & (k_lo + tl.arange(0, BLOCK_K) < k_hi)[None, :], other=0.0)
         for k0 in range(k_lo, k_hi, BLOCK_K):
+            if PREFETCH > 0:
+                prefetch_tile(pf_rows, k0 + PREFETCH * BLOCK_K, k_hi, BLOCK_K, LINES)
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mk = offs_k < k_hi
-            w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
+            if DBUF:
+                w = w_next
+                w_next = tl.load(w_rows + (offs_k + BLOCK_K)[None, :],
+                                 mask=mask_n[:, None] & (offs_k + BLOCK_K < k_hi)[None, :], other=0.0)
+            else:
+                w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
             xv = tl.load(x_ptr + offs_k, mask=mk, other=0.0)
             part += w.to(tl.float32) * xv.to(tl.float32)[None, :]
         acc = tl.sum(part, axis=1)[None, :]  # (1, BLOCK_N)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
+            if PREFETCH > 0:
+                prefetch_tile(pf_rows, k0 + PREFETCH * BLOCK_K, k_hi, BLOCK_K, LINES)
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mk = offs_k < k_hi
             w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
@@ -178,7 +197,9 @@ def _launch(x2: Tensor, weight: Tensor, bias: Tensor | None, cfg: dict) -> Tenso
     _gemv_kernel[(tiles, triton.cdiv(k, k_per))](
         x2, weight, bias if bias is not None else weight, y, acc, cnt, m, n, k, k_per, x2.stride(0), weight.stride(0),
         y.stride(0), HAS_BIAS=bias is not None, BLOCK_M=1 if m == 1 else MAX_ROWS, BLOCK_N=cfg["block_n"],
-        BLOCK_K=cfg["block_k"], SPLIT_K=split, IEEE=x2.dtype == torch.float32, PDL=use_pdl,
+        BLOCK_K=cfg["block_k"], SPLIT_K=split, IEEE=x2.dtype == torch.float32,
+        PREFETCH=cfg.get("prefetch", 0) if l2_prefetch.enabled() else 0,
+        LINES=l2_prefetch.lines(cfg["block_k"], weight.element_size()), DBUF=cfg.get("dbuf", False), PDL=use_pdl,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
     return y

@@ -24,9 +24,10 @@ import triton.language as tl
 from torch import Tensor
 from triton.compiler.errors import CompilationError
 
-from qmamba.ops import backend, pdl
+from qmamba.ops import backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import add_then_last_stores
 from qmamba.ops.gemv import gemv
+from qmamba.ops.l2_prefetch import prefetch_tile
 from qmamba.ops.rms_norm import add_norm
 from qmamba.ops.step_in.ref import step_in_composed
 from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
@@ -65,11 +66,19 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
                     HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
                     HAS_XPROJ: tl.constexpr, XP_PAD: tl.constexpr,
                     W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    PDL: tl.constexpr):
+                    PREFETCH: tl.constexpr, LINES: tl.constexpr, PDL: tl.constexpr):
+    pid = tl.program_id(0)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) rows of in_proj
+    mask_n = offs_n < n_out
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn
+    pf_rows = w_ptr + tl.minimum(offs_n, n_out - 1).to(tl.int64)[:, None] * swn  # in bounds, for prefetches
+    if PREFETCH > 0:  # in_proj's first tiles (ops/l2_prefetch.py), before waiting on the previous kernel
+        for t in tl.static_range(PREFETCH):
+            if t * BLOCK_K < d:
+                prefetch_tile(pf_rows, t * BLOCK_K, d, BLOCK_K, LINES)
     if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    pid = tl.program_id(0)
     # 1. sum of squares of hidden + residual; program 0 stores the new residual
     ss = tl.zeros((BLOCK_K,), tl.float32)
     for k0 in range(0, d, BLOCK_K):
@@ -78,11 +87,10 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
         tl.store(ro_ptr + offs, t.to(ro_ptr.dtype.element_ty), mask=mk & (offs * 0 + pid == 0))
     rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / d + eps)
     # 2. in_proj rows of this program on the normalised row
-    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) rows of in_proj
-    mask_n = offs_n < n_out
-    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn
     part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
     for k0 in range(0, d, BLOCK_K):
+        if PREFETCH > 0:
+            prefetch_tile(pf_rows, k0 + PREFETCH * BLOCK_K, d, BLOCK_K, LINES)
         t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
         hn = (t * rstd * tl.load(nw_ptr + offs, mask=mk, other=0.0).to(tl.float32)).to(h_ptr.dtype.element_ty)
         w = tl.load(w_rows + offs[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
@@ -215,7 +223,9 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
         HAS_RES=residual is not None, HAS_BIAS=in_bias is not None, HAS_CONV_BIAS=conv_bias is not None,
         HAS_XPROJ=xproj_weight is not None, XP_PAD=max(triton.next_power_of_2(n_xp), 16),
         W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n, BLOCK_K=min(block_k, triton.next_power_of_2(d)),
-        PDL=use_pdl, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
+        PREFETCH=cfg.get("prefetch", 0) if l2_prefetch.enabled() else 0,
+        LINES=l2_prefetch.lines(min(block_k, triton.next_power_of_2(d)), in_weight.element_size()), PDL=use_pdl,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
 
 
