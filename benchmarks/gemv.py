@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from qmamba.ops.gemv.triton import candidates, choose, gemv
+from qmamba.ops.graph_timing import graph_us
 
 SHAPES = {  # name: (n, k)
     "in_proj (mamba1)": (10240, 2560),
@@ -27,51 +28,32 @@ SHAPES = {  # name: (n, k)
 }
 
 
-def graph_us(fn, copies: list[torch.Tensor], x: torch.Tensor, reps: int = 5) -> float:
-    """Microseconds per call of fn(x, w) for w cycling through ``copies``, replayed from one CUDA graph."""
-    for w in copies[:2]:
-        fn(x, w)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            for w in copies:
-                fn(x, w)
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (3 * reps * len(copies))
-
-
 def configs(m: int, n: int, k: int, quick: bool):
-    """One row: a grid of tiles, L2 prefetch distances (0: off) and register double-buffering, plus the
-    split-k candidates gemv measures itself; several rows: a grid of tensor-core tiles. --quick: 4 warps only."""
+    """One row: a grid of tiles, each plain, register double-buffered (dbuf) and prefetching 2 or 8 tiles
+    ahead into L2, plus the split-k candidates gemv measures itself; several rows: a grid of tensor-core
+    tiles, each with and without prefetch. --quick: 4 warps, 3 stages only."""
+    ahead = ({"prefetch": 0, "dbuf": False}, {"prefetch": 0, "dbuf": True}, {"prefetch": 2}, {"prefetch": 8})
     if m == 1:
-        for bn, bk, pf, dbuf in itertools.product((4, 8, 16), (256, 512, 1024), (0, 2, 8), (False, True)):
+        for bn, bk, pf in itertools.product((4, 8, 16), (256, 512, 1024), ahead):
             for w in (4,) if quick or bk < 1024 else (4, 8):
-                yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 1, "prefetch": pf, "dbuf": dbuf}
+                yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 1, **pf}
         yield from (cfg for cfg in candidates(n, k) if "split_k" in cfg)
         return
     warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
-    for bn, bk, w, s in itertools.product((16, 32, 64), (64, 128, 256), warps, stages):
-        yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+    for bn, bk, w, s, pf in itertools.product((32, 64), (64, 128, 256), warps, stages, (0, 4)):
+        yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s, "prefetch": pf}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), help="names (or prefixes) from SHAPES")
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), help="parts of names in SHAPES (mamba1: both)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     dev, dt = torch.device("cuda"), torch.bfloat16
     rows, results = [], []
-    shapes = {name: nk for name, nk in SHAPES.items() if any(name.startswith(p) for p in args.shapes)}
+    shapes = {name: nk for name, nk in SHAPES.items() if any(p in name for p in args.shapes)}
     for (name, (n, k)), m in itertools.product(shapes.items(), args.rows):
         nbytes = n * k * 2
         copies = [torch.randn(n, k, device=dev, dtype=dt) for _ in range(max(4, -(-400_000_000 // nbytes)))]

@@ -30,7 +30,7 @@ for step in $steps; do
     profile) for layer in mamba1 mamba2; do
                timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer --out "$OUT" 2>&1 | tail -100
              done ;;
-    profile_vqa) for scan in auto sequential; do  # the batch-64 vision encoder and projector, by kernel
+    profile_vqa) for scan in chunked sequential; do  # the batch-64 vision encoder and projector, by kernel
                    timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 --scan $scan --rows 12 \
                      --out "$OUT/$scan" 2>&1 | tail -40
                  done ;;

@@ -98,6 +98,18 @@ def profile_model(name: str, forward, params, ids: torch.Tensor, prefill, decode
     return out
 
 
+SCANS = ("auto", "chunked", "sequential")
+SCAN_HELP = "Mamba-1 scans without gradients: as dispatched, or one kernel throughout"
+
+
+def set_scan(choice: str) -> None:
+    """--scan: the sequential forward from any size (sequential), never (chunked), or as dispatched (auto)."""
+    from qmamba.ops.selective_scan import triton_sequential
+
+    if choice != "auto":
+        triton_sequential.MIN_ROW_CHANNELS = 0 if choice == "sequential" else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layer", choices=tuple(SHAPES), default="mamba1")
@@ -108,13 +120,9 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--who-launches", default=None, help="list the ops launching kernels named like this")
     ap.add_argument("--host", action="store_true", help="also tabulate the host time of a training step by op")
-    ap.add_argument("--scan", choices=("auto", "sequential"), default="auto",
-                    help="Mamba-1 scans without gradients: as dispatched, or the sequential kernel throughout")
+    ap.add_argument("--scan", choices=SCANS, default="auto", help=SCAN_HELP)
     args = ap.parse_args()
-    if args.scan == "sequential":
-        from qmamba.ops.selective_scan import triton_sequential
-
-        triton_sequential.MIN_PROGRAMS = 0
+    set_scan(args.scan)
     device = torch.device("cuda")
     cfg = dataclasses.replace(LLM_PRESETS[SHAPES[args.layer]](), n_layer=args.layers)
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """Where the GPU time of a batch of VQA answers' vision encoder and projector goes: their CUDA kernels ranked by
 total time, for a full-size preset with random weights (the LM side: ``profile_lm.py``).
 
-    python benchmarks/profile_vqa.py --preset qmamba-128 --batch 64 [--scan sequential] [--out DIR]
+    python benchmarks/profile_vqa.py --preset qmamba-128 --batch 64 [--scan auto|chunked|sequential] [--out DIR]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from profile_lm import _table, report, wall_ms
+from profile_lm import SCAN_HELP, SCANS, _table, report, set_scan, wall_ms
 
 from qmamba.bench.multimodal import build_multimodal, vqa_inputs
 from qmamba.bench.options import BenchOptions
@@ -20,14 +20,10 @@ def main() -> None:
     ap.add_argument("--preset", default="qmamba-128")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rows", type=int, default=20)
-    ap.add_argument("--scan", choices=("auto", "sequential"), default="auto",
-                    help="Mamba-1 scans without gradients: as dispatched, or the sequential kernel throughout")
+    ap.add_argument("--scan", choices=SCANS, default="auto", help=SCAN_HELP)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if args.scan == "sequential":
-        from qmamba.ops.selective_scan import triton_sequential
-
-        triton_sequential.MIN_PROGRAMS = 0
+    set_scan(args.scan)
     device = torch.device("cuda")
     opts = BenchOptions(tiny=False)
     model = build_multimodal(args.preset, opts, device, torch.bfloat16)

@@ -3,7 +3,7 @@ Mamba-2.8B / Mamba2-2.7B shapes, bf16: the unfused ops (cuBLAS for several rows)
 configured and a sweep of their tile configs, for 1 and 16 rows.
 
 Each figure is one call inside a captured CUDA graph of many, cycling through enough in_proj copies that none
-is in L2 (as in a 64-layer decode step; ``gemv.graph_us``). Prints a table, writes JSON with --out.
+is in L2 (as in a 64-layer decode step; ``ops/graph_timing.py``). Prints a table, writes JSON with --out.
 
     python benchmarks/step_in.py [--rows 1 16] [--out step_in.json]
 """
@@ -15,8 +15,8 @@ import itertools
 import json
 
 import torch
-from gemv import graph_us
 
+from qmamba.ops.graph_timing import graph_us
 from qmamba.ops.step_in import triton as fused
 from qmamba.ops.step_in.ref import step_in_composed, step_in_ref
 
@@ -27,11 +27,13 @@ SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows 
 
 
 def configs(m: int, has_xproj: bool):
-    """One row: tiles and L2 prefetch distances (x_proj after the kernel), and the default tiles with x_proj
-    fused; several rows: the rows kernel's tiles, each with and without add_norm first."""
+    """One row: tiles and L2 prefetch distances (x_proj after the kernel), each with and without add_norm
+    first, and the default tiles with x_proj fused; several rows: the rows kernel's tiles, each with and
+    without add_norm first."""
     if m == 1:
-        for bn, bk, pf in itertools.product((8, 16, 32), (256, 512, 1024), (0, 2, 8)):
-            yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prefetch": pf}
+        for bn, bk, pf, pre in itertools.product((8, 16), (256, 512), (0, 2, 8), (False, True)):
+            yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prefetch": pf,
+                   "prenorm": pre}
         if has_xproj:
             yield {"fuse_xproj": True}
         return

@@ -19,12 +19,14 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 
 @pytest.mark.parametrize("m,n,k", [(1, 37, 50), (1, 8, 16), (3, 40, 33), (16, 19, 64), ((2, 1), 24, 70)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_matches_linear_fp32(m, n, k, bias):
+@pytest.mark.parametrize("dbuf", [False, True])
+def test_matches_linear_fp32(m, n, k, bias, dbuf):
     lead = m if isinstance(m, tuple) else (m,)
     x = torch.randn(*lead, k, device=DEVICE)
     w = torch.randn(n, k, device=DEVICE)
     b = torch.randn(n, device=DEVICE) if bias else None
-    cfg = {"block_n": 16, "block_k": 32, "num_warps": 4, "num_stages": 2}  # several k tiles, a partial last one
+    # several k tiles, a partial last one; dbuf: each tile's load issued a tile ahead (one row)
+    cfg = {"block_n": 16, "block_k": 32, "num_warps": 4, "num_stages": 2, "dbuf": dbuf}
     y = gemv(x, w, b, config=cfg)
     assert y.shape == (*lead, n)
     assert_close(y, gemv_ref(x, w, b), 1e-5)
@@ -55,14 +57,19 @@ def test_falls_back_beyond_16_rows_and_for_mixed_dtypes():
     assert_close(gemv(x[:1], wt), gemv_ref(x[:1], wt), 1e-6)
 
 
+_PREFETCH = {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 1, "prefetch": 2}
+_SMALL_DBUF = {"block_n": 4, "block_k": 256, "num_warps": 4, "num_stages": 1, "prefetch": 8, "dbuf": True}
+
+
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("m,cfg", [(1, None), (4, None), (16, None), (1, _PREFETCH), (16, _PREFETCH), (1, _SMALL_DBUF)])
 @pytest.mark.parametrize("n,k", [(10240, 2560), (2560, 5120), (50280, 2560), (192, 5120)])
-def test_gpu_decode_shapes_bf16(m, n, k):
+def test_gpu_decode_shapes_bf16(m, cfg, n, k):
+    # cfg None: as gemv chooses; else tiles prefetched into L2 ahead of their loads (and before the PDL wait)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k**-0.5
-    assert_close(gemv(x, w).float(), gemv_ref(x.float(), w.float()), 2e-2)
+    assert_close(gemv(x, w, config=cfg).float(), gemv_ref(x.float(), w.float()), 2e-2)
 
 
 def test_split_k_scratch_grows_without_freeing_what_graphs_may_hold(monkeypatch):
@@ -77,3 +84,15 @@ def test_split_k_scratch_grows_without_freeing_what_graphs_may_hold(monkeypatch)
     grown = triton_gemv._SCRATCH[torch.device(DEVICE)]
     assert grown[0].numel() >= 50 and grown[0] is not first[0]
     assert any(t is first[0] for t in triton_gemv._OUTGROWN) and any(t is first[1] for t in triton_gemv._OUTGROWN)
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_choose_measures_once_and_keeps_a_candidate_or_cublas(monkeypatch):
+    monkeypatch.setattr(triton_gemv, "_CHOSEN", {})
+    x = torch.randn(1, 5120, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(2560, 5120, device="cuda", dtype=torch.bfloat16) * 5120**-0.5
+    chosen = triton_gemv.choose(x, w, None)
+    assert chosen is None or chosen in triton_gemv.candidates(2560, 5120)
+    assert {((2560, 5120), torch.bfloat16, w.device, False): chosen} == triton_gemv._CHOSEN
+    assert_close(gemv(x, w).float(), gemv_ref(x.float(), w.float()), 2e-2)

@@ -152,25 +152,28 @@ class _Recording:
 )
 def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, optional):
     grids = []
-    monkeypatch.setattr(triton_sequential, "MIN_PROGRAMS", 1)
+    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
     monkeypatch.setattr(triton_sequential, "_sequential_fwd", _Recording(triton_sequential._sequential_fwd, grids))
     _compare_inference(_inputs(b, d, l, n, groups, optional=optional), 1e-4, softplus=optional)
     assert len(grids) == 1
 
 
 def test_sequential_mamba1_layout(poisoned, monkeypatch):
-    monkeypatch.setattr(triton_sequential, "MIN_PROGRAMS", 1)
+    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
     _compare_inference(_mamba1_layout(2, 6, 18, 4), 1e-4)
 
 
 def test_sequential_only_for_inference_on_enough_rows(monkeypatch):
-    t = _inputs(3, 40, 9, 4)  # 3 rows x 2 channel blocks of 32
+    t = _inputs(3, 40, 9, 4)  # 3 rows x 40 channels
     use = triton_sequential.use_sequential
-    assert not use(t["u"], 4)  # off by default (MIN_PROGRAMS None)
-    assert not use(t["u"], 4, t["delta"], min_programs=6)  # needs a gradient
+    assert not use(t["u"], 4, t["delta"], min_row_channels=120)  # needs a gradient
     with torch.no_grad():
-        assert use(t["u"], 4, t["delta"], min_programs=6) and not use(t["u"], 4, min_programs=7)
-        assert not use(t["u"], triton_sequential.MAX_STATE + 1, min_programs=1)
+        assert use(t["u"], 4, t["delta"], min_row_channels=120) and not use(t["u"], 4, min_row_channels=121)
+        assert not use(t["u"], triton_sequential.MAX_STATE + 1, min_row_channels=1)
+        # by default from 16 rows of Mamba-2.8B's 5120 channels (a batched prefill), not 4
+        assert use(torch.empty(16, 5120, 1), 16) and not use(torch.empty(4, 5120, 1), 16)
+        monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", None)
+        assert not use(torch.empty(64, 5120, 1), 16)
 
 
 def test_gradient_through_last_state_only(poisoned):
@@ -234,5 +237,5 @@ def test_gpu_mamba1_layout(dtype):
                                             (4, 512, 77, 64, (4, 4))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_sequential_inference_matches_ref(monkeypatch, b, d, l, n, groups, dtype):
-    monkeypatch.setattr(triton_sequential, "MIN_PROGRAMS", 1)
+    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
     _compare_inference(_inputs(b, d, l, n, groups, dtype=dtype, device="cuda"), 1e-3 if dtype == torch.float32 else 2e-2)

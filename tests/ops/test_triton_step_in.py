@@ -52,10 +52,12 @@ def _compare(t: dict, tol: float, conv_lo: int, **kw):
 
 @pytest.mark.parametrize("d,n_out,n_conv,conv_lo,w", [(40, 48, 24, 0, 4), (33, 34, 17, 0, 3), (40, 61, 30, 13, 4)])
 @pytest.mark.parametrize("residual,bias,conv_bias", [(True, False, True), (False, True, False)])
-def test_matches_ref_fp32(d, n_out, n_conv, conv_lo, w, residual, bias, conv_bias):
-    # small tiles: several k tiles, programs straddling the conv rows' edges
+@pytest.mark.parametrize("prenorm", [False, True])
+def test_matches_ref_fp32(d, n_out, n_conv, conv_lo, w, residual, bias, conv_bias, prenorm):
+    # small tiles: several k tiles, programs straddling the conv rows' edges; prenorm: add_norm, then the
+    # kernel on its output
     _compare(_inputs(1, d, n_out, n_conv, w, torch.float32, residual, bias, conv_bias), 1e-5, conv_lo,
-             block_n=8, block_k=16)
+             block_n=8, block_k=16, prenorm=prenorm)
 
 
 def test_matches_ref_bf16():
@@ -141,11 +143,12 @@ def test_ref_is_add_norm_linear_then_conv_of_the_conv_rows():
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("d,n_out,n_conv,conv_lo,n_xp", [(2560, 10240, 5120, 0, 192), (2560, 10576, 5376, 5120, 0)])
-@pytest.mark.parametrize("b", [1, 16])
-def test_gpu_full_size_bf16(b, d, n_out, n_conv, conv_lo, n_xp):
+@pytest.mark.parametrize("b,cfg", [(1, {}), (16, {}), (1, {"prefetch": 2}), (1, {"prenorm": True, "prefetch": 8})])
+def test_gpu_full_size_bf16(b, cfg, d, n_out, n_conv, conv_lo, n_xp):
+    # cfg: the defaults, and in_proj's tiles prefetched into L2 (before the PDL wait), on add_norm's output
     t = _inputs(b, d, n_out, n_conv, 4, torch.bfloat16, n_xp=n_xp)
     for _ in range(3):
-        _compare(t, 2e-2, conv_lo)
+        _compare(t, 2e-2, conv_lo, **cfg)
 
 
 def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatch, caplog):

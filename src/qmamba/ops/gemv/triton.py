@@ -11,15 +11,19 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
                programs for weights with few rows, and still one launch (no memset, no cast)
 
 For one row, which tiles (or cuBLAS) run is measured once per weight shape and dtype on first use, outside
-CUDA-graph capture: each candidate is timed on the real weight with L2 flushed before every call (a decode
-step reads its weights from HBM), and ``F.linear`` is a candidate, so nothing gets slower. Several rows go
-to cuBLAS unless a config is forced: on an H200 it tied or won for 16 rows on every decode weight.
+CUDA-graph capture: each candidate is checked on the real weight, then timed as a decode step runs it
+(``ops/graph_timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each read
+from HBM, consecutive launches overlapping through PDL), and ``F.linear`` is a candidate, so nothing gets
+slower. Several rows go to cuBLAS unless a config is forced: on an H200 it tied or won for 16 rows on every
+decode weight.
+
+Two options shape the one-row loop: ``dbuf`` issues each tile's load a tile ahead (two tiles live in
+registers), ``prefetch`` asks L2 for the tiles that many steps ahead and for the first ones before the PDL
+wait (``ops/l2_prefetch.py``).
 Falls back to ``F.linear`` for more than 16 rows, mixed dtypes, or a weight not contiguous along k.
 """
 
 from __future__ import annotations
-
-import statistics
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +33,7 @@ from torch import Tensor
 
 from qmamba.ops import backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import add_then_last_stores
+from qmamba.ops.graph_timing import graph_us, weight_copies
 from qmamba.ops.l2_prefetch import prefetch_tile
 
 MAX_ROWS = 16
@@ -48,9 +53,9 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
     k_lo = split * k_per  # this program's slice of k: [k_lo, k_hi)
     k_hi = tl.minimum(k, k_lo + k_per)
     if PREFETCH > 0:  # the first tiles, before waiting: the weights do not depend on the previous kernel
-        for t in tl.static_range(PREFETCH):
-            if k_lo + t * BLOCK_K < k_hi:
-                prefetch_tile(pf_rows, k_lo + t * BLOCK_K, k_hi, BLOCK_K, LINES)
+        for ahead in tl.static_range(PREFETCH):
+            if k_lo + ahead * BLOCK_K < k_hi:
+                prefetch_tile(pf_rows, k_lo + ahead * BLOCK_K, k_hi, BLOCK_K, LINES)
     if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
@@ -105,16 +110,19 @@ def default_config(m: int, n: int, k: int) -> dict:
     """Tile sizes and launch options for m rows, n features, k inputs (used while a graph is being captured
     before anything was measured)."""
     if m == 1:
-        return {"block_n": 16, "block_k": min(512, triton.next_power_of_2(k)), "num_warps": 4, "num_stages": 3}
+        return {"block_n": 8, "block_k": min(512, triton.next_power_of_2(k)), "num_warps": 4, "num_stages": 1,
+                "dbuf": True}
     return {"block_n": 32, "block_k": min(128, max(16, triton.next_power_of_2(k))), "num_warps": 4, "num_stages": 3}
 
 
 def candidates(n: int, k: int) -> list[dict]:
     """The one-row configurations measured on first use: the winners of ``benchmarks/gemv.py``'s sweep on an
-    H200 for the decode weights, and split-k ones for weights of few rows (each compiles once, then is cached)."""
+    H200 for the decode weights (in_proj 10240 x 2560: (8, 256) 14.1 us, cuBLAS 15.2; out_proj 2560 x 5120:
+    (8, 512) double-buffered 9.0, cuBLAS 10.8; prefetching into L2 never won), and split-k ones for weights
+    of few rows (each compiles once, then is cached)."""
     bk = lambda want: min(want, max(16, triton.next_power_of_2(k)))  # noqa: E731
-    out = [{"block_n": bn, "block_k": bk(kk), "num_warps": w, "num_stages": 3}
-           for bn, kk, w in ((8, 256, 4), (8, 512, 4), (8, 512, 8), (16, 256, 4), (32, 256, 8))]
+    out = [{"block_n": bn, "block_k": bk(kk), "num_warps": 4, "num_stages": 1, "dbuf": dbuf}
+           for bn, kk, dbuf in ((8, 256, False), (4, 512, False), (8, 512, True), (16, 256, True), (16, 512, True))]
     if n <= 4096:
         out += [{"block_n": 8, "block_k": bk(256), "num_warps": 4, "num_stages": 3, "split_k": sk}
                 for sk in (2, 4, 8) if k // sk >= 256]
@@ -122,21 +130,6 @@ def candidates(n: int, k: int) -> list[dict]:
 
 
 _CHOSEN: dict[tuple, dict | None] = {}  # None: F.linear
-
-
-def _cold_us(fn, flush: Tensor, reps: int = 9) -> float:
-    """Median microseconds of fn() with L2 flushed before each call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
 
 
 def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
@@ -149,10 +142,10 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
         return _CHOSEN[key]
     if torch.cuda.is_current_stream_capturing():
         return default_config(m, weight.shape[0], k)
-    flush = torch.empty(64 << 20, dtype=torch.int32, device=weight.device)  # 256 MB, past any L2
     gen = torch.Generator(x2.device).manual_seed(0)  # a probe row: x2 may be anything (a graph's warm-up buffers)
     x2 = torch.randn(x2.shape, generator=gen, device=x2.device).to(x2.dtype)
-    best, best_us = None, _cold_us(lambda: F.linear(x2, weight, bias), flush)
+    copies = weight_copies(weight)  # stand-ins for the other layers' weights: each launch reads from HBM
+    best, best_us = None, graph_us(lambda x, w: F.linear(x, w, bias), copies, x2)
     want = F.linear(x2.float(), weight.float(), None if bias is None else bias.float())
     for cfg in candidates(weight.shape[0], k):
         try:
@@ -161,9 +154,10 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
             continue
         if not torch.allclose(got, want, rtol=2e-2, atol=2e-2 * want.abs().max().item()):
             continue
-        us = _cold_us(lambda cfg=cfg: _launch(x2, weight, bias, cfg), flush)
+        us = graph_us(lambda x, w, cfg=cfg: _launch(x, w, bias, cfg), copies, x2)
         if us < best_us:
             best, best_us = cfg, us
+    del copies
     _CHOSEN[key] = best
     return best
 

@@ -10,9 +10,13 @@ needed. Here a program owns BLOCK_D channels of one row, grid (cdiv(d, BLOCK_D),
 
 Each position reads one value per channel of u, delta and z (strided along d: the lines of the following
 positions stay in L1) and the n values of B and C. Nothing is saved for a backward: ``selective_scan_triton``
-takes this path only when no input needs a gradient, n <= MAX_STATE, and rows x channel blocks reach
-``MIN_PROGRAMS`` (``None``: never, until ``benchmarks/scan_fwd.py`` has timed it against the chunked forward
-on the GPU).
+takes this path only when no input needs a gradient, n <= MAX_STATE, and rows x channels reach
+``MIN_ROW_CHANNELS``.
+
+Measured with ``benchmarks/scan_fwd.py`` on an H200 (bf16, n = 16, ms per scan, chunked -> sequential with
+tiles (16 channels, 1 warp)): 16 x 5120 x 168 positions 1.14 -> 0.38, 64 x 5120 x 168 4.50 -> 1.30,
+64 x 5120 x 809 19.0 -> 6.5 (batched LM prefills), but 4 x 5120 x 800 0.44 -> 0.58 and 64 x 1536 x 128
+0.35 -> 0.39: too few rows x channels leave the GPU's warps waiting on each position's dependency.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import triton.language as tl
 
 from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
 
-BLOCK_D, WARPS = 32, 1
+BLOCK_D, WARPS = 16, 1
 MAX_STATE = 64  # the state of BLOCK_D channels lives in registers
-MIN_PROGRAMS: int | None = None
+MIN_ROW_CHANNELS: int | None = 16 * 5120  # None: never
 
 
 @triton.jit
@@ -75,15 +79,15 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
     tl.store(last, h, mask=mask)
 
 
-def use_sequential(u: torch.Tensor, n: int, *tensors, min_programs: int | None = None) -> bool:
-    """Inference (no input needs a gradient), n <= MAX_STATE, and rows x channel blocks >= ``min_programs``
-    (default ``MIN_PROGRAMS``; None: never)."""
-    floor = MIN_PROGRAMS if min_programs is None else min_programs
+def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | None = None) -> bool:
+    """Inference (no input needs a gradient), n <= MAX_STATE, and rows x channels >= ``min_row_channels``
+    (default ``MIN_ROW_CHANNELS``; None: never)."""
+    floor = MIN_ROW_CHANNELS if min_row_channels is None else min_row_channels
     if floor is None or n > MAX_STATE:
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, *tensors)):
         return False
-    return u.shape[0] * triton.cdiv(u.shape[1], BLOCK_D) >= floor
+    return u.shape[0] * u.shape[1] >= floor
 
 
 def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d: int | None = None,

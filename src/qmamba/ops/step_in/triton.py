@@ -66,33 +66,40 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
                     HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
                     HAS_XPROJ: tl.constexpr, XP_PAD: tl.constexpr,
                     W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    PREFETCH: tl.constexpr, LINES: tl.constexpr, PDL: tl.constexpr):
+                    NORMED: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr, PDL: tl.constexpr):
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) rows of in_proj
     mask_n = offs_n < n_out
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn
     pf_rows = w_ptr + tl.minimum(offs_n, n_out - 1).to(tl.int64)[:, None] * swn  # in bounds, for prefetches
     if PREFETCH > 0:  # in_proj's first tiles (ops/l2_prefetch.py), before waiting on the previous kernel
-        for t in tl.static_range(PREFETCH):
-            if t * BLOCK_K < d:
-                prefetch_tile(pf_rows, t * BLOCK_K, d, BLOCK_K, LINES)
+        for ahead in tl.static_range(PREFETCH):
+            if ahead * BLOCK_K < d:
+                prefetch_tile(pf_rows, ahead * BLOCK_K, d, BLOCK_K, LINES)
     if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    # 1. sum of squares of hidden + residual; program 0 stores the new residual
-    ss = tl.zeros((BLOCK_K,), tl.float32)
-    for k0 in range(0, d, BLOCK_K):
-        t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
-        ss += t * t
-        tl.store(ro_ptr + offs, t.to(ro_ptr.dtype.element_ty), mask=mk & (offs * 0 + pid == 0))
-    rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / d + eps)
+    if NORMED:  # h is add_norm's output: no norm here, the residual was stored by add_norm
+        rstd = 1.0
+    else:  # 1. sum of squares of hidden + residual; program 0 stores the new residual
+        ss = tl.zeros((BLOCK_K,), tl.float32)
+        for k0 in range(0, d, BLOCK_K):
+            t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
+            ss += t * t
+            tl.store(ro_ptr + offs, t.to(ro_ptr.dtype.element_ty), mask=mk & (offs * 0 + pid == 0))
+        rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / d + eps)
     # 2. in_proj rows of this program on the normalised row
     part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
     for k0 in range(0, d, BLOCK_K):
         if PREFETCH > 0:
             prefetch_tile(pf_rows, k0 + PREFETCH * BLOCK_K, d, BLOCK_K, LINES)
-        t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
-        hn = (t * rstd * tl.load(nw_ptr + offs, mask=mk, other=0.0).to(tl.float32)).to(h_ptr.dtype.element_ty)
+        if NORMED:
+            offs = k0 + tl.arange(0, BLOCK_K)
+            mk = offs < d
+            hn = tl.load(h_ptr + offs, mask=mk, other=0.0)
+        else:
+            t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
+            hn = (t * rstd * tl.load(nw_ptr + offs, mask=mk, other=0.0).to(tl.float32)).to(h_ptr.dtype.element_ty)
         w = tl.load(w_rows + offs[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
         part += w.to(tl.float32) * hn.to(tl.float32)[None, :]
     xz = tl.sum(part, axis=1)
@@ -136,7 +143,8 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
 # after it (fuse_xproj). Several rows: the rows kernel on add_norm's output (prenorm), tiles (64, 128), took
 # 24.8 for Mamba-2 but 38.5 for Mamba-1 with x_proj fused, so it runs only without x_proj (rows_kernel: None,
 # True or False forces it); without prenorm every program re-reads all rows' hidden + residual (50-70).
-ONE_ROW = {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3, "fuse_xproj": False}
+ONE_ROW = {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prenorm": False,
+           "prefetch": 0}
 SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": True,
                 "rows_kernel": None}
 
@@ -168,7 +176,12 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
     y = torch.empty(b, n_out, device=hidden.device, dtype=hidden.dtype)
     xdbl = None if xproj_weight is None else torch.empty(b, xproj_weight.shape[0], device=y.device, dtype=y.dtype)
     try:
-        if b == 1:
+        if b == 1 and cfg.get("prenorm"):
+            hn, res = add_norm(hidden, norm_weight, None, residual, eps=eps, is_rms_norm=True,
+                               residual_in_fp32=residual_in_fp32)
+            _launch(hn, None, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias,
+                    conv_lo, xproj_weight, y, hn, xdbl, cfg, normed=True)
+        elif b == 1:
             res = _residual_out(hidden, residual, residual_in_fp32)
             _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias,
                     conv_lo, xproj_weight, y, res, xdbl, cfg)
@@ -207,7 +220,7 @@ def _launch_rows(args: tuple, y: Tensor, xdbl: Tensor | None, cfg: dict) -> Tens
 
 
 def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
-            xproj_weight, y, res, xdbl, cfg: dict) -> None:
+            xproj_weight, y, res, xdbl, cfg: dict, normed: bool = False) -> None:
     d, n_out, n_conv, w = hidden.shape[-1], in_weight.shape[0], conv_state.shape[1], conv_weight.shape[-1]
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     acc, count = _scratch(hidden.device)
@@ -223,7 +236,7 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
         HAS_RES=residual is not None, HAS_BIAS=in_bias is not None, HAS_CONV_BIAS=conv_bias is not None,
         HAS_XPROJ=xproj_weight is not None, XP_PAD=max(triton.next_power_of_2(n_xp), 16),
         W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n, BLOCK_K=min(block_k, triton.next_power_of_2(d)),
-        PREFETCH=cfg.get("prefetch", 0) if l2_prefetch.enabled() else 0,
+        NORMED=normed, PREFETCH=cfg.get("prefetch", 0) if l2_prefetch.enabled() else 0,
         LINES=l2_prefetch.lines(min(block_k, triton.next_power_of_2(d)), in_weight.element_size()), PDL=use_pdl,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )

@@ -1,0 +1,88 @@
+"""The decode kernels' PTX-only variants (L2 prefetch, PDL) compiled for sm_90 on any machine: Triton's
+interpreter runs no inline PTX, so this is where a malformed prefetch or a prefetch placed after the PDL wait
+shows without a GPU. Compiles to PTX and cubin with Triton's bundled toolchain in a subprocess (the tests'
+process runs Triton interpreted); nothing is launched.
+
+    python tests/ops/test_ptx_compile.py MODULE KERNEL '{"types": {...}, "constexprs": {...}}'  # prints PTX
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+triton = pytest.importorskip("triton")
+
+
+def _ptx(kernel: str, types: dict, constexprs: dict) -> str:
+    """PTX of ``module:kernel`` for sm_90, compiled in a fresh interpreter-free process."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    spec = json.dumps({"types": types, "constexprs": constexprs})
+    done = subprocess.run([sys.executable, __file__, *kernel.split(":"), spec], env=env, capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode == 3:  # no bundled ptxas / LLVM for this platform
+        pytest.skip(f"Triton cannot compile for sm_90 here: {done.stderr.strip()[-300:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _compile(module: str, name: str, spec: dict) -> str:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = getattr(importlib.import_module(module), name)
+    constexprs, types = spec["constexprs"], spec["types"]
+    names = list(inspect.signature(kernel.fn).parameters)
+    signature = {arg: "constexpr" if arg in constexprs else types.get(arg, "i32") for arg in names}
+    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                          target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+
+
+def _prefetches_then_wait(ptx: str, before: int) -> None:
+    """At least ``before`` prefetches precede the PDL wait, and one more comes after it (in the k loop)."""
+    wait = ptx.index("griddepcontrol.wait")
+    assert ptx[:wait].count("prefetch.global.L2 [") >= before
+    assert "prefetch.global.L2 [" in ptx[wait:]
+
+
+@pytest.mark.parametrize("rows,dbuf", [(1, False), (1, True), (16, False)])
+def test_gemv_prefetches_before_the_pdl_wait(rows, dbuf):
+    pointers = {"x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16", "y_ptr": "*bf16", "acc_ptr": "*fp32",
+                "cnt_ptr": "*i32"}
+    ptx = _ptx("qmamba.ops.gemv.triton:_gemv_kernel", pointers, {"HAS_BIAS": False, "BLOCK_M": rows, "BLOCK_N": 16, "BLOCK_K": 512,
+                                        "SPLIT_K": 1, "IEEE": False, "PREFETCH": 2, "LINES": 8, "DBUF": dbuf,
+                                        "PDL": True})
+    _prefetches_then_wait(ptx, 2)
+
+
+@pytest.mark.parametrize("normed", [False, True])
+def test_step_in_prefetches_before_the_pdl_wait(normed):
+    pointers = {name: "*bf16" for name in ("h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr",
+                                           "y_ptr", "xw_ptr", "xo_ptr")}
+    types = {**pointers, "r_ptr": "*fp32", "ro_ptr": "*fp32", "acc_ptr": "*fp32", "cnt_ptr": "*i32", "eps": "fp32"}
+    ptx = _ptx("qmamba.ops.step_in.triton:_step_in_kernel", types, {"HAS_RES": not normed, "HAS_BIAS": False, "HAS_CONV_BIAS": True,
+                                        "HAS_XPROJ": False, "XP_PAD": 16, "W": 4, "W_PAD": 4, "BLOCK_N": 16,
+                                        "BLOCK_K": 512, "NORMED": normed, "PREFETCH": 2, "LINES": 8, "PDL": True})
+    _prefetches_then_wait(ptx, 2)
+
+
+def test_no_prefetch_without_the_option():
+    ptx = _ptx("qmamba.ops.gemv.triton:_gemv_kernel", {"x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16", "y_ptr": "*bf16",
+                              "acc_ptr": "*fp32", "cnt_ptr": "*i32"},
+               {"HAS_BIAS": False, "BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 512, "SPLIT_K": 1, "IEEE": False,
+                "PREFETCH": 0, "LINES": 8, "DBUF": False, "PDL": True})
+    assert "prefetch.global.L2" not in ptx and "griddepcontrol.wait" in ptx
+
+
+if __name__ == "__main__":
+    try:
+        print(_compile(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
+    except (RuntimeError, FileNotFoundError) as e:  # the toolchain, not the kernel
+        print(e, file=sys.stderr)
+        sys.exit(3)
