@@ -27,13 +27,14 @@ SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows 
 
 
 def configs(m: int, has_xproj: bool):
-    """One row: tiles and L2 prefetch distances (x_proj after the kernel), each with and without add_norm
-    first, and the default tiles with x_proj fused; several rows: the rows kernel's tiles, each with and
-    without add_norm first."""
+    """One row: tiles, each with the norm inside or add_norm first and with or without in_proj's loads a
+    tile ahead (x_proj after the kernel), and the default tiles with x_proj fused; several rows: the rows
+    kernel's tiles, each with and without add_norm first. (L2 prefetch distances lost everywhere they were
+    swept: 2 and 8 tiles ahead.)"""
     if m == 1:
-        for bn, bk, pf, pre in itertools.product((8, 16), (256, 512), (0, 2, 8), (False, True)):
-            yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prefetch": pf,
-                   "prenorm": pre}
+        for bn, bk, pre, dbuf in itertools.product((8, 16), (256, 512), (False, True), (False, True)):
+            yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prefetch": 0,
+                   "prenorm": pre, "dbuf": dbuf}
         if has_xproj:
             yield {"fuse_xproj": True}
         return

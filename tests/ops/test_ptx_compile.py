@@ -59,6 +59,8 @@ def test_gemv_prefetches_before_the_pdl_wait(rows, dbuf):
                                         "SPLIT_K": 1, "IEEE": False, "PREFETCH": 2, "LINES": 8, "DBUF": dbuf,
                                         "PDL": True})
     _prefetches_then_wait(ptx, 2)
+    if dbuf:  # the first weight tile is loaded before the wait too
+        assert "ld.global" in ptx[:ptx.index("griddepcontrol.wait")]
 
 
 @pytest.mark.parametrize("normed", [False, True])
@@ -68,7 +70,8 @@ def test_step_in_prefetches_before_the_pdl_wait(normed):
     types = {**pointers, "r_ptr": "*fp32", "ro_ptr": "*fp32", "acc_ptr": "*fp32", "cnt_ptr": "*i32", "eps": "fp32"}
     ptx = _ptx("qmamba.ops.step_in.triton:_step_in_kernel", types, {"HAS_RES": not normed, "HAS_BIAS": False, "HAS_CONV_BIAS": True,
                                         "HAS_XPROJ": False, "XP_PAD": 16, "W": 4, "W_PAD": 4, "BLOCK_N": 16,
-                                        "BLOCK_K": 512, "NORMED": normed, "PREFETCH": 2, "LINES": 8, "PDL": True})
+                                        "BLOCK_K": 512, "NORMED": normed, "DBUF": normed, "PREFETCH": 2, "LINES": 8,
+                                        "PDL": True})
     _prefetches_then_wait(ptx, 2)
 
 

@@ -52,12 +52,12 @@ def _compare(t: dict, tol: float, conv_lo: int, **kw):
 
 @pytest.mark.parametrize("d,n_out,n_conv,conv_lo,w", [(40, 48, 24, 0, 4), (33, 34, 17, 0, 3), (40, 61, 30, 13, 4)])
 @pytest.mark.parametrize("residual,bias,conv_bias", [(True, False, True), (False, True, False)])
-@pytest.mark.parametrize("prenorm", [False, True])
-def test_matches_ref_fp32(d, n_out, n_conv, conv_lo, w, residual, bias, conv_bias, prenorm):
+@pytest.mark.parametrize("prenorm,dbuf", [(False, False), (True, False), (False, True)])
+def test_matches_ref_fp32(d, n_out, n_conv, conv_lo, w, residual, bias, conv_bias, prenorm, dbuf):
     # small tiles: several k tiles, programs straddling the conv rows' edges; prenorm: add_norm, then the
-    # kernel on its output
+    # kernel on its output; dbuf: in_proj's tiles loaded a tile ahead
     _compare(_inputs(1, d, n_out, n_conv, w, torch.float32, residual, bias, conv_bias), 1e-5, conv_lo,
-             block_n=8, block_k=16, prenorm=prenorm)
+             block_n=8, block_k=16, prenorm=prenorm, dbuf=dbuf)
 
 
 def test_matches_ref_bf16():
@@ -96,16 +96,16 @@ def test_rows_kernel_bf16():  # Triton's interpreter has no bf16 dot
 
 
 @pytest.mark.parametrize("b", [1, 3])
-def test_defaults_x_proj_after_the_kernel_and_several_rows_composed(b, monkeypatch):
+def test_defaults_x_proj_after_the_kernel_on_add_norms_output_and_several_rows_composed(b, monkeypatch):
     from qmamba.ops.step_in import triton as module
 
     if b > 1:  # with x_proj: composed
         monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
     calls = []
     real = module._launch
-    monkeypatch.setattr(module, "_launch", lambda *a: calls.append(a[10]) or real(*a))
+    monkeypatch.setattr(module, "_launch", lambda *a, **k: calls.append((a[10], k.get("normed"))) or real(*a, **k))
     _compare(_inputs(b, 40, 61, 30, 4, torch.float32, n_xp=9), 1e-5, 13, block_n=8, block_k=16)
-    assert calls == ([None] if b == 1 else [])  # one row: the kernel ran without x_proj
+    assert calls == ([(None, True)] if b == 1 else [])  # one row: the kernel ran on add_norm's output, no x_proj
 
 
 def test_several_rows_without_x_proj_take_the_rows_kernel_on_add_norms_output(monkeypatch):
@@ -143,7 +143,8 @@ def test_ref_is_add_norm_linear_then_conv_of_the_conv_rows():
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("d,n_out,n_conv,conv_lo,n_xp", [(2560, 10240, 5120, 0, 192), (2560, 10576, 5376, 5120, 0)])
-@pytest.mark.parametrize("b,cfg", [(1, {}), (16, {}), (1, {"prefetch": 2}), (1, {"prenorm": True, "prefetch": 8})])
+@pytest.mark.parametrize("b,cfg", [(1, {}), (16, {}), (1, {"prefetch": 2}), (1, {"prenorm": True, "prefetch": 8}),
+                                   (1, {"prenorm": False, "dbuf": True}), (1, {"prenorm": True, "dbuf": True})])
 def test_gpu_full_size_bf16(b, cfg, d, n_out, n_conv, conv_lo, n_xp):
     # cfg: the defaults, and in_proj's tiles prefetched into L2 (before the PDL wait), on add_norm's output
     t = _inputs(b, d, n_out, n_conv, 4, torch.bfloat16, n_xp=n_xp)
@@ -160,7 +161,7 @@ def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatc
 
     calls = []
 
-    def refuse(*args):
+    def refuse(*args, **kwargs):
         calls.append(1)
         raise CompilationError("x = 1", ast.parse("x = 1").body[0], "unsupported op")
 

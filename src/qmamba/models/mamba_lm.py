@@ -23,6 +23,7 @@ from qmamba.models.cache import MambaCache
 from qmamba.models.mamba1 import Mamba, Mamba1Config
 from qmamba.models.mamba2 import Mamba2, Mamba2Config
 from qmamba.models.norm import RMSNorm
+from qmamba.ops import gemv
 from qmamba.utils.config import config_from_dict, config_to_dict, read_json, write_json
 
 _MIXERS = {"Mamba1": (Mamba, Mamba1Config), "Mamba2": (Mamba2, Mamba2Config)}
@@ -156,7 +157,10 @@ class MambaLM(nn.Module, GenerationMixin):
             cache.seqlen_offset += hidden.shape[1]
         if num_last_tokens > 0:
             hidden = hidden[:, -num_last_tokens:]
-        logits = self.lm_head(hidden)
+        if step and not torch.is_grad_enabled():  # the step's largest weight: the decode GEMV (ops.gemv)
+            logits = gemv(hidden, self.lm_head.weight, self.lm_head.bias)
+        else:
+            logits = self.lm_head(hidden)
         if labels is None:
             return LMOutput(logits)
         return LMOutput(logits, *next_token_loss(logits, labels, ignore_index, reduction))

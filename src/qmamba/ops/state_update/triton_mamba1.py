@@ -30,31 +30,41 @@ def _mamba1_decode_kernel(
     d, n, r,
     s_b, s_d, s_n, x_b, x_d, lo_b, lo_r, w_d, w_r, a_d, a_n, b_b, b_n, c_b, c_n, z_b, z_d, o_b, o_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_R: tl.constexpr, ONE_TILE: tl.constexpr, PDL: tl.constexpr,
 ):
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
     pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     offs_n = tl.arange(0, BLOCK_N)  # (BN,)
     mask_d, mask_n = offs_d < d, offs_n < n
     mask = mask_d[:, None] & mask_n[None, :]  # (BD, BN)
+    # the parameters first, before the PDL wait: no kernel of the step writes them
+    A = -tl.exp(tl.load(A_log + offs_d[:, None] * a_d + offs_n[None, :] * a_n, mask=mask, other=0.0).to(tl.float32))
+    dtv = tl.load(dt_bias + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if ONE_TILE:  # dt_proj's rows of these channels in one (BD, BR) tile
+        offs_r = tl.arange(0, BLOCK_R)
+        w1 = tl.load(dt_w + offs_d[:, None] * w_d + offs_r[None, :] * w_r,
+                     mask=mask_d[:, None] & (offs_r < r)[None, :], other=0.0).to(tl.float32)
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
-    acc = tl.zeros((BLOCK_D,), dtype=tl.float32)  # dt_proj, r in steps of BLOCK_R
-    for r0 in range(0, r, BLOCK_R):
-        offs_r = r0 + tl.arange(0, BLOCK_R)
-        mask_r = offs_r < r
-        lo = tl.load(dt_low + pid_b * lo_b + offs_r * lo_r, mask=mask_r, other=0.0).to(tl.float32)  # (BR,)
-        w = tl.load(dt_w + offs_d[:, None] * w_d + offs_r[None, :] * w_r, mask=mask_d[:, None] & mask_r[None, :],
-                    other=0.0).to(tl.float32)  # (BD, BR)
-        acc += tl.sum(w * lo[None, :], axis=1)
-    dtv = acc + tl.load(dt_bias + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if ONE_TILE:
+        lo = tl.load(dt_low + pid_b * lo_b + offs_r * lo_r, mask=offs_r < r, other=0.0).to(tl.float32)  # (BR,)
+        dtv += tl.sum(w1 * lo[None, :], axis=1)
+    else:  # dt_proj, r in steps of BLOCK_R
+        for r0 in range(0, r, BLOCK_R):
+            offs_r = r0 + tl.arange(0, BLOCK_R)
+            mask_r = offs_r < r
+            lo = tl.load(dt_low + pid_b * lo_b + offs_r * lo_r, mask=mask_r, other=0.0).to(tl.float32)  # (BR,)
+            w = tl.load(dt_w + offs_d[:, None] * w_d + offs_r[None, :] * w_r,
+                        mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)  # (BD, BR)
+            dtv += tl.sum(w * lo[None, :], axis=1)
     dtv = tl.where(dtv > 20.0, dtv, tl.log(1.0 + tl.exp(dtv)))  # softplus
 
     s_ptrs = state + pid_b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
     S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
-    A = -tl.exp(tl.load(A_log + offs_d[:, None] * a_d + offs_n[None, :] * a_n, mask=mask, other=0.0).to(tl.float32))
     xv = tl.load(x + pid_b * x_b + offs_d * x_d, mask=mask_d, other=0.0).to(tl.float32)
     Bv = tl.load(B + pid_b * b_b + offs_n * b_n, mask=mask_n, other=0.0).to(tl.float32)
     Cv = tl.load(C + pid_b * c_b + offs_n * c_n, mask=mask_n, other=0.0).to(tl.float32)
@@ -64,7 +74,7 @@ def _mamba1_decode_kernel(
 
     o = tl.sum(S * Cv[None, :], axis=1)  # (BD,)
     if HAS_D:
-        o += xv * tl.load(D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        o += xv * Dv
     if HAS_Z:
         zv = tl.load(z + pid_b * z_b + offs_d * z_d, mask=mask_d, other=0.0).to(tl.float32)
         o *= zv * tl.sigmoid(zv)
@@ -92,6 +102,8 @@ def mamba1_decode_ssm(
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     n_pad = max(triton.next_power_of_2(n), 2)
     block_d = block_rows(d, n_pad, batch, 2048)
+    block_r = max(triton.next_power_of_2(r), 2)  # dt_proj: one tile of at most 4096 weights, else steps of 64
+    block_r = block_r if block_r * block_d <= 4096 else 64
     z_strides = tuple(z.stride()) if z is not None else (0, 0)
     use_pdl = pdl.enabled(state.device)
     _mamba1_decode_kernel[(triton.cdiv(d, block_d), batch)](
@@ -100,7 +112,7 @@ def mamba1_decode_ssm(
         *state.stride(), *x.stride(), *dt_low.stride(), *dt_weight.stride(), *A_log.stride(),
         *B.stride(), *C.stride(), *z_strides, *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, BLOCK_D=block_d, BLOCK_N=n_pad,
-        BLOCK_R=min(64, max(triton.next_power_of_2(r), 2)), PDL=use_pdl,
+        BLOCK_R=block_r, ONE_TILE=block_r >= r, PDL=use_pdl,
         num_warps=4 if block_d * n_pad >= 1024 else 2, **pdl.launch_options(use_pdl),
     )
     return out

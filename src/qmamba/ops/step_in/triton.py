@@ -66,7 +66,8 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
                     HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CONV_BIAS: tl.constexpr,
                     HAS_XPROJ: tl.constexpr, XP_PAD: tl.constexpr,
                     W: tl.constexpr, W_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    NORMED: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr, PDL: tl.constexpr):
+                    NORMED: tl.constexpr, DBUF: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
+                    PDL: tl.constexpr):
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) rows of in_proj
     mask_n = offs_n < n_out
@@ -76,6 +77,9 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
         for ahead in tl.static_range(PREFETCH):
             if ahead * BLOCK_K < d:
                 prefetch_tile(pf_rows, ahead * BLOCK_K, d, BLOCK_K, LINES)
+    if DBUF:  # in_proj's first tile, before the wait too (weights do not depend on the previous kernel)
+        w_next = tl.load(w_rows + tl.arange(0, BLOCK_K)[None, :],
+                         mask=mask_n[:, None] & (tl.arange(0, BLOCK_K) < d)[None, :], other=0.0)
     if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
@@ -100,7 +104,12 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
         else:
             t, offs, mk = _sum_tile(h_ptr, r_ptr, k0, d, HAS_RES, BLOCK_K)
             hn = (t * rstd * tl.load(nw_ptr + offs, mask=mk, other=0.0).to(tl.float32)).to(h_ptr.dtype.element_ty)
-        w = tl.load(w_rows + offs[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
+        if DBUF:  # each tile's load a tile ahead
+            w = w_next
+            w_next = tl.load(w_rows + (offs + BLOCK_K)[None, :], mask=mask_n[:, None] & (offs + BLOCK_K < d)[None, :],
+                             other=0.0)
+        else:
+            w = tl.load(w_rows + offs[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
         part += w.to(tl.float32) * hn.to(tl.float32)[None, :]
     xz = tl.sum(part, axis=1)
     if HAS_BIAS:
@@ -137,14 +146,16 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 # Defaults, from benchmarks/step_in.py on an H200 (Mamba-2.8B / Mamba2-2.7B shapes, in a CUDA graph, us per
-# call; the unfused ops: 27.7 / 23.3 for one row, 31.6 / 27.2 for 16).
-# One row: tiles (16, 512) took 26.8 / 20.0 (the former (32, 256): 26.5 / 23.6). With x_proj inside the
-# kernel (every conv program adding its share into the same n_xp sums) Mamba-1 took 31.4, so x_proj runs
-# after it (fuse_xproj). Several rows: the rows kernel on add_norm's output (prenorm), tiles (64, 128), took
-# 24.8 for Mamba-2 but 38.5 for Mamba-1 with x_proj fused, so it runs only without x_proj (rows_kernel: None,
-# True or False forces it); without prenorm every program re-reads all rows' hidden + residual (50-70).
-ONE_ROW = {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prenorm": False,
-           "prefetch": 0}
+# call with Mamba-1's x_proj after the kernel; the unfused ops: 25.5 / 21.9 for one row, 31.6 / 27.2 for 16).
+# One row: add_norm first (prenorm), then the kernel on its output with tiles (16, 256): 21.9 / 18.4; the
+# norm inside every program (16, 512): 24.0 / 19.8. Prefetching in_proj into L2 (2 or 8 tiles ahead) cost
+# 2-10 us in every tiling. With x_proj inside the kernel (every conv program adding its share into the same
+# n_xp sums) Mamba-1 took 27.7, so x_proj runs after it (fuse_xproj). Several rows: the rows kernel on
+# add_norm's output, tiles (64, 128), took 24.8 for Mamba-2 but 38.5 for Mamba-1 with x_proj fused, so it runs
+# only without x_proj (rows_kernel: None, True or False forces it); without prenorm every program re-reads
+# all rows' hidden + residual (50-70).
+ONE_ROW = {"block_n": 16, "block_k": 256, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prenorm": True,
+           "prefetch": 0, "dbuf": False}
 SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": True,
                 "rows_kernel": None}
 
@@ -236,7 +247,8 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
         HAS_RES=residual is not None, HAS_BIAS=in_bias is not None, HAS_CONV_BIAS=conv_bias is not None,
         HAS_XPROJ=xproj_weight is not None, XP_PAD=max(triton.next_power_of_2(n_xp), 16),
         W=w, W_PAD=triton.next_power_of_2(w), BLOCK_N=block_n, BLOCK_K=min(block_k, triton.next_power_of_2(d)),
-        NORMED=normed, PREFETCH=cfg.get("prefetch", 0) if l2_prefetch.enabled() else 0,
+        NORMED=normed, DBUF=cfg.get("dbuf", False),
+        PREFETCH=cfg.get("prefetch", 0) if l2_prefetch.enabled() else 0,
         LINES=l2_prefetch.lines(min(block_k, triton.next_power_of_2(d)), in_weight.element_size()), PDL=use_pdl,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
