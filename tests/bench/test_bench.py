@@ -145,3 +145,21 @@ def test_transformers_peer_runs_on_the_same_weights(preset):
     ids = torch.randint(0, 300, (2, 12))
     with torch.no_grad():
         assert_close(runner.logits(ids), model(input_ids=ids).logits, 1e-5, f"{preset}: transformers vs qmamba")
+
+
+def test_decode_ms_is_the_median_of_paired_differences(monkeypatch):
+    import torch
+
+    from qmamba.bench import lm
+
+    # (generate n + 1, generate 1) per repeat: one pair is off (a slow short call); the figure is the median
+    # of the differences (90 ms over n tokens), not the difference of two medians
+    times = iter([100.0, 10.0, 100.0, 10.0, 60.0, 40.0, 101.0, 10.0, 99.0, 10.0])
+    monkeypatch.setattr(lm, "time_ms", lambda fn, device, warmup, repeats: next(times))
+
+    class Runner:
+        def generate(self, ids, n):
+            pass
+
+    opts = BenchOptions(repeats=5, warmup=0, decode_tokens=9)
+    assert lm.decode_ms(Runner(), 1, opts, 100, torch.device("cpu")) == pytest.approx(90.0 / 9)

@@ -2,7 +2,7 @@
 
 Every implementation is timed the same way on the same random weights (``LMRunner`` is the interface):
 
-    decode ms/token   (time of generate(1 + n new tokens) - time of generate(1 new token)) / n, greedy, no EOS
+    decode ms/token   median of (time of generate(1 + n new tokens) - time of generate(1)) / n, greedy, no EOS
     prefill ms        the prompt through the model, returning the last logits and the recurrent state
                       (qmamba: the captured prefill; its eager prefill is a column of its own)
     train ms, GiB     logits -> cross-entropy (fp32) -> backward of every weight, peak memory during it
@@ -13,6 +13,7 @@ Every implementation is timed the same way on the same random weights (``LMRunne
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import traceback
 from collections.abc import Callable
 
@@ -61,12 +62,17 @@ def _ids(batch: int, length: int, vocab: int, device: torch.device, seed: int) -
 
 
 def decode_ms(runner: LMRunner, batch: int, opts: BenchOptions, vocab: int, device: torch.device) -> float:
+    """The median over repeats of (generate n + 1 - generate 1) / n, each pair timed back to back: a slow call
+    on either side moves one pair, not the figure (two separate medians once gave 1.77 for a 2.27 ms step)."""
     ids = _ids(batch, opts.decode_prompt_len, vocab, device, opts.seed)
     n = opts.decode_tokens
     with torch.inference_mode():
-        long = time_ms(lambda: runner.generate(ids, n + 1), device, opts.warmup, opts.repeats)
-        short = time_ms(lambda: runner.generate(ids, 1), device, opts.warmup, opts.repeats)
-    return (long - short) / n
+        for _ in range(opts.warmup):
+            runner.generate(ids, n + 1)
+            runner.generate(ids, 1)
+        diffs = [time_ms(lambda: runner.generate(ids, n + 1), device, 0, 1)
+                 - time_ms(lambda: runner.generate(ids, 1), device, 0, 1) for _ in range(max(opts.repeats, 1))]
+    return statistics.median(diffs) / n
 
 
 def train_figures(runner: LMRunner, opts: BenchOptions, vocab: int, device: torch.device) -> dict:
