@@ -83,6 +83,19 @@ def test_no_prefetch_without_the_option():
     assert "prefetch.global.L2" not in ptx and "griddepcontrol.wait" in ptx
 
 
+def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead():
+    types = {name: "*bf16" for name in ("u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr")}
+    types.update({name: "*fp32" for name in ("bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")})
+    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 16,
+             "NS": 16}
+    kernel = "qmamba.ops.selective_scan.triton_sequential:_sequential_fwd"
+    in_order, ahead = (_ptx(kernel, types, {**flags, "AHEAD": a}) for a in (False, True))
+    for ptx in (in_order, ahead):
+        assert "ex2.approx" in ptx and "st.global" in ptx
+    # ahead: position 0's five loads come before the loop as well as the next position's in it
+    assert ahead.count("ld.global") >= in_order.count("ld.global") + 5
+
+
 if __name__ == "__main__":
     try:
         print(_compile(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))

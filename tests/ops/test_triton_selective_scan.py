@@ -150,9 +150,11 @@ class _Recording:
     [(2, 6, 37, 4, (0, 0), True), (2, 40, 19, 3, (2, 4), True), (3, 5, 1, 4, (0, 0), True),
      (1, 7, 13, 2, (0, 0), False), (2, 70, 9, 16, (0, 0), True)],
 )
-def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, optional):
+@pytest.mark.parametrize("ahead", [False, True])
+def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, optional, ahead):
     grids = []
     monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
+    monkeypatch.setattr(triton_sequential, "AHEAD", ahead)
     monkeypatch.setattr(triton_sequential, "_sequential_fwd", _Recording(triton_sequential._sequential_fwd, grids))
     _compare_inference(_inputs(b, d, l, n, groups, optional=optional), 1e-4, softplus=optional)
     assert len(grids) == 1
@@ -236,6 +238,8 @@ def test_gpu_mamba1_layout(dtype):
 @pytest.mark.parametrize("b,d,l,n,groups", [(64, 5120, 168, 16, (0, 0)), (8, 1536, 1000, 16, (0, 0)),
                                             (4, 512, 77, 64, (4, 4))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_sequential_inference_matches_ref(monkeypatch, b, d, l, n, groups, dtype):
+@pytest.mark.parametrize("ahead", [False, True])
+def test_gpu_sequential_inference_matches_ref(monkeypatch, b, d, l, n, groups, dtype, ahead):
     monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
+    monkeypatch.setattr(triton_sequential, "AHEAD", ahead)
     _compare_inference(_inputs(b, d, l, n, groups, dtype=dtype, device="cuda"), 1e-3 if dtype == torch.float32 else 2e-2)

@@ -118,6 +118,16 @@ def test_several_rows_without_x_proj_take_the_rows_kernel_on_add_norms_output(mo
     assert calls == [True]
 
 
+def test_several_rows_with_x_proj_after_take_the_rows_kernel_then_x_proj(monkeypatch):
+    from qmamba.ops.step_in import triton as module
+
+    calls = []
+    real = module.launch_rows
+    monkeypatch.setattr(module, "launch_rows", lambda *a, **k: calls.append(a[10]) or real(*a, **k))
+    _compare(_inputs(3, 40, 61, 30, 4, torch.float32, n_xp=9), 1e-5, 13, block_n=16, block_k=16, fuse_xproj=False)
+    assert calls == [None]  # the rows kernel ran without x_proj; x_proj (checked by _compare) came after it
+
+
 def test_more_than_16_rows_are_composed(monkeypatch):
     from qmamba.ops.step_in import triton as module
 

@@ -28,8 +28,25 @@ import triton.language as tl
 from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
 
 BLOCK_D, WARPS = 16, 1
+AHEAD = False  # True: each position's loads are issued a position ahead, before the previous one's arithmetic
 MAX_STATE = 64  # the state of BLOCK_D channels lives in registers
 MIN_ROW_CHANNELS: int | None = 16 * 5120  # None: never
+
+
+@triton.jit
+def _position(u_row, dl_row, B_row, C_row, z_row, t, l, su_l, sdl_l, sB_l, sC_l, sz_l, mask_d, mask_n,
+              HAS_Z: tl.constexpr):
+    """Position t's u, delta (BD,), B, C (NS,) and z (BD,; u without z), as stored; past the end, the last
+    position's again (in bounds, unused)."""
+    t = tl.minimum(t, l - 1)
+    u = tl.load(u_row + t * su_l, mask=mask_d, other=0.0)
+    dt = tl.load(dl_row + t * sdl_l, mask=mask_d, other=0.0)
+    Bt = tl.load(B_row + t * sB_l, mask=mask_n, other=0.0)
+    Ct = tl.load(C_row + t * sC_l, mask=mask_n, other=0.0)
+    z = u
+    if HAS_Z:
+        z = tl.load(z_row + t * sz_l, mask=mask_d, other=0.0)
+    return u, dt, Bt, Ct, z
 
 
 @triton.jit
@@ -37,7 +54,7 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
                     d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
                     sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr):
+                    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr, AHEAD: tl.constexpr):
     pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, NS)
@@ -62,19 +79,28 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
     gB, gC = (pid_d * BLOCK_D) // dpg_B, (pid_d * BLOCK_D) // dpg_C  # the channels' group of B and C
     B_row = B_ptr + pid_b * sB_b + gB * sB_g + offs_n * sB_n  # (NS,)
     C_row = C_ptr + pid_b * sC_b + gC * sC_g + offs_n * sC_n
+    if AHEAD:
+        u, dt, Bt, Ct, z = _position(u_row, dl_row, B_row, C_row, z_row, 0, l, su_l, sdl_l, sB_l, sC_l, sz_l,
+                                     mask_d, mask_n, HAS_Z)
     for t in range(l):
-        u = tl.load(u_row + t * su_l, mask=mask_d, other=0.0).to(tl.float32)  # (BD,)
-        dt = tl.load(dl_row + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32) + bias
+        if AHEAD:  # issue position t + 1's loads before position t's arithmetic
+            u_n, dt_n, B_n, C_n, z_n = _position(u_row, dl_row, B_row, C_row, z_row, t + 1, l, su_l, sdl_l, sB_l,
+                                                 sC_l, sz_l, mask_d, mask_n, HAS_Z)
+        else:
+            u, dt, Bt, Ct, z = _position(u_row, dl_row, B_row, C_row, z_row, t, l, su_l, sdl_l, sB_l, sC_l, sz_l,
+                                         mask_d, mask_n, HAS_Z)
+        uf = u.to(tl.float32)
+        dtf = dt.to(tl.float32) + bias
         if SOFTPLUS:
-            dt = _softplus(dt)
-        Bt = tl.load(B_row + t * sB_l, mask=mask_n, other=0.0).to(tl.float32)  # (NS,)
-        Ct = tl.load(C_row + t * sC_l, mask=mask_n, other=0.0).to(tl.float32)
-        h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
-        y = tl.sum(h * Ct[None, :], axis=1) + Dv * u  # (BD,)
+            dtf = _softplus(dtf)
+        h = tl.exp2(A2 * dtf[:, None]) * h + (dtf * uf)[:, None] * Bt.to(tl.float32)[None, :]
+        y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1) + Dv * uf  # (BD,)
         if HAS_Z:
-            z = tl.load(z_row + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
-            y *= z / (1.0 + tl.exp(-z))
+            zf = z.to(tl.float32)
+            y *= zf / (1.0 + tl.exp(-zf))
         tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+        if AHEAD:
+            u, dt, Bt, Ct, z = u_n, dt_n, B_n, C_n, z_n
     last = last_ptr + pid_b * d * n + offs_d.to(tl.int64)[:, None] * n + offs_n[None, :]
     tl.store(last, h, mask=mask)
 
@@ -91,9 +117,9 @@ def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | No
 
 
 def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d: int | None = None,
-                    num_warps: int | None = None):
+                    num_warps: int | None = None, ahead: bool | None = None):
     """u, delta, z (b, d, l); A (d, n); B4, C4 (b, g, n, l); h0 (b, d, n) or None -> out (b, d, l) in u's
-    dtype, last state (b, d, n) fp32. Any strides."""
+    dtype, last state (b, d, n) fp32. Any strides. block_d, num_warps, ahead: override the module's tiles."""
     b, d, l = u.shape
     n, gB, gC = A.shape[1], B4.shape[1], C4.shape[1]
     bd = min(block_d or BLOCK_D, triton.next_power_of_2(d))
@@ -109,6 +135,7 @@ def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d
         h0 if h0 is not None else last, last, out, d, l, n, d // gB, d // gC, *u.stride(), *delta.stride(),
         *z_.stride(), *A.stride(), *bc_strides(B4), *bc_strides(C4), *s0,
         HAS_BIAS=bias is not None, SOFTPLUS=softplus, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_H0=h0 is not None, BLOCK_D=bd, NS=max(2, triton.next_power_of_2(n)), num_warps=num_warps or WARPS,
+        HAS_H0=h0 is not None, BLOCK_D=bd, NS=max(2, triton.next_power_of_2(n)),
+        AHEAD=AHEAD if ahead is None else ahead, num_warps=num_warps or WARPS,
     )
     return out, last

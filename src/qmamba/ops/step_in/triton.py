@@ -152,12 +152,12 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
 # 2-10 us in every tiling. With x_proj inside the kernel (every conv program adding its share into the same
 # n_xp sums) Mamba-1 took 27.7, so x_proj runs after it (fuse_xproj). Several rows: the rows kernel on
 # add_norm's output, tiles (64, 128), took 24.8 for Mamba-2 but 38.5 for Mamba-1 with x_proj fused, so it runs
-# only without x_proj (rows_kernel: None, True or False forces it); without prenorm every program re-reads
-# all rows' hidden + residual (50-70).
+# only without x_proj in it (rows_kernel: None, True or False forces it; fuse_xproj False: the rows kernel,
+# then x_proj on its conv rows); without prenorm every program re-reads all rows' hidden + residual (50-70).
 ONE_ROW = {"block_n": 16, "block_k": 256, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prenorm": True,
            "prefetch": 0, "dbuf": False}
 SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": True,
-                "rows_kernel": None}
+                "rows_kernel": None, "fuse_xproj": True}
 
 
 def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, in_weight: Tensor,
@@ -175,11 +175,11 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
             or (xproj_weight is not None and (xproj_weight.shape[0] > _MAX_XP or xproj_weight.stride(-1) != 1))):
         return step_in_composed(*args)
     cfg = {**(ONE_ROW if b == 1 else SEVERAL_ROWS), **{k: v for k, v in config.items() if v is not None}}
+    if xproj_weight is not None and not cfg["fuse_xproj"] and (b == 1 or cfg["rows_kernel"] is not False):
+        y, res, _ = step_in(*args[:-1], None, **config)  # the kernel without x_proj, then x_proj on its conv rows
+        return y, res, gemv(y[:, conv_lo:conv_lo + n_conv], xproj_weight)
     if b > 1 and not (xproj_weight is None if cfg["rows_kernel"] is None else cfg["rows_kernel"]):
         return step_in_composed(*args)
-    if b == 1 and xproj_weight is not None and not cfg["fuse_xproj"]:
-        y, res, _ = step_in(*args[:-1], None, **config)
-        return y, res, gemv(y[:, conv_lo:conv_lo + n_conv], xproj_weight)
     variant = (b == 1, hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None,
                xproj_weight is not None, *sorted(cfg.items()))
     if variant in _UNCOMPILABLE:
