@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's full check: kernel and CUDA-graph tests (marker gpu), per-kernel timings beside mamba_ssm,
 # model parity with mamba_ssm, then `qmamba bench`. Logs and JSON go to $OUT (default /tmp/qmamba-gpu).
-#   bash benchmarks/gpu_all.sh [tests|kernels|gemv|scan|step_in|parity|bench|profile|profile_vqa ...]
+#   bash benchmarks/gpu_all.sh [tests|kernels|gemv|scan|step_in|parity|bench|profile|profile_vqa|multi ...]
 #   (default: tests kernels parity bench)
 # mamba_ssm / causal_conv1d wheels in .whl/ are installed to /tmp/site for the side-by-side figures only.
 set -uo pipefail
@@ -34,6 +34,8 @@ for step in $steps; do
                    timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 --scan $scan --rows 12 \
                      --out "$OUT/$scan" 2>&1 | tail -40
                  done ;;
+    multi) timeout ${MULTI_S:-580} python3 benchmarks/multi_gpu.py --procs ${MULTI_PROCS:-1 2} ${MULTI_ARGS:---full qmamba-256} \
+             --out "$OUT/multi" 2>&1 | tail -30 ;;  # several GPUs: torchrun scaling, resume, sharded eval
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done
