@@ -29,8 +29,8 @@ SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows 
 def configs(m: int, has_xproj: bool):
     """One row: tiles, each with the norm inside or add_norm first and with or without in_proj's loads a
     tile ahead (x_proj after the kernel), and the default tiles with x_proj fused; several rows: the rows
-    kernel's tiles, each with and without add_norm first, and with x_proj after it. (L2 prefetch distances
-    lost everywhere they were swept: 2 and 8 tiles ahead.)"""
+    kernel's tiles on add_norm's output (the norm inside every program took 50-70 us), with x_proj inside it
+    and after it. (L2 prefetch distances lost everywhere they were swept: 2 and 8 tiles ahead.)"""
     if m == 1:
         for bn, bk, pre, dbuf in itertools.product((8, 16), (256, 512), (False, True), (False, True)):
             yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prefetch": 0,
@@ -38,11 +38,11 @@ def configs(m: int, has_xproj: bool):
         if has_xproj:
             yield {"fuse_xproj": True}
         return
-    for bn, bk, w, pre in itertools.product((64, 128), (64, 128), (4, 8), (False, True)):
-        yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 3, "prenorm": pre, "rows_kernel": True}
+    for bn, bk, w in itertools.product((16, 32, 64, 128), (64, 128), (4, 8)):  # 10240 rows / 64: 160 programs
+        yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 3, "prenorm": True, "rows_kernel": True}
     if has_xproj:  # the rows kernel on add_norm's output, then x_proj (cuBLAS for several rows)
-        for bn, bk, w in itertools.product((32, 64, 128), (64, 128), (4, 8)):
-            yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": 3, "prenorm": True,
+        for bn, bk in itertools.product((16, 32, 64), (64, 128, 256)):
+            yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "prenorm": True,
                    "rows_kernel": None, "fuse_xproj": False}
 
 

@@ -83,12 +83,13 @@ def test_no_prefetch_without_the_option():
     assert "prefetch.global.L2" not in ptx and "griddepcontrol.wait" in ptx
 
 
-def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead():
+@pytest.mark.parametrize("kernel", ["_sequential_fwd", "_sequential_fwd_cols"])
+def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead(kernel):
     types = {name: "*bf16" for name in ("u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr")}
     types.update({name: "*fp32" for name in ("bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")})
-    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 16,
+    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 32,
              "NS": 16}
-    kernel = "qmamba.ops.selective_scan.triton_sequential:_sequential_fwd"
+    kernel = f"qmamba.ops.selective_scan.triton_sequential:{kernel}"
     in_order, ahead = (_ptx(kernel, types, {**flags, "AHEAD": a}) for a in (False, True))
     for ptx in (in_order, ahead):
         assert "ex2.approx" in ptx and "st.global" in ptx
