@@ -3,7 +3,7 @@ interpreter runs no inline PTX, so this is where a malformed prefetch or a prefe
 shows without a GPU. Compiles to PTX and cubin with Triton's bundled toolchain in a subprocess (the tests'
 process runs Triton interpreted); nothing is launched.
 
-    python tests/ops/test_ptx_compile.py MODULE KERNEL '{"types": {...}, "constexprs": {...}}'  # prints PTX
+    python tests/ops/test_ptx_compile.py MODULE KERNEL '{"types": {...}, "constexprs": {...}, "num_warps": 4}'  # PTX
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pytest
 triton = pytest.importorskip("triton")
 
 
-def _ptx(kernel: str, types: dict, constexprs: dict) -> str:
+def _ptx(kernel: str, types: dict, constexprs: dict, num_warps: int = 4) -> str:
     """PTX of ``module:kernel`` for sm_90, compiled in a fresh interpreter-free process."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    spec = json.dumps({"types": types, "constexprs": constexprs})
+    spec = json.dumps({"types": types, "constexprs": constexprs, "num_warps": num_warps})
     done = subprocess.run([sys.executable, __file__, *kernel.split(":"), spec], env=env, capture_output=True,
                           text=True, timeout=300)
     if done.returncode == 3:  # no bundled ptxas / LLVM for this platform
@@ -41,7 +41,7 @@ def _compile(module: str, name: str, spec: dict) -> str:
     names = list(inspect.signature(kernel.fn).parameters)
     signature = {arg: "constexpr" if arg in constexprs else types.get(arg, "i32") for arg in names}
     return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                          target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+                          target=GPUTarget("cuda", 90, 32), options={"num_warps": spec.get("num_warps", 4)}).asm["ptx"]
 
 
 def _prefetches_then_wait(ptx: str, before: int) -> None:
@@ -83,18 +83,20 @@ def test_no_prefetch_without_the_option():
     assert "prefetch.global.L2" not in ptx and "griddepcontrol.wait" in ptx
 
 
-@pytest.mark.parametrize("kernel", ["_sequential_fwd", "_sequential_fwd_cols"])
-def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead(kernel):
+@pytest.mark.parametrize("cols", [False, True])
+def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead(cols):
     types = {name: "*bf16" for name in ("u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr")}
     types.update({name: "*fp32" for name in ("bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")})
     flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 32,
              "NS": 16}
-    kernel = f"qmamba.ops.selective_scan.triton_sequential:{kernel}"
-    in_order, ahead = (_ptx(kernel, types, {**flags, "AHEAD": a}) for a in (False, True))
+    kernel = "qmamba.ops.selective_scan.triton_sequential:_sequential_fwd"
+    in_order, ahead = (_ptx(kernel, types, {**flags, "AHEAD": a, "COLS": cols}, num_warps=1) for a in (False, True))
     for ptx in (in_order, ahead):
         assert "ex2.approx" in ptx and "st.global" in ptx
     # ahead: position 0's five loads come before the loop as well as the next position's in it
     assert ahead.count("ld.global") >= in_order.count("ld.global") + 5
+    # (NS, BD): each lane holds its channel's whole state, so the sum over states needs no shuffle
+    assert ("shfl.sync" in in_order) != cols
 
 
 if __name__ == "__main__":

@@ -156,8 +156,7 @@ def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, gro
     monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
     monkeypatch.setattr(triton_sequential, "AHEAD", ahead)
     monkeypatch.setattr(triton_sequential, "COLS", cols)
-    kernel = "_sequential_fwd_cols" if cols else "_sequential_fwd"
-    monkeypatch.setattr(triton_sequential, kernel, _Recording(getattr(triton_sequential, kernel), grids))
+    monkeypatch.setattr(triton_sequential, "_sequential_fwd", _Recording(triton_sequential._sequential_fwd, grids))
     _compare_inference(_inputs(b, d, l, n, groups, optional=optional), 1e-4, softplus=optional)
     assert len(grids) == 1
 

@@ -9,12 +9,13 @@ needed. Here a program owns BLOCK_D channels of one row, grid (cdiv(d, BLOCK_D),
     dt = softplus(delta_t + bias);  h = exp(dt A) h + dt u_t B_t;  out_t = (<h, C_t> + D u_t) silu(z_t)
 
 Each position reads one value per channel of u, delta and z (strided along d: the lines of the following
-positions stay in L1) and the n values of B and C. ``_sequential_fwd_cols`` holds the state transposed,
-(n, BLOCK_D), one channel per lane: compiled for sm_90 its loop issues 422 instructions per 32 channels
-against 799 per 16 for the (BLOCK_D, n) kernel, whose lanes split each channel's states (32 shuffles a
-position for the sum over states, the channel's scalar arithmetic repeated per lane). ``COLS`` picks it. Nothing is saved for a backward: ``selective_scan_triton``
-takes this path only when no input needs a gradient, n <= MAX_STATE, and rows x channels reach
-``MIN_ROW_CHANNELS``.
+positions stay in L1) and the n values of B and C. With ``COLS`` the state is held transposed,
+(n, BLOCK_D), one channel per lane: compiled for sm_90 the loop issues 422 instructions per 32 channels
+against 799 per 16 with the state (BLOCK_D, n), whose lanes split each channel's states (32 shuffles a
+position for the sum over states, the channel's scalar arithmetic repeated per lane).
+
+Nothing is saved for a backward: ``selective_scan_triton`` takes this path only when no input needs a
+gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``.
 
 Measured with ``benchmarks/scan_fwd.py`` on an H200 (bf16, n = 16, ms per scan, chunked -> sequential with
 tiles (16 channels, 1 warp)): 16 x 5120 x 168 positions 1.14 -> 0.38, 64 x 5120 x 168 4.50 -> 1.30,
@@ -32,7 +33,7 @@ from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
 
 BLOCK_D, WARPS = 16, 1
 AHEAD = False  # True: each position's loads are issued a position ahead, before the previous one's arithmetic
-COLS, COLS_BLOCK_D, COLS_WARPS = False, 32, 1  # True: the kernel holding the state as (NS, BLOCK_D)
+COLS, COLS_BLOCK_D, COLS_WARPS = False, 32, 1  # True: the state held as (NS, BLOCK_D), one channel per lane
 MAX_STATE = 64  # the state of BLOCK_D channels lives in registers
 MIN_ROW_CHANNELS: int | None = 16 * 5120  # None: never
 
@@ -54,21 +55,36 @@ def _position(u_row, dl_row, B_row, C_row, z_row, t, l, su_l, sdl_l, sB_l, sC_l,
 
 
 @triton.jit
+def _state_offsets(offs_d, offs_n, s_d, s_n, COLS: tl.constexpr):
+    """Offsets of a (d, n) array's block: (BD, NS), or (NS, BD) with COLS."""
+    if COLS:
+        offs = offs_n[:, None] * s_n + offs_d.to(tl.int64)[None, :] * s_d
+    else:
+        offs = offs_d.to(tl.int64)[:, None] * s_d + offs_n[None, :] * s_n
+    return offs
+
+
+@triton.jit
 def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, last_ptr, out_ptr,
                     d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
                     sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr, AHEAD: tl.constexpr):
+                    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr, AHEAD: tl.constexpr,
+                    COLS: tl.constexpr):
     pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, NS)
     mask_d, mask_n = offs_d < d, offs_n < n
-    mask = mask_d[:, None] & mask_n[None, :]
-    dn = offs_d.to(tl.int64)[:, None] * sA_d + offs_n[None, :] * sA_n
-    A2 = tl.load(A_ptr + dn, mask=mask, other=0.0).to(tl.float32) * _LOG2E  # (BD, NS); 0: padded states stay
-    h = tl.zeros((BLOCK_D, NS), tl.float32)
+    if COLS:  # the state and A as (NS, BD)
+        mask = mask_n[:, None] & mask_d[None, :]
+        h = tl.zeros((NS, BLOCK_D), tl.float32)
+    else:  # (BD, NS)
+        mask = mask_d[:, None] & mask_n[None, :]
+        h = tl.zeros((BLOCK_D, NS), tl.float32)
+    A2 = tl.load(A_ptr + _state_offsets(offs_d, offs_n, sA_d, sA_n, COLS), mask=mask, other=0.0).to(tl.float32)
+    A2 = A2 * _LOG2E  # 0 on padding: padded states stay 0
     if HAS_H0:
-        h0 = h0_ptr + pid_b * s0_b + offs_d.to(tl.int64)[:, None] * s0_d + offs_n[None, :] * s0_n
+        h0 = h0_ptr + pid_b * s0_b + _state_offsets(offs_d, offs_n, s0_d, s0_n, COLS)
         h = tl.load(h0, mask=mask, other=0.0).to(tl.float32)
     bias = tl.zeros((BLOCK_D,), tl.float32)
     if HAS_BIAS:
@@ -97,76 +113,19 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
         dtf = dt.to(tl.float32) + bias
         if SOFTPLUS:
             dtf = _softplus(dtf)
-        h = tl.exp2(A2 * dtf[:, None]) * h + (dtf * uf)[:, None] * Bt.to(tl.float32)[None, :]
-        y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1) + Dv * uf  # (BD,)
-        if HAS_Z:
-            zf = z.to(tl.float32)
-            y *= zf / (1.0 + tl.exp(-zf))
-        tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=mask_d)
-        if AHEAD:
-            u, dt, Bt, Ct, z = u_n, dt_n, B_n, C_n, z_n
-    last = last_ptr + pid_b * d * n + offs_d.to(tl.int64)[:, None] * n + offs_n[None, :]
-    tl.store(last, h, mask=mask)
-
-
-@triton.jit
-def _sequential_fwd_cols(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, last_ptr, out_ptr,
-                         d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
-                         sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
-                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                         HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr, AHEAD: tl.constexpr):
-    """``_sequential_fwd`` with the state transposed, (NS, BLOCK_D): the lanes run along the channels, so each
-    thread holds one channel's whole state, computes its softplus, gate and output once and sums <h, C> in
-    registers (with (BLOCK_D, NS) the lanes run along the states: every channel's scalar arithmetic is
-    repeated on each lane holding one of its states, and the sum over states crosses lanes)."""
-    pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, NS)
-    mask_d, mask_n = offs_d < d, offs_n < n
-    mask = mask_n[:, None] & mask_d[None, :]
-    nd = offs_n[:, None] * sA_n + offs_d.to(tl.int64)[None, :] * sA_d
-    A2 = tl.load(A_ptr + nd, mask=mask, other=0.0).to(tl.float32) * _LOG2E  # (NS, BD); 0: padded states stay
-    h = tl.zeros((NS, BLOCK_D), tl.float32)
-    if HAS_H0:
-        h0 = h0_ptr + pid_b * s0_b + offs_d.to(tl.int64)[None, :] * s0_d + offs_n[:, None] * s0_n
-        h = tl.load(h0, mask=mask, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    u_row = u_ptr + pid_b * su_b + offs_d.to(tl.int64) * su_d  # (BD,) pointers at position 0
-    dl_row = dl_ptr + pid_b * sdl_b + offs_d.to(tl.int64) * sdl_d
-    z_row = z_ptr + pid_b * sz_b + offs_d.to(tl.int64) * sz_d
-    out_row = out_ptr + pid_b * d * l + offs_d.to(tl.int64) * l
-    gB, gC = (pid_d * BLOCK_D) // dpg_B, (pid_d * BLOCK_D) // dpg_C  # the channels' group of B and C
-    B_row = B_ptr + pid_b * sB_b + gB * sB_g + offs_n * sB_n  # (NS,)
-    C_row = C_ptr + pid_b * sC_b + gC * sC_g + offs_n * sC_n
-    if AHEAD:
-        u, dt, Bt, Ct, z = _position(u_row, dl_row, B_row, C_row, z_row, 0, l, su_l, sdl_l, sB_l, sC_l, sz_l,
-                                     mask_d, mask_n, HAS_Z)
-    for t in range(l):
-        if AHEAD:  # issue position t + 1's loads before position t's arithmetic
-            u_n, dt_n, B_n, C_n, z_n = _position(u_row, dl_row, B_row, C_row, z_row, t + 1, l, su_l, sdl_l, sB_l,
-                                                 sC_l, sz_l, mask_d, mask_n, HAS_Z)
+        if COLS:
+            h = tl.exp2(A2 * dtf[None, :]) * h + Bt.to(tl.float32)[:, None] * (dtf * uf)[None, :]
+            y = tl.sum(h * Ct.to(tl.float32)[:, None], axis=0) + Dv * uf  # (BD,)
         else:
-            u, dt, Bt, Ct, z = _position(u_row, dl_row, B_row, C_row, z_row, t, l, su_l, sdl_l, sB_l, sC_l, sz_l,
-                                         mask_d, mask_n, HAS_Z)
-        uf = u.to(tl.float32)
-        dtf = dt.to(tl.float32) + bias
-        if SOFTPLUS:
-            dtf = _softplus(dtf)
-        h = tl.exp2(A2 * dtf[None, :]) * h + Bt.to(tl.float32)[:, None] * (dtf * uf)[None, :]
-        y = tl.sum(h * Ct.to(tl.float32)[:, None], axis=0) + Dv * uf  # (BD,)
+            h = tl.exp2(A2 * dtf[:, None]) * h + (dtf * uf)[:, None] * Bt.to(tl.float32)[None, :]
+            y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1) + Dv * uf  # (BD,)
         if HAS_Z:
             zf = z.to(tl.float32)
             y *= zf / (1.0 + tl.exp(-zf))
         tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=mask_d)
         if AHEAD:
             u, dt, Bt, Ct, z = u_n, dt_n, B_n, C_n, z_n
-    last = last_ptr + pid_b * d * n + offs_d.to(tl.int64)[None, :] * n + offs_n[:, None]
-    tl.store(last, h, mask=mask)
+    tl.store(last_ptr + pid_b * d * n + _state_offsets(offs_d, offs_n, n, 1, COLS), h, mask=mask)
 
 
 def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | None = None) -> bool:
@@ -184,7 +143,7 @@ def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d
                     num_warps: int | None = None, ahead: bool | None = None, cols: bool | None = None):
     """u, delta, z (b, d, l); A (d, n); B4, C4 (b, g, n, l); h0 (b, d, n) or None -> out (b, d, l) in u's
     dtype, last state (b, d, n) fp32. Any strides. block_d, num_warps, ahead, cols: override the module's
-    settings (cols: the kernel with the state transposed)."""
+    settings (cols: the state held (n, BLOCK_D))."""
     cols = COLS if cols is None else cols
     b, d, l = u.shape
     n, gB, gC = A.shape[1], B4.shape[1], C4.shape[1]
@@ -196,13 +155,13 @@ def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d
     last = torch.empty(b, d, n, device=u.device, dtype=torch.float32)
     z_ = z if z is not None else u
     s0 = h0.stride() if h0 is not None else (0, 0, 0)
-    kernel = _sequential_fwd_cols if cols else _sequential_fwd
-    kernel[(triton.cdiv(d, bd), b)](
+    _sequential_fwd[(triton.cdiv(d, bd), b)](
         u, delta, bias if bias is not None else u, A, B4, C4, D if D is not None else u, z_,
         h0 if h0 is not None else last, last, out, d, l, n, d // gB, d // gC, *u.stride(), *delta.stride(),
         *z_.stride(), *A.stride(), *bc_strides(B4), *bc_strides(C4), *s0,
         HAS_BIAS=bias is not None, SOFTPLUS=softplus, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_H0=h0 is not None, BLOCK_D=bd, NS=max(2, triton.next_power_of_2(n)),
-        AHEAD=AHEAD if ahead is None else ahead, num_warps=num_warps or (COLS_WARPS if cols else WARPS),
+        AHEAD=AHEAD if ahead is None else ahead, COLS=cols,
+        num_warps=num_warps or (COLS_WARPS if cols else WARPS),
     )
     return out, last
