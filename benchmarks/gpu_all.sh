@@ -27,11 +27,13 @@ for step in $steps; do
     parity) timeout ${PARITY_S:-120} python3 benchmarks/gpu_parity.py 2>&1 | tee "$OUT/parity.log" | tail -20 ;;
     bench) timeout ${BENCH_S:-300} python3 -m qmamba bench ${BENCH_ARGS:-} --out "$OUT/bench.json" 2>&1 \
              | tee "$OUT/bench.log" | tail -60 ;;
-    profile) for layer in mamba1 mamba2; do
-               timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer --out "$OUT" 2>&1 | tail -100
+    profile) for layer in mamba1 mamba2; do  # PROFILE_ARGS e.g. "--batch 16 --seqlen 64" for batch-16 decode
+               timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer ${PROFILE_ARGS:-} \
+                 --out "$OUT" 2>&1 | tail -100
              done ;;
-    profile_vqa) for scan in chunked sequential; do  # the batch-64 vision encoder and projector, by kernel
-                   timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 --scan $scan --rows 12 \
+    profile_vqa) for scan in chunked sequential cols; do  # the batch-64 vision encoder and projector, by kernel
+                   flags="--scan $scan"; [ $scan = cols ] && flags="--scan sequential --cols"
+                   timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 $flags --rows 12 \
                      --out "$OUT/$scan" 2>&1 | tail -40
                  done ;;
     multi) timeout ${MULTI_S:-580} python3 benchmarks/multi_gpu.py --procs ${MULTI_PROCS:-1 2} ${MULTI_ARGS:---full qmamba-256} \
