@@ -105,6 +105,23 @@ def test_causal_conv1d_update_matches_ref(w, has_bias, activation):
     _check_update(3, 70, w, has_bias, activation, torch.float32, "cpu", 1e-5)
 
 
+@pytest.mark.parametrize("impl", [causal_conv1d_update_triton, causal_conv1d_update_ref])
+@pytest.mark.parametrize("where", ["in_place", "transposed"])
+def test_causal_conv1d_update_writes_out(impl, where):
+    b, d, w = 3, 40, 4
+    buf = torch.randn(b, 3 * d)  # x: the middle columns of a wider row, as step_in passes in_proj's output
+    x = buf[:, d:2 * d]
+    state, weight, bias = torch.randn(b, d, w), torch.randn(d, w), torch.randn(d)
+    want = causal_conv1d_update_ref(x.clone(), state.clone(), weight, bias, "silu")
+    before = buf.clone()
+    out = x if where == "in_place" else torch.zeros(d, b).t()  # transposed: not unit-stride along d
+    got = impl(x, state, weight, bias, "silu", out=out)
+    assert got is out
+    assert_close(out, want, 1e-5, "out")
+    if where == "in_place":  # the columns around it untouched
+        assert torch.equal(buf[:, :d], before[:, :d]) and torch.equal(buf[:, 2 * d:], before[:, 2 * d:])
+
+
 def test_update_steps_continue_the_sequence_conv():
     b, d, l, w = 2, 12, 9, 4
     x, weight, bias = torch.randn(b, d, l), torch.randn(d, w), torch.randn(d)

@@ -49,11 +49,14 @@ def causal_conv1d_update_ref(
     weight: Tensor,
     bias: Tensor | None = None,
     activation: str | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """One step: x (b, d); conv_state (b, d, w) holds the last w inputs and is rolled in place."""
+    """One step: x (b, d); conv_state (b, d, w) holds the last w inputs and is rolled in place. ``out``
+    (b, d): written and returned instead of a new tensor; it may be x itself."""
     conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
     conv_state[:, :, -1] = x
     y = (conv_state.float() * weight.float()).sum(-1)  # (b, d)
     if bias is not None:
         y = y + bias.float()
-    return _activate(y, activation).to(x.dtype)
+    y = _activate(y, activation).to(x.dtype)
+    return y if out is None else out.copy_(y)

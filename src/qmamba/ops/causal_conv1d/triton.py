@@ -366,21 +366,24 @@ def causal_conv1d_update_triton(
     weight: Tensor,
     bias: Tensor | None = None,
     activation: str | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Triton ``causal_conv1d_update_ref``: x (b, d), conv_state (b, d, w) rolled in place -> y (b, d).
-    CUDA-graph capturable (no host syncs; allocates only y)."""
+    CUDA-graph capturable (no host syncs; allocates only y). ``out`` may be x itself (a program reads its
+    channels' x before it writes them)."""
     if x.dim() != 2 or not 2 <= weight.shape[-1] <= 4 or activation not in (None, "silu", "swish"):
-        return causal_conv1d_update_ref(x, conv_state, weight, bias, activation)
+        return causal_conv1d_update_ref(x, conv_state, weight, bias, activation, out)
     b, d = x.shape
     w = weight.shape[1]
-    y = torch.empty(b, d, device=x.device, dtype=x.dtype)
+    direct = out is not None and out.shape == x.shape and out.dtype == x.dtype and out.stride(1) == 1
+    y = out if direct else torch.empty(b, d, device=x.device, dtype=x.dtype)
     _conv_update_kernel[(triton.cdiv(d, BLOCK_D_UPDATE), b)](
         x, conv_state, weight, bias if bias is not None else weight, y,
         d, *x.stride(), *conv_state.stride(), *weight.stride(), y.stride(0),
         W=w, WP=triton.next_power_of_2(w), HAS_BIAS=bias is not None, SILU=activation is not None,
         BD=BLOCK_D_UPDATE, num_warps=2,
     )
-    return y
+    return y if out is None or direct else out.copy_(y)
 
 
 backend.register("causal_conv1d", "triton", causal_conv1d_triton, devices=("cuda",))

@@ -6,7 +6,6 @@ back to)."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from qmamba.ops.causal_conv1d import causal_conv1d_update
@@ -22,10 +21,10 @@ def _step_in(norm, linear, conv, hidden, residual, norm_weight, eps, in_weight, 
     h, residual = norm(hidden, norm_weight, None, residual, eps=eps, is_rms_norm=True,
                        residual_in_fp32=residual_in_fp32)
     y = linear(h, in_weight, in_bias)  # (b, n_out)
-    hi = conv_lo + conv_state.shape[1]
-    xc = conv(y[:, conv_lo:hi].contiguous(), conv_state, conv_weight, conv_bias, activation="silu")  # (b, c)
+    rows = y[:, conv_lo:conv_lo + conv_state.shape[1]]  # (b, c), row stride n_out
+    xc = conv(rows, conv_state, conv_weight, conv_bias, activation="silu", out=rows)  # in place: no copy, no cat
     xdbl = None if xproj_weight is None else linear(xc, xproj_weight, None)  # (b, n_xp)
-    return torch.cat([y[:, :conv_lo], xc, y[:, hi:]], dim=1), residual, xdbl
+    return y, residual, xdbl
 
 
 def step_in_ref(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float, in_weight: Tensor,
