@@ -265,7 +265,7 @@ class VisionEncoder(nn.Module):
         with torch.no_grad() if self.frozen else nullcontext():
             chunks = pixel_values.split(3, dim=1)  # k x (b, 3, S, S)
             feats = [tower(x.to(_dtype_of(tower))) for tower, x in zip(self.towers, chunks)]  # k x (b, p, d_i)
-        return torch.cat(feats, dim=-1)  # (b, p, d_vision)
+        return feats[0] if len(feats) == 1 else torch.cat(feats, dim=-1)  # (b, p, d_vision)
 
     def _check_pixels(self, pixel_values: Tensor) -> None:
         s, k = self.config.image_size, len(self.towers)
