@@ -31,7 +31,7 @@ SHAPES = {  # name: (n, k)
 def configs(m: int, n: int, k: int, quick: bool):
     """One row: a grid of tiles, each plain, register double-buffered (dbuf) and prefetching 2 or 8 tiles
     ahead into L2, plus the split-k candidates gemv measures itself; several rows: a grid of tensor-core
-    tiles, each with and without prefetch. --quick: 4 warps, 3 stages only."""
+    tiles, each with and without prefetch, and the split-k rows candidates. --quick: 4 warps, 3 stages only."""
     ahead = ({"prefetch": 0, "dbuf": False}, {"prefetch": 0, "dbuf": True}, {"prefetch": 2}, {"prefetch": 8})
     if m == 1:
         for bn, bk, pf in itertools.product((4, 8, 16), (256, 512, 1024), ahead):
@@ -40,8 +40,9 @@ def configs(m: int, n: int, k: int, quick: bool):
         yield from (cfg for cfg in candidates(n, k) if "split_k" in cfg)
         return
     warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
-    for bn, bk, w, s, pf in itertools.product((32, 64), (64, 128, 256), warps, stages, (0, 4)):
+    for bn, bk, w, s, pf in itertools.product((16, 32, 64), (64, 128, 256), warps, stages, (0, 4)):
         yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s, "prefetch": pf}
+    yield from (cfg for cfg in candidates(n, k, m) if "split_k" in cfg)
 
 
 def main() -> None:

@@ -44,6 +44,17 @@ def test_split_k_adds_partial_sums(m, split, block_k):
         assert not acc.any() and not cnt.any(), "split-k leaves its scratch zeroed"
 
 
+@pytest.mark.parametrize("cfg", triton_gemv.rows_candidates(1024))
+def test_rows_candidates_match_linear(cfg):
+    x, w, b = torch.randn(5, 1024, device=DEVICE), torch.randn(40, 1024, device=DEVICE), torch.randn(40, device=DEVICE)
+    assert_close(gemv(x, w, b, config=cfg), gemv_ref(x, w, b), 1e-5)
+
+
+def test_rows_candidates_split_k_only_over_long_rows():
+    assert [c.get("split_k", 1) for c in triton_gemv.rows_candidates(5120)] == [1, 1, 2, 4]
+    assert [c.get("split_k", 1) for c in triton_gemv.rows_candidates(256)] == [1, 1]
+
+
 def test_strided_rows_and_default_config():
     x = torch.randn(2, 90, device=DEVICE)[:, 5:69]  # rows with a stride, contiguous along k
     w = torch.randn(30, 64, device=DEVICE)
@@ -96,3 +107,8 @@ def test_gpu_choose_measures_once_and_keeps_a_candidate_or_cublas(monkeypatch):
     assert chosen is None or chosen in triton_gemv.candidates(2560, 5120)
     assert {((2560, 5120), torch.bfloat16, w.device, False): chosen} == triton_gemv._CHOSEN
     assert_close(gemv(x, w).float(), gemv_ref(x.float(), w.float()), 2e-2)
+    rows = torch.randn(16, 5120, device="cuda", dtype=torch.bfloat16)  # several rows: measured apart
+    chosen = triton_gemv.choose(rows, w, None)
+    assert chosen is None or chosen in triton_gemv.rows_candidates(5120)
+    assert ((2560, 5120), torch.bfloat16, w.device, False, "rows") in triton_gemv._CHOSEN
+    assert_close(gemv(rows, w).float(), gemv_ref(rows.float(), w.float()), 2e-2)

@@ -10,12 +10,14 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
                and the slices of a tile finish the sum in the launch (``ops/atomic_sum.py``): more
                programs for weights with few rows, and still one launch (no memset, no cast)
 
-For one row, which tiles (or cuBLAS) run is measured once per weight shape and dtype on first use, outside
-CUDA-graph capture: each candidate is checked on the real weight, then timed as a decode step runs it
-(``ops/graph_timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each read
-from HBM, consecutive launches overlapping through PDL), and ``F.linear`` is a candidate, so nothing gets
-slower. Several rows go to cuBLAS unless a config is forced: on an H200 it tied or won for 16 rows on every
-decode weight.
+Which tiles (or cuBLAS) run is measured once per weight shape, dtype and one row or several on first use,
+outside CUDA-graph capture: each candidate is checked on the real weight, then timed as a decode step runs
+it (``ops/graph_timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each
+read from HBM, consecutive launches overlapping through PDL), and ``F.linear`` is a candidate, so nothing
+gets slower. For several rows, tiles of 32 and 64 features tied or lost to cuBLAS on an H200 for every
+decode weight (out_proj's 2560 features make only 80 or 40 programs); the candidates are the narrower and
+split-k tiles that give every SM work. Captured before any measurement: one row takes ``default_config``,
+several rows cuBLAS.
 
 Two options shape the one-row loop: ``dbuf`` issues each tile's load a tile ahead (two tiles live in
 registers; the first before the PDL wait: a weight does not depend on the kernel before), ``prefetch`` asks
@@ -107,19 +109,21 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
 
 
 def default_config(m: int, n: int, k: int) -> dict:
-    """Tile sizes and launch options for m rows, n features, k inputs (used while a graph is being captured
-    before anything was measured)."""
+    """Tile sizes and launch options for m rows, n features, k inputs: one row while a graph is being captured
+    before anything was measured; any rows off the GPU (Triton's interpreter)."""
     if m == 1:
         return {"block_n": 8, "block_k": min(512, triton.next_power_of_2(k)), "num_warps": 4, "num_stages": 1,
                 "dbuf": True}
     return {"block_n": 32, "block_k": min(128, max(16, triton.next_power_of_2(k))), "num_warps": 4, "num_stages": 3}
 
 
-def candidates(n: int, k: int) -> list[dict]:
-    """The one-row configurations measured on first use: the winners of ``benchmarks/gemv.py``'s sweep on an
+def candidates(n: int, k: int, m: int = 1) -> list[dict]:
+    """The configurations measured on first use. One row: the winners of ``benchmarks/gemv.py``'s sweep on an
     H200 for the decode weights (in_proj 10240 x 2560: (8, 256) 14.1 us, cuBLAS 15.2; out_proj 2560 x 5120:
     (8, 512) double-buffered 9.0, cuBLAS 10.8; prefetching into L2 never won), and split-k ones for weights
-    of few rows (each compiles once, then is cached)."""
+    of few rows (each compiles once, then is cached). Several rows: ``rows_candidates``."""
+    if m > 1:
+        return rows_candidates(k)
     bk = lambda want: min(want, max(16, triton.next_power_of_2(k)))  # noqa: E731
     out = [{"block_n": bn, "block_k": bk(kk), "num_warps": 4, "num_stages": 1, "dbuf": dbuf}
            for bn, kk, dbuf in ((8, 256, False), (4, 512, False), (8, 512, True), (16, 256, True), (16, 512, True))]
@@ -130,25 +134,33 @@ def candidates(n: int, k: int) -> list[dict]:
     return out
 
 
+def rows_candidates(k: int) -> list[dict]:
+    """2..16 rows: tensor-core tiles of 16 features (in_proj 640 programs, out_proj 160), alone or with k
+    split in two or four, and the 32-feature tile."""
+    bk = min(128, max(16, triton.next_power_of_2(k)))
+    out = [{"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3} for bn in (16, 32)]
+    out += [{"block_n": 16, "block_k": bk, "num_warps": 4, "num_stages": 3, "split_k": sk}
+            for sk in (2, 4) if k // sk >= 4 * bk]
+    return out
+
+
 _CHOSEN: dict[tuple, dict | None] = {}  # None: F.linear
 
 
 def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
     """The fastest of ``candidates`` and F.linear for this weight, measured once (see the module docstring)."""
     m, k = x2.shape
-    if m > 1:  # measured on an H200 (benchmarks/gemv.py): cuBLAS ties or wins for 16 rows on every decode weight
-        return None
-    key = (tuple(weight.shape), weight.dtype, weight.device, bias is not None)
+    key = (tuple(weight.shape), weight.dtype, weight.device, bias is not None, *(("rows",) if m > 1 else ()))
     if key in _CHOSEN:
         return _CHOSEN[key]
     if torch.cuda.is_current_stream_capturing():
-        return default_config(m, weight.shape[0], k)
+        return default_config(m, weight.shape[0], k) if m == 1 else None
     gen = torch.Generator(x2.device).manual_seed(0)  # a probe row: x2 may be anything (a graph's warm-up buffers)
     x2 = torch.randn(x2.shape, generator=gen, device=x2.device).to(x2.dtype)
     copies = weight_copies(weight)  # stand-ins for the other layers' weights: each launch reads from HBM
     best, best_us = None, graph_us(lambda x, w: F.linear(x, w, bias), copies, x2)
     want = F.linear(x2.float(), weight.float(), None if bias is None else bias.float())
-    for cfg in candidates(weight.shape[0], k):
+    for cfg in candidates(weight.shape[0], k, m):
         try:
             got = _launch(x2, weight, bias, cfg).float()
         except Exception:  # a tile the compiler refuses (registers, shared memory)
