@@ -83,6 +83,17 @@ def test_no_prefetch_without_the_option():
     assert "prefetch.global.L2" not in ptx and "griddepcontrol.wait" in ptx
 
 
+def test_mamba1_decode_loads_its_state_before_the_pdl_wait():
+    # the state alone is fp32 here (the parameters bf16): a 32-bit load before the wait is the state's
+    types = {name: "*bf16" for name in ("x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out")}
+    ptx = _ptx("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel", {**types, "state": "*fp32"},
+               {"HAS_D": False, "HAS_Z": True, "BLOCK_D": 16, "BLOCK_N": 16, "BLOCK_R": 64, "ONE_TILE": False,
+                "PDL": True}, num_warps=2)
+    before, after = ptx.split("griddepcontrol.wait", 1)
+    assert "ld.global.b32" in before or "ld.global.v2.b32" in before or "ld.global.v4.b32" in before
+    assert "ld.global.b16" in after  # x, z, dt_low, B, C: written by the step's earlier kernels
+
+
 @pytest.mark.parametrize("cols", [False, True])
 def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead(cols):
     types = {name: "*bf16" for name in ("u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr")}

@@ -11,6 +11,10 @@ In the unfused step dt_proj, -exp(A_log), the casts of D and dt_bias and the sta
 launches per layer; at batch 1 each costs more than its work. dt_proj's weight (d x r) is read once per
 batch row (from L2 after the first). x_proj's output is read through its strides (dt_low, B and C are views
 of one (b, r + 2n) tensor). Nothing is allocated but the output, so the launch can be captured in a CUDA graph.
+
+With PDL the parameters, dt_proj's tile and the state are loaded before the wait on the previous kernel: the
+state must not be written by a kernel launched since this op last ran on it (a decode step writes it here
+only; a reset or copy between steps is an ordinary launch, which completes before this one starts).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ def _mamba1_decode_kernel(
         offs_r = tl.arange(0, BLOCK_R)
         w1 = tl.load(dt_w + offs_d[:, None] * w_d + offs_r[None, :] * w_r,
                      mask=mask_d[:, None] & (offs_r < r)[None, :], other=0.0).to(tl.float32)
+    # the state too: only this kernel writes it, in the layer's previous step, long finished
+    s_ptrs = state + pid_b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
+    S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
     if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
@@ -63,8 +70,6 @@ def _mamba1_decode_kernel(
             dtv += tl.sum(w * lo[None, :], axis=1)
     dtv = tl.where(dtv > 20.0, dtv, tl.log(1.0 + tl.exp(dtv)))  # softplus
 
-    s_ptrs = state + pid_b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
-    S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
     xv = tl.load(x + pid_b * x_b + offs_d * x_d, mask=mask_d, other=0.0).to(tl.float32)
     Bv = tl.load(B + pid_b * b_b + offs_n * b_n, mask=mask_n, other=0.0).to(tl.float32)
     Cv = tl.load(C + pid_b * c_b + offs_n * c_n, mask=mask_n, other=0.0).to(tl.float32)
