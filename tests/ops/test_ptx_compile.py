@@ -90,8 +90,18 @@ def test_mamba1_decode_loads_its_state_before_the_pdl_wait():
                {"HAS_D": False, "HAS_Z": True, "BLOCK_D": 16, "BLOCK_N": 16, "BLOCK_R": 64, "ONE_TILE": False,
                 "PDL": True}, num_warps=2)
     before, after = ptx.split("griddepcontrol.wait", 1)
-    assert "ld.global.b32" in before or "ld.global.v2.b32" in before or "ld.global.v4.b32" in before
+    assert any(f"ld.global{v}.b32" in before for v in ("", ".v2", ".v4"))
     assert "ld.global.b16" in after  # x, z, dt_low, B, C: written by the step's earlier kernels
+
+
+def test_state_update_loads_its_state_before_the_pdl_wait():
+    types = {name: "*bf16" for name in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "out")}
+    ptx = _ptx("qmamba.ops.state_update.triton:_state_update_kernel", {**types, "state": "*fp32"},
+               {"HAS_D": True, "HAS_Z": True, "HAS_BIAS": True, "SOFTPLUS": True, "A_IS_LOG": True, "BLOCK_P": 16,
+                "BLOCK_N": 16, "PDL": True}, num_warps=2)
+    before, after = ptx.split("griddepcontrol.wait", 1)
+    assert any(f"ld.global{v}.b32" in before for v in ("", ".v2", ".v4"))  # the state: the only fp32 operand
+    assert "ld.global.b16" in after  # x, dt, B, C, z: written by the step's earlier kernels
 
 
 @pytest.mark.parametrize("cols", [False, True])
