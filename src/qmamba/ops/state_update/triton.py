@@ -10,10 +10,7 @@ headdim d and one group. One program owns a (BLOCK_P, BLOCK_N) tile of one (batc
 The op is memory-bound (one read and one write of the state), so the tile is small enough to give
 every SM work at batch 1. Every operand is addressed through its strides: Mamba-2 passes A, D, dt
 and dt_bias as stride-0 broadcast views of per-head scalars. The launch allocates nothing but the
-output (or writes into ``out=``), so it can be captured in a CUDA graph. With PDL the parameters and the
-state are loaded before the wait on the previous kernel: the state must not be written by a kernel launched
-since this op last ran on it (a decode step writes it here only; a reset or copy between steps is an ordinary
-launch, which completes before this one starts).
+output (or writes into ``out=``), so it can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -35,6 +32,9 @@ def _state_update_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     A_IS_LOG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     pid_p, pid_b, pid_h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     pid_g = pid_h // group_ratio
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
@@ -42,26 +42,18 @@ def _state_update_kernel(
     mask_p, mask_n = offs_p < p, offs_n < n
     mask = mask_p[:, None] & mask_n[None, :]  # (BP, BN)
 
-    # before the PDL wait: the parameters, and the state, which only this kernel writes (the step before)
     s_ptrs = state + pid_b * s_b + pid_h * s_h + offs_p[:, None] * s_p + offs_n[None, :] * s_n
     S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BP, BN)
+    xv = tl.load(x + pid_b * x_b + pid_h * x_h + offs_p * x_p, mask=mask_p, other=0.0).to(tl.float32)
+    dtv = tl.load(dt + pid_b * dt_b + pid_h * dt_h + offs_p * dt_p, mask=mask_p, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dtv += tl.load(dt_bias + pid_h * bias_h + offs_p * bias_p, mask=mask_p, other=0.0).to(tl.float32)
+    if SOFTPLUS:
+        dtv = tl.where(dtv > 20.0, dtv, tl.log(1.0 + tl.exp(dtv)))
     Av = tl.load(A + pid_h * a_h + offs_p[:, None] * a_p + offs_n[None, :] * a_n, mask=mask, other=0.0)
     Av = Av.to(tl.float32)
     if A_IS_LOG:
         Av = -tl.exp(Av)
-    bias = tl.zeros((BLOCK_P,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(dt_bias + pid_h * bias_h + offs_p * bias_p, mask=mask_p, other=0.0).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D + pid_h * d_h + offs_p * d_p, mask=mask_p, other=0.0).to(tl.float32)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
-
-    xv = tl.load(x + pid_b * x_b + pid_h * x_h + offs_p * x_p, mask=mask_p, other=0.0).to(tl.float32)
-    dtv = tl.load(dt + pid_b * dt_b + pid_h * dt_h + offs_p * dt_p, mask=mask_p, other=0.0).to(tl.float32) + bias
-    if SOFTPLUS:
-        dtv = tl.where(dtv > 20.0, dtv, tl.log(1.0 + tl.exp(dtv)))
     Bv = tl.load(B + pid_b * b_b + pid_g * b_g + offs_n * b_n, mask=mask_n, other=0.0).to(tl.float32)
     Cv = tl.load(C + pid_b * c_b + pid_g * c_g + offs_n * c_n, mask=mask_n, other=0.0).to(tl.float32)
 
@@ -70,7 +62,7 @@ def _state_update_kernel(
 
     o = tl.sum(S * Cv[None, :], axis=1)  # (BP,)
     if HAS_D:
-        o += xv * Dv
+        o += xv * tl.load(D + pid_h * d_h + offs_p * d_p, mask=mask_p, other=0.0).to(tl.float32)
     if HAS_Z:
         zv = tl.load(z + pid_b * z_b + pid_h * z_h + offs_p * z_p, mask=mask_p, other=0.0).to(tl.float32)
         o *= zv * tl.sigmoid(zv)
