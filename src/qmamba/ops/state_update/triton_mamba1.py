@@ -12,9 +12,10 @@ launches per layer; at batch 1 each costs more than its work. dt_proj's weight (
 batch row (from L2 after the first). x_proj's output is read through its strides (dt_low, B and C are views
 of one (b, r + 2n) tensor). Nothing is allocated but the output, so the launch can be captured in a CUDA graph.
 
-With PDL the parameters, dt_proj's tile and the state are loaded before the wait on the previous kernel: the
-state must not be written by a kernel launched since this op last ran on it (a decode step writes it here
-only; a reset or copy between steps is an ordinary launch, which completes before this one starts).
+With PDL the parameters, dt_proj's tile and (when dt_proj is one tile) the state are loaded before the wait
+on the previous kernel: the state must not be written by a kernel launched since this op last ran on it (a
+decode step writes it here only; a reset or copy between steps is an ordinary launch, which completes before
+this one starts).
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def _mamba1_decode_kernel(
         offs_r = tl.arange(0, BLOCK_R)
         w1 = tl.load(dt_w + offs_d[:, None] * w_d + offs_r[None, :] * w_r,
                      mask=mask_d[:, None] & (offs_r < r)[None, :], other=0.0).to(tl.float32)
-    # the state too: only this kernel writes it, in the layer's previous step, long finished
+    # the state too: only this kernel writes it, in the layer's previous step, long finished (with dt_proj
+    # in steps the state would stay in registers across the loop: loaded after it)
     s_ptrs = state + pid_b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
-    S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
+    if ONE_TILE:
+        S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
     if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
@@ -69,6 +72,8 @@ def _mamba1_decode_kernel(
                         mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)  # (BD, BR)
             dtv += tl.sum(w * lo[None, :], axis=1)
     dtv = tl.where(dtv > 20.0, dtv, tl.log(1.0 + tl.exp(dtv)))  # softplus
+    if not ONE_TILE:
+        S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
 
     xv = tl.load(x + pid_b * x_b + offs_d * x_d, mask=mask_d, other=0.0).to(tl.float32)
     Bv = tl.load(B + pid_b * b_b + offs_n * b_n, mask=mask_n, other=0.0).to(tl.float32)
@@ -107,8 +112,10 @@ def mamba1_decode_ssm(
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     n_pad = max(triton.next_power_of_2(n), 2)
     block_d = block_rows(d, n_pad, batch, 2048)
-    block_r = max(triton.next_power_of_2(r), 2)  # dt_proj: one tile of at most 4096 weights, else steps of 64
-    block_r = block_r if block_r * block_d <= 4096 else 64
+    # dt_proj: one tile of at most 4096 weights, else steps of 2048 (batch 16, (128, 64) steps: 255 registers
+    # and 480 bytes spilled a thread on sm_90; (128, 16): 138, none)
+    block_r = max(triton.next_power_of_2(r), 2)
+    block_r = block_r if block_r * block_d <= 4096 else max(16, 2048 // block_d)
     z_strides = tuple(z.stride()) if z is not None else (0, 0)
     use_pdl = pdl.enabled(state.device)
     _mamba1_decode_kernel[(triton.cdiv(d, block_d), batch)](
