@@ -1,47 +1,14 @@
-"""The decode kernels' PTX-only variants (L2 prefetch, PDL) compiled for sm_90 on any machine: Triton's
-interpreter runs no inline PTX, so this is where a malformed prefetch or a prefetch placed after the PDL wait
-shows without a GPU. Compiles to PTX and cubin with Triton's bundled toolchain in a subprocess (the tests'
-process runs Triton interpreted); nothing is launched.
-
-    python tests/ops/test_ptx_compile.py MODULE KERNEL '{"types": {...}, "constexprs": {...}, "num_warps": 4}'  # PTX
-"""
+"""The decode kernels' PTX-only variants (L2 prefetch, PDL) compiled for sm_90 on any machine (``sm90.py``):
+Triton's interpreter runs no inline PTX, so this is where a malformed prefetch or a load placed on the wrong
+side of the PDL wait shows without a GPU; and what the sequential scan's loop compiles to."""
 
 from __future__ import annotations
-
-import importlib
-import inspect
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 triton = pytest.importorskip("triton")
 
-
-def _ptx(kernel: str, types: dict, constexprs: dict, num_warps: int = 4) -> str:
-    """PTX of ``module:kernel`` for sm_90, compiled in a fresh interpreter-free process."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    spec = json.dumps({"types": types, "constexprs": constexprs, "num_warps": num_warps})
-    done = subprocess.run([sys.executable, __file__, *kernel.split(":"), spec], env=env, capture_output=True,
-                          text=True, timeout=300)
-    if done.returncode == 3:  # no bundled ptxas / LLVM for this platform
-        pytest.skip(f"Triton cannot compile for sm_90 here: {done.stderr.strip()[-300:]}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-def _compile(module: str, name: str, spec: dict) -> str:
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    kernel = getattr(importlib.import_module(module), name)
-    constexprs, types = spec["constexprs"], spec["types"]
-    names = list(inspect.signature(kernel.fn).parameters)
-    signature = {arg: "constexpr" if arg in constexprs else types.get(arg, "i32") for arg in names}
-    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                          target=GPUTarget("cuda", 90, 32), options={"num_warps": spec.get("num_warps", 4)}).asm["ptx"]
+from sm90 import ptx as _ptx  # noqa: E402
 
 
 def _prefetches_then_wait(ptx: str, before: int) -> None:
@@ -111,10 +78,3 @@ def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead(cols)
     # (NS, BD): each lane holds its channel's whole state, so the sum over states needs no shuffle
     assert ("shfl.sync" in in_order) != cols
 
-
-if __name__ == "__main__":
-    try:
-        print(_compile(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
-    except (RuntimeError, FileNotFoundError) as e:  # the toolchain, not the kernel
-        print(e, file=sys.stderr)
-        sys.exit(3)

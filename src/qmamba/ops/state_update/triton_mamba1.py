@@ -110,24 +110,29 @@ def mamba1_decode_ssm(
     r = dt_weight.shape[1]
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    z_strides = tuple(z.stride()) if z is not None else (0, 0)
+    use_pdl = pdl.enabled(state.device)
+    cfg = decode_config(batch, d, n, r)
+    _mamba1_decode_kernel[(triton.cdiv(d, cfg["BLOCK_D"]), batch)](
+        state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z, out,
+        d, n, r,
+        *state.stride(), *x.stride(), *dt_low.stride(), *dt_weight.stride(), *A_log.stride(),
+        *B.stride(), *C.stride(), *z_strides, *out.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, PDL=use_pdl, **cfg, **pdl.launch_options(use_pdl),
+    )
+    return out
+
+
+def decode_config(batch: int, d: int, n: int, r: int) -> dict:
+    """Tiles and warps of ``_mamba1_decode_kernel`` for a (batch, d, n) state and dt_rank r."""
     n_pad = max(triton.next_power_of_2(n), 2)
     block_d = block_rows(d, n_pad, batch, 2048)
     # dt_proj: one tile of at most 4096 weights, else steps of 2048 (batch 16, (128, 64) steps: 255 registers
     # and 480 bytes spilled a thread on sm_90; (128, 16): 138, none)
     block_r = max(triton.next_power_of_2(r), 2)
     block_r = block_r if block_r * block_d <= 4096 else max(16, 2048 // block_d)
-    z_strides = tuple(z.stride()) if z is not None else (0, 0)
-    use_pdl = pdl.enabled(state.device)
-    _mamba1_decode_kernel[(triton.cdiv(d, block_d), batch)](
-        state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z, out,
-        d, n, r,
-        *state.stride(), *x.stride(), *dt_low.stride(), *dt_weight.stride(), *A_log.stride(),
-        *B.stride(), *C.stride(), *z_strides, *out.stride(),
-        HAS_D=D is not None, HAS_Z=z is not None, BLOCK_D=block_d, BLOCK_N=n_pad,
-        BLOCK_R=block_r, ONE_TILE=block_r >= r, PDL=use_pdl,
-        num_warps=4 if block_d * n_pad >= 1024 else 2, **pdl.launch_options(use_pdl),
-    )
-    return out
+    return {"BLOCK_D": block_d, "BLOCK_N": n_pad, "BLOCK_R": block_r, "ONE_TILE": block_r >= r,
+            "num_warps": 4 if block_d * n_pad >= 1024 else 2}
 
 
 backend.register("mamba1_decode_ssm", "triton", mamba1_decode_ssm, devices=("cuda",))
