@@ -50,7 +50,7 @@ def main() -> None:
         best = {layout: (float("inf"), None) for layout in ("rows", "cols")}  # -> (ms, (block_d, warps, ahead))
         for layout, (bd, w), ahead in itertools.chain(
                 itertools.product(["rows"], [(16, 1), (32, 1)], (False, True)),
-                itertools.product(["cols"], [(32, 1), (64, 1), (64, 2), (128, 4)], (False, True))):
+                itertools.product(["cols"], [(16, 1), (32, 1), (32, 2), (64, 1), (64, 2), (128, 4)], (False, True))):
             def run(bd=bd, w=w, ahead=ahead, cols=layout == "cols", operands=operands):
                 return seq.scan_sequential(*operands, block_d=bd, num_warps=w, ahead=ahead, cols=cols)
             try:
