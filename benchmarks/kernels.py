@@ -152,7 +152,13 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--only", default="", help="comma-separated op names to time (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="leave mamba_ssm / causal_conv1d out")
+    parser.add_argument("--scan-bwd-warps", type=int, default=None,
+                        help="warps of the Mamba-1 scan's backward kernel (default: BWD_WARPS)")
     args = parser.parse_args()
+    if args.scan_bwd_warps:
+        from qmamba.ops.selective_scan import triton_bwd
+
+        triton_bwd.BWD_WARPS = args.scan_bwd_warps
     rows = run(only=args.only, peers=not args.no_peers)
     if args.out:
         with open(args.out, "w") as f:
