@@ -4,6 +4,8 @@ MambaForCausalLM / Mamba2ForCausalLM (conversion both ways), and its own invaria
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -49,6 +51,41 @@ def test_token_by_token_equals_full_forward(ssm_cfg):
         rest = model(ids[:, 12:], cache=cache).logits  # then a chunk continuing from the state
     assert cache.seqlen_offset == 19
     assert_close(torch.cat([prefix, *steps, rest], 1), full, 1e-5, "cached vs full")
+
+
+@pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])
+def test_a_differentiated_cached_token_runs_as_a_prefill_of_one(ssm_cfg, monkeypatch):
+    # the one-token step updates its state in place and its GPU kernels have no autograd: with gradients on, a
+    # cached token must run as a length-1 prefill from the state, with the step's numbers and true gradients
+    model = tiny(ssm_cfg).double()
+    ids = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        _, prefix = model.prefill(ids[:, :8])  # one cache for every evaluation: the derivative holds it fixed
+
+    def cached_token():
+        return model(ids[:, 8:], cache=copy.deepcopy(prefix)).logits[:, -1].square().sum()
+
+    first, last = model.backbone.layers[0].mixer, model.backbone.layers[-1].mixer
+    checked = {"in_proj, first layer": first.in_proj.weight, "in_proj, last layer": last.in_proj.weight}
+    eps, fd = 1e-2, {}
+    with torch.no_grad():  # through the step (no gradients): the value, and a central difference per weight
+        stepped = cached_token()
+        for name, p in checked.items():
+            i = (0,) * p.dim()
+            p[i] += eps
+            up = cached_token()
+            p[i] -= 2 * eps
+            fd[name] = ((up - cached_token()) / (2 * eps)).item()
+            p[i] += eps
+    for layer in model.backbone.layers:  # from here on the step must not run
+        monkeypatch.setattr(layer.mixer, "step_with_norm", None)
+        monkeypatch.setattr(layer.mixer, "step", None)
+    loss = cached_token()
+    assert_close(loss, stepped, 1e-6, "the step's value")  # A = -exp(A_log) and the scan state are fp32
+    *grads, g_A = torch.autograd.grad(loss, [*checked.values(), first.A_log])
+    for (name, p), grad in zip(checked.items(), grads):
+        assert grad[(0,) * p.dim()].item() == pytest.approx(fd[name], rel=5e-3, abs=1e-6), name  # fp32 inside
+    assert g_A.abs().sum() > 0  # through the cached state's decay
 
 
 @pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])

@@ -150,7 +150,9 @@ class MambaLM(nn.Module, GenerationMixin):
         if (input_ids is None) == (inputs_embeds is None):
             raise InputError("pass exactly one of input_ids and inputs_embeds")
         hidden = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
-        step = cache is not None and cache.seqlen_offset > 0 and hidden.shape[1] == 1
+        # the one-token step's kernels have no autograd: a differentiated call runs the token as a prefill of
+        # length 1 from the cache (the same numbers)
+        step = cache is not None and cache.seqlen_offset > 0 and hidden.shape[1] == 1 and not self._grads(hidden)
         mask = attention_mask.to(torch.float32) if attention_mask is not None and not step else None
         hidden = self.backbone(hidden, cache=cache, mask=mask, step=step)  # (b, l, d)
         if cache is not None:
@@ -164,6 +166,10 @@ class MambaLM(nn.Module, GenerationMixin):
         if labels is None:
             return LMOutput(logits)
         return LMOutput(logits, *next_token_loss(logits, labels, ignore_index, reduction))
+
+    def _grads(self, hidden: Tensor) -> bool:
+        """Whether autograd records this call (gradients on, and the input or a weight requires one)."""
+        return torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in self.parameters()))
 
     # --------------------------------------------------------------- inference
     def allocate_inference_cache(self, batch_size: int, dtype=None, device=None) -> MambaCache:
