@@ -1,7 +1,7 @@
 """Triton kernels compiled for sm_90 on any machine, in a subprocess (the tests' process runs Triton
 interpreted), with Triton's bundled toolchain; nothing is launched. ``ptx`` gives the PTX; ``resources`` the
 registers, stack and local memory a thread uses, read from the cubin by cuobjdump (spills show as stack or
-local memory).
+local memory). ``KERNELS`` names the kernels the tests compile with their argument types.
 
     python tests/sm90.py MODULE KERNEL '{"types": {...}, "constexprs": {...}, "num_warps": 4}' [ptx|resources]
 """
@@ -19,6 +19,28 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+
+def _dtypes(dtype: str, *names: str) -> dict[str, str]:
+    return {name: dtype for name in names}
+
+
+# module:kernel and the argument types (bf16 activations and weights; other arguments i32) of the kernels the
+# tests compile: the decode step's, and the sequential scan
+KERNELS = {
+    "gemv": ("qmamba.ops.gemv.triton:_gemv_kernel",
+             {**_dtypes("*bf16", "x_ptr", "w_ptr", "b_ptr", "y_ptr"), "acc_ptr": "*fp32", "cnt_ptr": "*i32"}),
+    "step_in": ("qmamba.ops.step_in.triton:_step_in_kernel",
+                {**_dtypes("*bf16", "h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr",
+                           "xw_ptr", "xo_ptr"),
+                 **_dtypes("*fp32", "r_ptr", "ro_ptr", "acc_ptr"), "cnt_ptr": "*i32", "eps": "fp32"}),
+    "mamba1_decode": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel",
+                      {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
+                       "state": "*fp32"}),  # the only fp32 operand: a 32-bit load is the state's
+    "sequential_scan": ("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd",
+                        {**_dtypes("*bf16", "u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr"),
+                         **_dtypes("*fp32", "bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")}),
+}
 
 
 def _run(kernel: str, types: dict, constexprs: dict, num_warps: int, what: str, num_stages: int = 3) -> str:

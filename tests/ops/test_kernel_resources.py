@@ -8,7 +8,7 @@ import pytest
 
 triton = pytest.importorskip("triton")
 
-from sm90 import resources  # noqa: E402
+from sm90 import KERNELS, resources  # noqa: E402
 
 from qmamba.ops.gemv import triton as gemv_triton  # noqa: E402
 from qmamba.ops.selective_scan import triton_sequential as seq  # noqa: E402
@@ -16,10 +16,6 @@ from qmamba.ops.state_update.triton_mamba1 import decode_config  # noqa: E402
 from qmamba.ops.step_in import triton as step_in_triton  # noqa: E402
 
 DECODE_WEIGHTS = [(10240, 2560), (2560, 5120), (192, 5120), (50280, 2560)]  # in_proj, out_proj, x_proj, lm_head
-
-
-def _bf16(*names: str) -> dict:
-    return {name: "*bf16" for name in names}
 
 
 def _no_spills(res: dict) -> None:
@@ -30,9 +26,7 @@ def _no_spills(res: dict) -> None:
 def test_mamba1_decode_ssm(batch):
     cfg = decode_config(batch, 5120, 16, 160)
     warps = cfg.pop("num_warps")
-    types = {**_bf16("x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"), "state": "*fp32"}
-    _no_spills(resources("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel", types,
-                         {"HAS_D": True, "HAS_Z": True, "PDL": True, **cfg}, warps))
+    _no_spills(resources(*KERNELS["mamba1_decode"], {"HAS_D": True, "HAS_Z": True, "PDL": True, **cfg}, warps))
 
 
 def _gemv_configs() -> list[tuple[int, dict]]:
@@ -50,30 +44,22 @@ def _gemv_configs() -> list[tuple[int, dict]]:
 @pytest.mark.parametrize("m,cfg", _gemv_configs(), ids=lambda v: str(v) if isinstance(v, int) else
                          "-".join(f"{k}{v}" for k, v in v.items()))
 def test_gemv(m, cfg):
-    types = {**_bf16("x_ptr", "w_ptr", "b_ptr", "y_ptr"), "acc_ptr": "*fp32", "cnt_ptr": "*i32"}
     constexprs = {"HAS_BIAS": False, "BLOCK_M": 1 if m == 1 else gemv_triton.MAX_ROWS, "BLOCK_N": cfg["block_n"],
                   "BLOCK_K": cfg["block_k"], "SPLIT_K": cfg.get("split_k", 1), "IEEE": False,
                   "PREFETCH": cfg.get("prefetch", 0), "LINES": 8, "DBUF": cfg.get("dbuf", False), "PDL": True}
-    _no_spills(resources("qmamba.ops.gemv.triton:_gemv_kernel", types, constexprs, cfg["num_warps"],
-                         cfg["num_stages"]))
+    _no_spills(resources(*KERNELS["gemv"], constexprs, cfg["num_warps"], cfg["num_stages"]))
 
 
 def test_step_in_one_row():
     cfg = step_in_triton.ONE_ROW
-    types = {**_bf16("h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr", "xw_ptr", "xo_ptr"),
-             "r_ptr": "*fp32", "ro_ptr": "*fp32", "acc_ptr": "*fp32", "cnt_ptr": "*i32", "eps": "fp32"}
     constexprs = {"HAS_RES": False, "HAS_BIAS": False, "HAS_CONV_BIAS": True, "HAS_XPROJ": cfg["fuse_xproj"],
                   "XP_PAD": 256, "W": 4, "W_PAD": 4, "BLOCK_N": cfg["block_n"], "BLOCK_K": cfg["block_k"],
                   "NORMED": cfg["prenorm"], "DBUF": cfg["dbuf"], "PREFETCH": cfg["prefetch"], "LINES": 8, "PDL": True}
-    _no_spills(resources("qmamba.ops.step_in.triton:_step_in_kernel", types, constexprs, cfg["num_warps"],
-                         cfg["num_stages"]))
+    _no_spills(resources(*KERNELS["step_in"], constexprs, cfg["num_warps"], cfg["num_stages"]))
 
 
 @pytest.mark.parametrize("cols", [False, True])
 def test_sequential_scan(cols):
-    types = {**_bf16("u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr"),
-             **{name: "*fp32" for name in ("bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")}}
     constexprs = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False,
                   "BLOCK_D": seq.COLS_BLOCK_D if cols else seq.BLOCK_D, "NS": 16, "AHEAD": seq.AHEAD, "COLS": cols}
-    _no_spills(resources("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd", types, constexprs,
-                         seq.COLS_WARPS if cols else seq.WARPS))
+    _no_spills(resources(*KERNELS["sequential_scan"], constexprs, seq.COLS_WARPS if cols else seq.WARPS))

@@ -8,6 +8,7 @@ import pytest
 
 triton = pytest.importorskip("triton")
 
+from sm90 import KERNELS  # noqa: E402
 from sm90 import ptx as _ptx  # noqa: E402
 
 
@@ -20,11 +21,8 @@ def _prefetches_then_wait(ptx: str, before: int) -> None:
 
 @pytest.mark.parametrize("rows,dbuf", [(1, False), (1, True), (16, False)])
 def test_gemv_prefetches_before_the_pdl_wait(rows, dbuf):
-    pointers = {"x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16", "y_ptr": "*bf16", "acc_ptr": "*fp32",
-                "cnt_ptr": "*i32"}
-    ptx = _ptx("qmamba.ops.gemv.triton:_gemv_kernel", pointers, {"HAS_BIAS": False, "BLOCK_M": rows, "BLOCK_N": 16, "BLOCK_K": 512,
-                                        "SPLIT_K": 1, "IEEE": False, "PREFETCH": 2, "LINES": 8, "DBUF": dbuf,
-                                        "PDL": True})
+    ptx = _ptx(*KERNELS["gemv"], {"HAS_BIAS": False, "BLOCK_M": rows, "BLOCK_N": 16, "BLOCK_K": 512, "SPLIT_K": 1,
+                                  "IEEE": False, "PREFETCH": 2, "LINES": 8, "DBUF": dbuf, "PDL": True})
     _prefetches_then_wait(ptx, 2)
     if dbuf:  # the first weight tile is loaded before the wait too
         assert "ld.global" in ptx[:ptx.index("griddepcontrol.wait")]
@@ -32,19 +30,15 @@ def test_gemv_prefetches_before_the_pdl_wait(rows, dbuf):
 
 @pytest.mark.parametrize("normed", [False, True])
 def test_step_in_prefetches_before_the_pdl_wait(normed):
-    pointers = {name: "*bf16" for name in ("h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr",
-                                           "y_ptr", "xw_ptr", "xo_ptr")}
-    types = {**pointers, "r_ptr": "*fp32", "ro_ptr": "*fp32", "acc_ptr": "*fp32", "cnt_ptr": "*i32", "eps": "fp32"}
-    ptx = _ptx("qmamba.ops.step_in.triton:_step_in_kernel", types, {"HAS_RES": not normed, "HAS_BIAS": False, "HAS_CONV_BIAS": True,
-                                        "HAS_XPROJ": False, "XP_PAD": 16, "W": 4, "W_PAD": 4, "BLOCK_N": 16,
-                                        "BLOCK_K": 512, "NORMED": normed, "DBUF": normed, "PREFETCH": 2, "LINES": 8,
-                                        "PDL": True})
+    ptx = _ptx(*KERNELS["step_in"], {"HAS_RES": not normed, "HAS_BIAS": False, "HAS_CONV_BIAS": True,
+                                     "HAS_XPROJ": False, "XP_PAD": 16, "W": 4, "W_PAD": 4, "BLOCK_N": 16,
+                                     "BLOCK_K": 512, "NORMED": normed, "DBUF": normed, "PREFETCH": 2, "LINES": 8,
+                                     "PDL": True})
     _prefetches_then_wait(ptx, 2)
 
 
 def test_no_prefetch_without_the_option():
-    ptx = _ptx("qmamba.ops.gemv.triton:_gemv_kernel", {"x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16", "y_ptr": "*bf16",
-                              "acc_ptr": "*fp32", "cnt_ptr": "*i32"},
+    ptx = _ptx(*KERNELS["gemv"],
                {"HAS_BIAS": False, "BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 512, "SPLIT_K": 1, "IEEE": False,
                 "PREFETCH": 0, "LINES": 8, "DBUF": False, "PDL": True})
     assert "prefetch.global.L2" not in ptx and "griddepcontrol.wait" in ptx
@@ -52,10 +46,9 @@ def test_no_prefetch_without_the_option():
 
 @pytest.mark.parametrize("one_tile", [True, False])
 def test_mamba1_decode_loads_its_state_before_the_pdl_wait_with_dt_proj_in_one_tile(one_tile):
-    # the state alone is fp32 here (the parameters bf16): a 32-bit load before the wait is the state's; with
+    # the state alone is fp32 (the parameters bf16): a 32-bit load before the wait is the state's; with
     # dt_proj in steps it is loaded after the loop (held across it, it cost registers)
-    types = {name: "*bf16" for name in ("x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out")}
-    ptx = _ptx("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel", {**types, "state": "*fp32"},
+    ptx = _ptx(*KERNELS["mamba1_decode"],
                {"HAS_D": False, "HAS_Z": True, "BLOCK_D": 16, "BLOCK_N": 16, "BLOCK_R": 256 if one_tile else 64,
                 "ONE_TILE": one_tile, "PDL": True}, num_warps=2)
     before, after = ptx.split("griddepcontrol.wait", 1)
@@ -65,12 +58,10 @@ def test_mamba1_decode_loads_its_state_before_the_pdl_wait_with_dt_proj_in_one_t
 
 @pytest.mark.parametrize("cols", [False, True])
 def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead(cols):
-    types = {name: "*bf16" for name in ("u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr")}
-    types.update({name: "*fp32" for name in ("bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")})
     flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 32,
              "NS": 16}
-    kernel = "qmamba.ops.selective_scan.triton_sequential:_sequential_fwd"
-    in_order, ahead = (_ptx(kernel, types, {**flags, "AHEAD": a, "COLS": cols}, num_warps=1) for a in (False, True))
+    in_order, ahead = (_ptx(*KERNELS["sequential_scan"], {**flags, "AHEAD": a, "COLS": cols}, num_warps=1)
+                       for a in (False, True))
     for ptx in (in_order, ahead):
         assert "ex2.approx" in ptx and "st.global" in ptx
     # ahead: position 0's five loads come before the loop as well as the next position's in it
