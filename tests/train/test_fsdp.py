@@ -14,7 +14,7 @@ from testing_utils import assert_close
 from train_utils import run_config, write_world
 
 from qmamba.train.config import parse_config
-from qmamba.train.distributed import DistEnv
+from qmamba.train.distributed import DistEnv, finish, shutdown
 from qmamba.train.loop import StageTrainer
 
 
@@ -37,12 +37,15 @@ def _grads_of_one_step(cfg, env: DistEnv) -> dict[str, torch.Tensor]:
 def _worker(rank: int, world: int, init_file: str, cfg_dict: dict, out: str) -> None:
     sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    env = DistEnv(rank, world, rank, torch.device("cpu"))
     try:
-        grads = _grads_of_one_step(parse_config(cfg_dict, "test"), DistEnv(rank, world, rank, torch.device("cpu")))
+        grads = _grads_of_one_step(parse_config(cfg_dict, "test"), env)
         if rank == 0:
             torch.save(grads, out)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        shutdown(env)
+        raise
+    finish(env)
 
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")  # replaced to read grads

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from train_utils import run_config, write_world
 
 from qmamba.train.config import parse_config
-from qmamba.train.distributed import DistEnv
+from qmamba.train.distributed import DistEnv, finish, shutdown
 from qmamba.train.loop import StageTrainer
 from qmamba.train.runner import train
 
@@ -25,13 +25,16 @@ STOP_AT = 4  # the 2-rank run saves its checkpoint after this many steps and sto
 def _worker(rank: int, world: int, init_file: str, cfg_dict: dict) -> None:
     sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    env = DistEnv(rank, world, rank, torch.device("cpu"))
     try:
-        trainer = StageTrainer(parse_config(cfg_dict, "test"), 0, DistEnv(rank, world, rank, torch.device("cpu")), None)
+        trainer = StageTrainer(parse_config(cfg_dict, "test"), 0, env, None)
         trainer.total_steps = STOP_AT  # the loop ends (and checkpoints) here; the schedule stays the full one
         trainer.export = lambda: None  # not finished: no exported model, no DONE marker
         trainer.run()
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        shutdown(env)
+        raise
+    finish(env)
 
 
 def _losses(run_dir: Path) -> dict[int, float]:

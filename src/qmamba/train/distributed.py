@@ -53,6 +53,15 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
+def finish(env: DistEnv) -> None:
+    """The end of a run that went well: wait until every rank is done communicating, then leave the group.
+    Without the barrier a rank that finished first could tear its connections down while a peer still
+    reads from them (gloo then aborts that peer)."""
+    barrier(env)
+    shutdown(env)
+
+
 def shutdown(env: DistEnv) -> None:
+    """Leave the process group (also after an error, where a barrier could wait forever on a dead rank)."""
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()

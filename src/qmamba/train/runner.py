@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from qmamba.train.config import TrainConfig, to_yaml
-from qmamba.train.distributed import DistEnv, init_distributed, shutdown
+from qmamba.train.distributed import DistEnv, finish, init_distributed, shutdown
 from qmamba.train.loop import run_stage, stage_summary
 from qmamba.utils.cpu import keep_freed_memory
 
@@ -41,6 +41,9 @@ def train(cfg: TrainConfig, env: DistEnv | None = None) -> Path:
 def main_train(cfg: TrainConfig) -> Path:
     env = init_distributed(cfg.run.device)
     try:
-        return train(cfg, env)
-    finally:
+        model_dir = train(cfg, env)
+    except BaseException:
         shutdown(env)
+        raise
+    finish(env)
+    return model_dir
