@@ -18,7 +18,7 @@ for step in $steps; do
   case $step in
     tests) timeout ${TESTS_S:-240} python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/infer tests/train tests/bench 2>&1 \
              | tee "$OUT/gpu_tests.log" | tail -40 ;;
-    kernels) timeout ${KERNELS_S:-150} python3 benchmarks/kernels.py --out "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log" ;;
+    kernels) timeout ${KERNELS_S:-150} python3 benchmarks/kernels.py ${KERNELS_ARGS:-} --out "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log" ;;
     gemv) timeout ${GEMV_S:-200} python3 benchmarks/gemv.py ${GEMV_ARGS:-} --out "$OUT/gemv.json" 2>&1 \
             | tee "$OUT/gemv.log" | grep -v "^  " | tail -12 ;;
     scan) timeout ${SCAN_S:-150} python3 benchmarks/scan_fwd.py --out "$OUT/scan_fwd.json" 2>&1 | tee "$OUT/scan_fwd.log" | tail -14 ;;

@@ -154,7 +154,15 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="leave mamba_ssm / causal_conv1d out")
     parser.add_argument("--scan-bwd-warps", type=int, default=None,
                         help="warps of the Mamba-1 scan's backward kernel (default: BWD_WARPS)")
+    parser.add_argument("--ssd-tiles", default="",
+                        help="SSD (rows a block x warps) per kernel in place of the defaults, e.g. out=32x8,bwd=16x8")
     args = parser.parse_args()
+    if args.ssd_tiles:
+        from qmamba.ops.ssd import triton as ssd_triton
+
+        for item in args.ssd_tiles.split(","):
+            kernel, tile = item.split("=")
+            ssd_triton.TILES[kernel] = tuple(int(v) for v in tile.split("x"))
     if args.scan_bwd_warps:
         from qmamba.ops.selective_scan import triton_bwd
 

@@ -3,11 +3,18 @@ interpreted), with Triton's bundled toolchain; nothing is launched. ``ptx`` give
 registers, stack and local memory a thread uses, read from the cubin by cuobjdump (spills show as stack or
 local memory). ``KERNELS`` names the kernels the tests compile with their argument types.
 
+``recording()`` records the launches Triton's interpreter is asked for (kernel, argument types, constexprs,
+warps, stages, the 16-divisible arguments the JIT would mark) without running them, so the kernels a whole
+forward and backward launches at full-size shapes can be compiled as the GPU would compile them
+(``resources_of``: one subprocess for all).
+
     python tests/sm90.py MODULE KERNEL '{"types": {...}, "constexprs": {...}, "num_warps": 4}' [ptx|resources]
+    python tests/sm90.py --many < JOBS.json     # JOBS [[MODULE, KERNEL, SPEC], ...]: resources of each, a list
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -16,9 +23,12 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def _dtypes(dtype: str, *names: str) -> dict[str, str]:
@@ -65,16 +75,129 @@ def resources(kernel: str, types: dict, constexprs: dict, num_warps: int = 4, nu
     return json.loads(_run(kernel, types, constexprs, num_warps, "resources", num_stages))
 
 
+# ------------------------------------------------------------------------------------------- recording
+_POINTER = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.float64: "*fp64",
+            torch.int64: "*i64", torch.int32: "*i32", torch.int16: "*i16", torch.int8: "*i8", torch.uint8: "*u8",
+            torch.bool: "*i1"}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch as the JIT would specialise it: ``spec`` is what ``_compile`` takes."""
+    kernel: str  # module:name
+    spec: str  # JSON of {"types", "constexprs", "num_warps", "num_stages", "divisible"}
+
+    @property
+    def name(self) -> str:
+        return self.kernel.split(":")[1]
+
+
+def _encode(value):
+    """A constexpr as JSON (Triton dtypes as {"tl": name})."""
+    import triton.language as tl
+
+    if isinstance(value, tl.dtype):
+        return {"tl": value.name}
+    if isinstance(value, tl.constexpr):
+        return _encode(value.value)
+    return value
+
+
+def _launch(fn, args: tuple, kwargs: dict) -> Launch:
+    params = inspect.signature(fn).parameters
+    bound = dict(zip(params, args), **{k: v for k, v in kwargs.items() if k in params})
+    types, constexprs, divisible = {}, {}, []
+    for name, value in bound.items():
+        if "constexpr" in str(params[name].annotation) or value is None or type(value) is int and value == 1:
+            constexprs[name] = _encode(value)  # the JIT makes None and integer 1 constants too
+        elif isinstance(value, torch.Tensor):
+            types[name] = _POINTER[value.dtype]
+            if value.data_ptr() % 16 == 0:
+                divisible.append(name)
+        elif isinstance(value, bool):
+            types[name] = "i1"
+        elif isinstance(value, int):
+            types[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                divisible.append(name)
+        else:
+            types[name] = "fp32"
+    spec = {"types": types, "constexprs": constexprs, "num_warps": kwargs.get("num_warps", 4),
+            "num_stages": kwargs.get("num_stages", 3), "divisible": divisible}
+    return Launch(f"{fn.__module__}:{fn.__name__}", json.dumps(spec, sort_keys=True))
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Launch]]:
+    """Inside the block, Triton launches (interpreter only) are recorded in the yielded list, not run: their
+    outputs stay as allocated. Each distinct launch once, in order."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    launches: list[Launch] = []
+
+    def record(self, *args, grid, warmup, **kwargs):
+        launch = _launch(self.fn, args, kwargs)
+        if not warmup and launch not in launches:
+            launches.append(launch)
+
+    original = InterpretedFunction.run
+    InterpretedFunction.run = record
+    try:
+        yield launches
+    finally:
+        InterpretedFunction.run = original
+
+
+@contextlib.contextmanager
+def triton_on_cpu() -> Iterator[None]:
+    """Inside the block every op runs its Triton implementation on CPU tensors too (with ``recording``: the
+    launches a model makes on the GPU, made by a CPU model)."""
+    import dataclasses
+
+    import qmamba.ops.triton_backend  # noqa: F401 (registers the kernels)
+    from qmamba.ops import backend
+
+    saved = {op: impls["triton"] for op, impls in backend._REGISTRY.items() if "triton" in impls}
+    for op, impl in saved.items():
+        backend._REGISTRY[op]["triton"] = dataclasses.replace(impl, devices=(*impl.devices, "cpu"))
+    try:
+        with backend.use_backend("triton"):
+            yield
+    finally:
+        for op, impl in saved.items():
+            backend._REGISTRY[op]["triton"] = impl
+
+
+def resources_of(launches: list[Launch]) -> list[dict[str, int]]:
+    """``resources`` of each recorded launch, compiled in one subprocess."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    jobs = json.dumps([[*launch.kernel.split(":"), json.loads(launch.spec)] for launch in launches])
+    done = subprocess.run([sys.executable, __file__, "--many"], input=jobs, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    if done.returncode == 3:
+        pytest.skip(f"Triton cannot compile for sm_90 here: {done.stderr.strip()[-300:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+# ------------------------------------------------------------------------------------------- compiling
+def _decode(value):
+    import triton.language as tl
+
+    return tl.dtype(value["tl"]) if isinstance(value, dict) and "tl" in value else value
+
+
 def _compile(module: str, name: str, spec: dict):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     kernel = getattr(importlib.import_module(module), name)
-    constexprs, types = spec["constexprs"], spec["types"]
+    constexprs, types = {k: _decode(v) for k, v in spec["constexprs"].items()}, spec["types"]
     names = list(inspect.signature(kernel.fn).parameters)
     signature = {arg: "constexpr" if arg in constexprs else types.get(arg, "i32") for arg in names}
-    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+    attrs = {(names.index(arg),): [["tt.divisibility", 16]] for arg in spec.get("divisible", ())}
+    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": spec.get("num_warps", 4), "num_stages": spec.get("num_stages", 3)})
 
@@ -95,8 +218,11 @@ def _resources(compiled) -> dict[str, int]:
 
 if __name__ == "__main__":
     try:
-        compiled = _compile(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
-        print(json.dumps(_resources(compiled)) if sys.argv[4:] == ["resources"] else compiled.asm["ptx"])
+        if sys.argv[1] == "--many":
+            print(json.dumps([_resources(_compile(*job)) for job in json.loads(sys.stdin.read())]))
+        else:
+            compiled = _compile(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
+            print(json.dumps(_resources(compiled)) if sys.argv[4:] == ["resources"] else compiled.asm["ptx"])
     except (RuntimeError, FileNotFoundError, subprocess.CalledProcessError) as e:  # the toolchain, not the kernel
         print(e, file=sys.stderr)
         sys.exit(3)

@@ -41,6 +41,12 @@ from qmamba.ops.ssd.triton_fwd import _output_kernel, _states_kernel
 
 _DOT = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
+# (rows a block, warps) of a kernel ("states", "out", "bwd") in place of _Cfg's choice, for sweeps
+# (`benchmarks/kernels.py --ssd-tiles`). Compiled for sm_90 at the 2.7B shape in bf16 (headdim 64, d_state
+# 128) the defaults spill: "out" (64, 8) 255 registers + 352 bytes of stack a thread, "bwd" (32, 8) 255 +
+# 384; (32, 8) and (16, 8) compile to 214 and 220 registers and none.
+TILES: dict[str, tuple[int, int]] = {}
+
 
 def _supported(x: Tensor, B: Tensor, chunk_size: int) -> bool:
     T, p, (g, n), h = chunk_size, x.shape[-1], B.shape[2:], x.shape[2]
@@ -60,6 +66,7 @@ class _Cfg:
         # (rows a block, warps) per kernel; smaller row blocks where many fp32 tiles are live at once
         big = max(self.BP, self.BN) > 128 or x.dtype == torch.float32
         self.tiles = {"states": (32 if big else 64, 8), "out": (32 if big else 64, 8), "bwd": (32, 8)}
+        self.tiles.update(TILES)
         self.tiles = {k: (min(self.T, bt), w) for k, (bt, w) in self.tiles.items()}
         self.BN_state = min(self.BN, 32)  # the sequential kernels split the state columns over programs
         self.nnb = triton.cdiv(self.n, self.BN_state)
