@@ -31,8 +31,8 @@ for step in $steps; do
                timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer ${PROFILE_ARGS:-} \
                  --out "$OUT" 2>&1 | tail -100
              done ;;
-    profile_vqa) for scan in chunked sequential cols; do  # the batch-64 vision encoder and projector, by kernel
-                   flags="--scan $scan"; [ $scan = cols ] && flags="--scan sequential --cols"
+    profile_vqa) for scan in chunked sequential lanes; do  # the batch-64 vision encoder and projector, by kernel
+                   flags="--scan $scan"; [ $scan = lanes ] && flags="--scan sequential --lanes"
                    timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 $flags --rows 12 \
                      --out "$OUT/$scan" 2>&1 | tail -40
                  done ;;

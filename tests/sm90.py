@@ -50,6 +50,10 @@ KERNELS = {
     "sequential_scan": ("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd",
                         {**_dtypes("*bf16", "u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr"),
                          **_dtypes("*fp32", "bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")}),
+    "sequential_scan_lanes": ("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd_lanes",
+                              {**_dtypes("*bf16", "u_ptr", "dl_ptr", "z_ptr", "out_ptr"),
+                               **_dtypes("*fp32", "bias_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "h0_ptr",
+                                         "last_ptr")}),  # B, C: the kernel's padded fp32 copies
 }
 
 

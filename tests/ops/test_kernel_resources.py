@@ -66,11 +66,15 @@ def test_step_in_one_row():
     _no_spills(resources(*KERNELS["step_in"], constexprs, cfg["num_warps"], cfg["num_stages"]))
 
 
-@pytest.mark.parametrize("cols", [False, True])
-def test_sequential_scan(cols):
-    constexprs = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False,
-                  "BLOCK_D": seq.COLS_BLOCK_D if cols else seq.BLOCK_D, "NS": 16, "AHEAD": seq.AHEAD, "COLS": cols}
-    _no_spills(resources(*KERNELS["sequential_scan"], constexprs, seq.COLS_WARPS if cols else seq.WARPS))
+@pytest.mark.parametrize("lanes", [False, True])
+def test_sequential_scan(lanes):
+    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "NS": 16}
+    if lanes:
+        _no_spills(resources(*KERNELS["sequential_scan_lanes"], {**flags, "BLOCK_D": seq.LANES_BLOCK_D},
+                             seq.LANES_WARPS))
+    else:
+        _no_spills(resources(*KERNELS["sequential_scan"], {**flags, "BLOCK_D": seq.BLOCK_D, "AHEAD": seq.AHEAD},
+                             seq.WARPS))
 
 
 # Kernels that spill at the configuration they run with, and the stack a thread may use there (bytes): the

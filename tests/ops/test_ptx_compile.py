@@ -56,16 +56,20 @@ def test_mamba1_decode_loads_its_state_before_the_pdl_wait_with_dt_proj_in_one_t
     assert "ld.global.b16" in after  # x, z, dt_low, B, C: written by the step's earlier kernels
 
 
-@pytest.mark.parametrize("cols", [False, True])
-def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead(cols):
+def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead():
     flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 32,
              "NS": 16}
-    in_order, ahead = (_ptx(*KERNELS["sequential_scan"], {**flags, "AHEAD": a, "COLS": cols}, num_warps=1)
-                       for a in (False, True))
+    in_order, ahead = (_ptx(*KERNELS["sequential_scan"], {**flags, "AHEAD": a}, num_warps=1) for a in (False, True))
     for ptx in (in_order, ahead):
         assert "ex2.approx" in ptx and "st.global" in ptx
     # ahead: position 0's five loads come before the loop as well as the next position's in it
     assert ahead.count("ld.global") >= in_order.count("ld.global") + 5
-    # (NS, BD): each lane holds its channel's whole state, so the sum over states needs no shuffle
-    assert ("shfl.sync" in in_order) != cols
+    assert "shfl.sync" in in_order  # the 2-D state's channels are spread over lanes: the sum over states shuffles
 
+
+def test_sequential_scan_lanes_keeps_each_channel_in_one_lane():
+    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 32,
+             "NS": 16}
+    ptx = _ptx(*KERNELS["sequential_scan_lanes"], flags, num_warps=1)
+    assert ptx.count("ex2.approx") >= 16 and "st.global" in ptx  # the states unrolled
+    assert "shfl.sync" not in ptx and "bar.sync" not in ptx  # no exchange between lanes

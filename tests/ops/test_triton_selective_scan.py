@@ -150,21 +150,23 @@ class _Recording:
     [(2, 6, 37, 4, (0, 0), True), (2, 40, 19, 3, (2, 4), True), (3, 5, 1, 4, (0, 0), True),
      (1, 7, 13, 2, (0, 0), False), (2, 70, 9, 16, (0, 0), True)],
 )
-@pytest.mark.parametrize("ahead,cols", [(False, False), (True, False), (False, True), (True, True)])
-def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, optional, ahead, cols):
+@pytest.mark.parametrize("ahead,lanes", [(False, False), (True, False), (False, True)])
+def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, optional, ahead, lanes):
     grids = []
     monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
     monkeypatch.setattr(triton_sequential, "AHEAD", ahead)
-    monkeypatch.setattr(triton_sequential, "COLS", cols)
-    monkeypatch.setattr(triton_sequential, "_sequential_fwd", _Recording(triton_sequential._sequential_fwd, grids))
+    monkeypatch.setattr(triton_sequential, "LANES", lanes)
+    monkeypatch.setattr(triton_sequential, "LANES_BLOCK_D", 8)  # several channel blocks at these sizes
+    kernel = "_sequential_fwd_lanes" if lanes else "_sequential_fwd"
+    monkeypatch.setattr(triton_sequential, kernel, _Recording(getattr(triton_sequential, kernel), grids))
     _compare_inference(_inputs(b, d, l, n, groups, optional=optional), 1e-4, softplus=optional)
     assert len(grids) == 1
 
 
-@pytest.mark.parametrize("cols", [False, True])
-def test_sequential_mamba1_layout(poisoned, monkeypatch, cols):
+@pytest.mark.parametrize("lanes", [False, True])
+def test_sequential_mamba1_layout(poisoned, monkeypatch, lanes):
     monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
-    monkeypatch.setattr(triton_sequential, "COLS", cols)
+    monkeypatch.setattr(triton_sequential, "LANES", lanes)
     _compare_inference(_mamba1_layout(2, 6, 18, 4), 1e-4)
 
 
@@ -241,9 +243,9 @@ def test_gpu_mamba1_layout(dtype):
 @pytest.mark.parametrize("b,d,l,n,groups", [(64, 5120, 168, 16, (0, 0)), (8, 1536, 1000, 16, (0, 0)),
                                             (4, 512, 77, 64, (4, 4))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("ahead,cols", [(False, False), (True, False), (False, True), (True, True)])
-def test_gpu_sequential_inference_matches_ref(monkeypatch, b, d, l, n, groups, dtype, ahead, cols):
+@pytest.mark.parametrize("ahead,lanes", [(False, False), (True, False), (False, True)])
+def test_gpu_sequential_inference_matches_ref(monkeypatch, b, d, l, n, groups, dtype, ahead, lanes):
     monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
     monkeypatch.setattr(triton_sequential, "AHEAD", ahead)
-    monkeypatch.setattr(triton_sequential, "COLS", cols)
+    monkeypatch.setattr(triton_sequential, "LANES", lanes)
     _compare_inference(_inputs(b, d, l, n, groups, dtype=dtype, device="cuda"), 1e-3 if dtype == torch.float32 else 2e-2)

@@ -9,12 +9,17 @@ needed. Here a program owns BLOCK_D channels of one row, grid (cdiv(d, BLOCK_D),
     dt = softplus(delta_t + bias);  h = exp(dt A) h + dt u_t B_t;  out_t = (<h, C_t> + D u_t) silu(z_t)
 
 Each position reads one value per channel of u, delta and z (strided along d: the lines of the following
-positions stay in L1) and the n values of B and C. With ``COLS`` the state is held transposed,
-(n, BLOCK_D), the lanes along the channels: compiled for sm_90 (n = 16, one warp) the loop issues 422
-instructions per 32 channels (156 registers a thread), or 287 per 16 channels with two lanes a channel (89
-registers, one shuffle), against 799 per 16 with the state (BLOCK_D, n), whose lanes split each channel's
-states (32 shuffles a position for the sum over states, the channel's scalar arithmetic repeated per lane;
-151 registers).
+positions stay in L1) and the n values of B and C. Triton lays the (BLOCK_D, NS) state out as the loads of
+A and the states make it (n contiguous): four states a lane, each channel spread over lanes, so the sum over
+states takes shuffles and each channel's softplus and gate run on every lane that holds one of its states.
+Compiled for sm_90 with the JIT's specialisations (n = 16, one warp) the loop is 254 instructions per 16
+channels and position (92 registers a thread), 234 per 32.
+
+With ``LANES`` a second kernel holds the state as NS vectors (BLOCK_D,), unrolled over the states: one
+channel per lane, whole. The sum over states stays in the lane, each channel's scalar work runs once, and B_t,
+C_t are loaded whole by every lane, from fp32 copies laid out (b, g, l, n) so that they are vector loads
+without conversions. (Holding the 2-D state transposed does not do this: Triton picks the same layout from
+the loads.)
 
 Nothing is saved for a backward: ``selective_scan_triton`` takes this path only when no input needs a
 gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``.
@@ -35,7 +40,8 @@ from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
 
 BLOCK_D, WARPS = 16, 1
 AHEAD = False  # True: each position's loads are issued a position ahead, before the previous one's arithmetic
-COLS, COLS_BLOCK_D, COLS_WARPS = False, 32, 1  # True: the state held as (NS, BLOCK_D), one channel per lane
+LANES, LANES_BLOCK_D, LANES_WARPS = False, 32, 1  # True: the state as NS vectors, one channel per lane
+LANES_MAX_STATE = 32  # the lanes kernel holds 2 x NS fp32 a lane (A and the state); larger n take the 2-D one
 MAX_STATE = 64  # the state of BLOCK_D channels lives in registers
 MIN_ROW_CHANNELS: int | None = 16 * 5120  # None: never
 
@@ -57,36 +63,21 @@ def _position(u_row, dl_row, B_row, C_row, z_row, t, l, su_l, sdl_l, sB_l, sC_l,
 
 
 @triton.jit
-def _state_offsets(offs_d, offs_n, s_d, s_n, COLS: tl.constexpr):
-    """Offsets of a (d, n) array's block: (BD, NS), or (NS, BD) with COLS."""
-    if COLS:
-        offs = offs_n[:, None] * s_n + offs_d.to(tl.int64)[None, :] * s_d
-    else:
-        offs = offs_d.to(tl.int64)[:, None] * s_d + offs_n[None, :] * s_n
-    return offs
-
-
-@triton.jit
 def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, last_ptr, out_ptr,
                     d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
                     sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr, AHEAD: tl.constexpr,
-                    COLS: tl.constexpr):
+                    HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr, AHEAD: tl.constexpr):
     pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, NS)
     mask_d, mask_n = offs_d < d, offs_n < n
-    if COLS:  # the state and A as (NS, BD)
-        mask = mask_n[:, None] & mask_d[None, :]
-        h = tl.zeros((NS, BLOCK_D), tl.float32)
-    else:  # (BD, NS)
-        mask = mask_d[:, None] & mask_n[None, :]
-        h = tl.zeros((BLOCK_D, NS), tl.float32)
-    A2 = tl.load(A_ptr + _state_offsets(offs_d, offs_n, sA_d, sA_n, COLS), mask=mask, other=0.0).to(tl.float32)
-    A2 = A2 * _LOG2E  # 0 on padding: padded states stay 0
+    mask = mask_d[:, None] & mask_n[None, :]
+    h = tl.zeros((BLOCK_D, NS), tl.float32)
+    A2 = tl.load(A_ptr + offs_d.to(tl.int64)[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask, other=0.0)
+    A2 = A2.to(tl.float32) * _LOG2E  # 0 on padding: padded states stay 0
     if HAS_H0:
-        h0 = h0_ptr + pid_b * s0_b + _state_offsets(offs_d, offs_n, s0_d, s0_n, COLS)
+        h0 = h0_ptr + pid_b * s0_b + offs_d.to(tl.int64)[:, None] * s0_d + offs_n[None, :] * s0_n
         h = tl.load(h0, mask=mask, other=0.0).to(tl.float32)
     bias = tl.zeros((BLOCK_D,), tl.float32)
     if HAS_BIAS:
@@ -115,19 +106,79 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
         dtf = dt.to(tl.float32) + bias
         if SOFTPLUS:
             dtf = _softplus(dtf)
-        if COLS:
-            h = tl.exp2(A2 * dtf[None, :]) * h + Bt.to(tl.float32)[:, None] * (dtf * uf)[None, :]
-            y = tl.sum(h * Ct.to(tl.float32)[:, None], axis=0) + Dv * uf  # (BD,)
-        else:
-            h = tl.exp2(A2 * dtf[:, None]) * h + (dtf * uf)[:, None] * Bt.to(tl.float32)[None, :]
-            y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1) + Dv * uf  # (BD,)
+        h = tl.exp2(A2 * dtf[:, None]) * h + (dtf * uf)[:, None] * Bt.to(tl.float32)[None, :]
+        y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1) + Dv * uf  # (BD,)
         if HAS_Z:
             zf = z.to(tl.float32)
             y *= zf / (1.0 + tl.exp(-zf))
         tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=mask_d)
         if AHEAD:
             u, dt, Bt, Ct, z = u_n, dt_n, B_n, C_n, z_n
-    tl.store(last_ptr + pid_b * d * n + _state_offsets(offs_d, offs_n, n, 1, COLS), h, mask=mask)
+    tl.store(last_ptr + pid_b * d * n + offs_d.to(tl.int64)[:, None] * n + offs_n[None, :], h, mask=mask)
+
+
+@triton.jit
+def _sequential_fwd_lanes(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, last_ptr, out_ptr,
+                          d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
+                          sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
+                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                          HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr):
+    """``_sequential_fwd`` with the state as NS vectors h[i] (BD,): one channel per lane."""
+    pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < d
+    d64 = offs_d.to(tl.int64)
+    A2 = ()  # NS x (BD,): A[:, i] log2(e), 0 past n (those states stay 0)
+    h = ()
+    for i in tl.static_range(NS):
+        mask_i = mask_d & (tl.full((BLOCK_D,), i, tl.int32) < n)
+        A2 = A2 + (tl.load(A_ptr + d64 * sA_d + i * sA_n, mask=mask_i, other=0.0).to(tl.float32) * _LOG2E,)
+        if HAS_H0:
+            h = h + (tl.load(h0_ptr + pid_b * s0_b + d64 * s0_d + i * s0_n, mask=mask_i, other=0.0).to(tl.float32),)
+        else:
+            h = h + (tl.zeros((BLOCK_D,), tl.float32),)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    Dv = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    u_row = u_ptr + pid_b * su_b + d64 * su_d  # (BD,) pointers at position 0
+    dl_row = dl_ptr + pid_b * sdl_b + d64 * sdl_d
+    z_row = z_ptr + pid_b * sz_b + d64 * sz_d
+    out_row = out_ptr + pid_b * d * l + d64 * l
+    gB, gC = (pid_d * BLOCK_D) // dpg_B, (pid_d * BLOCK_D) // dpg_C  # the channels' group of B and C
+    B_row = B_ptr + pid_b * sB_b + gB * sB_g  # a scalar pointer: the same B_t, C_t for every lane
+    C_row = C_ptr + pid_b * sC_b + gC * sC_g
+    for t in range(l):
+        uf = tl.load(u_row + t * su_l, mask=mask_d, other=0.0).to(tl.float32)
+        dtf = tl.load(dl_row + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32) + bias
+        if SOFTPLUS:
+            dtf = _softplus(dtf)
+        dtu = dtf * uf
+        y = Dv * uf  # (BD,)
+        hn = ()
+        for i in tl.static_range(NS):  # B, C come padded to NS states (zeros), unmasked
+            Bi = tl.load(B_row + i * sB_n + t * sB_l).to(tl.float32)
+            Ci = tl.load(C_row + i * sC_n + t * sC_l).to(tl.float32)
+            hi = tl.exp2(A2[i] * dtf) * h[i] + dtu * Bi
+            y += hi * Ci
+            hn = hn + (hi,)
+        h = hn
+        if HAS_Z:
+            zf = tl.load(z_row + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
+            y *= zf / (1.0 + tl.exp(-zf))
+        tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+    for i in tl.static_range(NS):
+        tl.store(last_ptr + pid_b * d * n + d64 * n + i, h[i], mask=mask_d & (tl.full((BLOCK_D,), i, tl.int32) < n))
+
+
+def _padded_rows(M: torch.Tensor, ns: int) -> torch.Tensor:
+    """(b, g, n, l) -> fp32 (b, g, ns, l) view of a (b, g, l, ns) array, zero past n."""
+    b, g, n, l = M.shape
+    out = torch.zeros(b, g, l, ns, device=M.device, dtype=torch.float32)
+    out[..., :n] = M.transpose(-1, -2)
+    return out.transpose(-1, -2)
 
 
 def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | None = None) -> bool:
@@ -142,28 +193,31 @@ def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | No
 
 
 def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d: int | None = None,
-                    num_warps: int | None = None, ahead: bool | None = None, cols: bool | None = None):
+                    num_warps: int | None = None, ahead: bool | None = None, lanes: bool | None = None):
     """u, delta, z (b, d, l); A (d, n); B4, C4 (b, g, n, l); h0 (b, d, n) or None -> out (b, d, l) in u's
-    dtype, last state (b, d, n) fp32. Any strides. block_d, num_warps, ahead, cols: override the module's
-    settings (cols: the state held (n, BLOCK_D))."""
-    cols = COLS if cols is None else cols
+    dtype, last state (b, d, n) fp32. Any strides. block_d, num_warps, ahead, lanes: override the module's
+    settings (lanes: the one-channel-a-lane kernel, which has no ahead)."""
+    lanes = (LANES if lanes is None else lanes) and A.shape[1] <= LANES_MAX_STATE
     b, d, l = u.shape
     n, gB, gC = A.shape[1], B4.shape[1], C4.shape[1]
-    bd = min(block_d or (COLS_BLOCK_D if cols else BLOCK_D), triton.next_power_of_2(d))
+    bd = min(block_d or (LANES_BLOCK_D if lanes else BLOCK_D), triton.next_power_of_2(d))
     for g in (gB, gC):  # a block's channels must share their group
         if g > 1:
             bd = min(bd, (d // g) & -(d // g))
     out = torch.empty(b, d, l, device=u.device, dtype=u.dtype)
     last = torch.empty(b, d, n, device=u.device, dtype=torch.float32)
     z_ = z if z is not None else u
+    if lanes:  # B_t, C_t as NS consecutive fp32, zero past n, (b, g, l, NS): unmasked vector loads in every lane
+        B4, C4 = (_padded_rows(M, max(2, triton.next_power_of_2(n))) for M in (B4, C4))
     s0 = h0.stride() if h0 is not None else (0, 0, 0)
-    _sequential_fwd[(triton.cdiv(d, bd), b)](
-        u, delta, bias if bias is not None else u, A, B4, C4, D if D is not None else u, z_,
-        h0 if h0 is not None else last, last, out, d, l, n, d // gB, d // gC, *u.stride(), *delta.stride(),
-        *z_.stride(), *A.stride(), *bc_strides(B4), *bc_strides(C4), *s0,
-        HAS_BIAS=bias is not None, SOFTPLUS=softplus, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_H0=h0 is not None, BLOCK_D=bd, NS=max(2, triton.next_power_of_2(n)),
-        AHEAD=AHEAD if ahead is None else ahead, COLS=cols,
-        num_warps=num_warps or (COLS_WARPS if cols else WARPS),
-    )
+    args = (u, delta, bias if bias is not None else u, A, B4, C4, D if D is not None else u, z_,
+            h0 if h0 is not None else last, last, out, d, l, n, d // gB, d // gC, *u.stride(), *delta.stride(),
+            *z_.stride(), *A.stride(), *bc_strides(B4), *bc_strides(C4), *s0)
+    flags = {"HAS_BIAS": bias is not None, "SOFTPLUS": softplus, "HAS_D": D is not None, "HAS_Z": z is not None,
+             "HAS_H0": h0 is not None, "BLOCK_D": bd, "NS": max(2, triton.next_power_of_2(n))}
+    grid = (triton.cdiv(d, bd), b)
+    if lanes:
+        _sequential_fwd_lanes[grid](*args, **flags, num_warps=num_warps or LANES_WARPS)
+    else:
+        _sequential_fwd[grid](*args, **flags, AHEAD=AHEAD if ahead is None else ahead, num_warps=num_warps or WARPS)
     return out, last
