@@ -63,6 +63,24 @@ def _position(u_row, dl_row, B_row, C_row, z_row, t, l, su_l, sdl_l, sB_l, sC_l,
 
 
 @triton.jit
+def _channel_rows(u_ptr, dl_ptr, bias_ptr, D_ptr, z_ptr, out_ptr, pid_b, offs_d, mask_d, d, l, su_b, su_d, sdl_b,
+                  sdl_d, sz_b, sz_d, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
+    """The block's per-channel constants (delta bias, D; 0 without) and its (BD,) pointers at position 0."""
+    bias = tl.zeros(offs_d.shape, tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    Dv = tl.zeros(offs_d.shape, tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    d64 = offs_d.to(tl.int64)
+    u_row = u_ptr + pid_b * su_b + d64 * su_d
+    dl_row = dl_ptr + pid_b * sdl_b + d64 * sdl_d
+    z_row = z_ptr + pid_b * sz_b + d64 * sz_d
+    out_row = out_ptr + pid_b * d * l + d64 * l
+    return bias, Dv, u_row, dl_row, z_row, out_row
+
+
+@triton.jit
 def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, last_ptr, out_ptr,
                     d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
                     sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
@@ -79,16 +97,9 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
     if HAS_H0:
         h0 = h0_ptr + pid_b * s0_b + offs_d.to(tl.int64)[:, None] * s0_d + offs_n[None, :] * s0_n
         h = tl.load(h0, mask=mask, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    u_row = u_ptr + pid_b * su_b + offs_d.to(tl.int64) * su_d  # (BD,) pointers at position 0
-    dl_row = dl_ptr + pid_b * sdl_b + offs_d.to(tl.int64) * sdl_d
-    z_row = z_ptr + pid_b * sz_b + offs_d.to(tl.int64) * sz_d
-    out_row = out_ptr + pid_b * d * l + offs_d.to(tl.int64) * l
+    bias, Dv, u_row, dl_row, z_row, out_row = _channel_rows(u_ptr, dl_ptr, bias_ptr, D_ptr, z_ptr, out_ptr, pid_b,
+                                                            offs_d, mask_d, d, l, su_b, su_d, sdl_b, sdl_d, sz_b,
+                                                            sz_d, HAS_BIAS, HAS_D)
     gB, gC = (pid_d * BLOCK_D) // dpg_B, (pid_d * BLOCK_D) // dpg_C  # the channels' group of B and C
     B_row = B_ptr + pid_b * sB_b + gB * sB_g + offs_n * sB_n  # (NS,)
     C_row = C_ptr + pid_b * sC_b + gC * sC_g + offs_n * sC_n
@@ -137,16 +148,9 @@ def _sequential_fwd_lanes(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z
             h = h + (tl.load(h0_ptr + pid_b * s0_b + d64 * s0_d + i * s0_n, mask=mask_i, other=0.0).to(tl.float32),)
         else:
             h = h + (tl.zeros((BLOCK_D,), tl.float32),)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    u_row = u_ptr + pid_b * su_b + d64 * su_d  # (BD,) pointers at position 0
-    dl_row = dl_ptr + pid_b * sdl_b + d64 * sdl_d
-    z_row = z_ptr + pid_b * sz_b + d64 * sz_d
-    out_row = out_ptr + pid_b * d * l + d64 * l
+    bias, Dv, u_row, dl_row, z_row, out_row = _channel_rows(u_ptr, dl_ptr, bias_ptr, D_ptr, z_ptr, out_ptr, pid_b,
+                                                            offs_d, mask_d, d, l, su_b, su_d, sdl_b, sdl_d, sz_b,
+                                                            sz_d, HAS_BIAS, HAS_D)
     gB, gC = (pid_d * BLOCK_D) // dpg_B, (pid_d * BLOCK_D) // dpg_C  # the channels' group of B and C
     B_row = B_ptr + pid_b * sB_b + gB * sB_g  # a scalar pointer: the same B_t, C_t for every lane
     C_row = C_ptr + pid_b * sC_b + gC * sC_g
