@@ -31,7 +31,8 @@ SHAPES = {  # name: (n, k)
 def configs(m: int, n: int, k: int, quick: bool):
     """One row: a grid of tiles, each plain, register double-buffered (dbuf) and prefetching 2 or 8 tiles
     ahead into L2, plus the split-k candidates gemv measures itself; several rows: a grid of tensor-core
-    tiles, each with and without prefetch, and the split-k rows candidates. --quick: 4 warps, 3 stages only."""
+    tiles, each with and without prefetch, swapped tiles (weight on the dot's M side) with k split 1 to 8 ways,
+    and the split-k rows candidates. --quick: 4 warps, 3 stages only."""
     ahead = ({"prefetch": 0, "dbuf": False}, {"prefetch": 0, "dbuf": True}, {"prefetch": 2}, {"prefetch": 8})
     if m == 1:
         for bn, bk, pf in itertools.product((4, 8, 16), (256, 512, 1024), ahead):
@@ -42,6 +43,8 @@ def configs(m: int, n: int, k: int, quick: bool):
     warps, stages = ((4, 8), (3, 4)) if not quick else ((4,), (3,))
     for bn, bk, w, s, pf in itertools.product((16, 32, 64), (64, 128, 256), warps, stages, (0, 4)):
         yield {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s, "prefetch": pf}
+    for bn, bk, s, sk in itertools.product((64, 128), (64, 128), stages, (1, 2, 4, 8)):  # the weight on the M side
+        yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": s, "swap": True, "split_k": sk}
     yield from (cfg for cfg in candidates(n, k, m) if "split_k" in cfg)
 
 

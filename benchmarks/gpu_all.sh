@@ -31,9 +31,8 @@ for step in $steps; do
                timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer ${PROFILE_ARGS:-} \
                  --out "$OUT" 2>&1 | tail -100
              done ;;
-    profile_vqa) for scan in chunked sequential lanes; do  # the batch-64 vision encoder and projector, by kernel
-                   flags="--scan $scan"; [ $scan = lanes ] && flags="--scan sequential --lanes"
-                   timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 $flags --rows 12 \
+    profile_vqa) for scan in chunked sequential; do  # the batch-64 vision encoder and projector, by kernel
+                   timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 --scan $scan --rows 12 \
                      --out "$OUT/$scan" 2>&1 | tail -40
                  done ;;
     multi) timeout ${MULTI_S:-580} python3 benchmarks/multi_gpu.py --procs ${MULTI_PROCS:-1 2} ${MULTI_ARGS:---full qmamba-256} \

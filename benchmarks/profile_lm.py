@@ -102,18 +102,12 @@ SCANS = ("auto", "chunked", "sequential")
 SCAN_HELP = "Mamba-1 scans without gradients: as dispatched, or one kernel throughout"
 
 
-LANES_HELP = "the sequential scan's one-channel-a-lane kernel"
-
-
-def set_scan(choice: str, lanes: bool = False) -> None:
-    """--scan: the sequential forward from any size (sequential), never (chunked), or as dispatched (auto);
-    --lanes: its one-channel-a-lane kernel."""
+def set_scan(choice: str) -> None:
+    """--scan: the sequential forward from any size (sequential), never (chunked), or as dispatched (auto)."""
     from qmamba.ops.selective_scan import triton_sequential
 
     if choice != "auto":
         triton_sequential.MIN_ROW_CHANNELS = 0 if choice == "sequential" else None
-    if lanes:
-        triton_sequential.LANES = True
 
 
 def main() -> None:
@@ -127,9 +121,8 @@ def main() -> None:
     ap.add_argument("--who-launches", default=None, help="list the ops launching kernels named like this")
     ap.add_argument("--host", action="store_true", help="also tabulate the host time of a training step by op")
     ap.add_argument("--scan", choices=SCANS, default="auto", help=SCAN_HELP)
-    ap.add_argument("--lanes", action="store_true", help=LANES_HELP)
     args = ap.parse_args()
-    set_scan(args.scan, args.lanes)
+    set_scan(args.scan)
     device = torch.device("cuda")
     cfg = dataclasses.replace(LLM_PRESETS[SHAPES[args.layer]](), n_layer=args.layers)
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from profile_lm import LANES_HELP, SCAN_HELP, SCANS, _table, report, set_scan, wall_ms
+from profile_lm import SCAN_HELP, SCANS, _table, report, set_scan, wall_ms
 
 from qmamba.bench.multimodal import build_multimodal, vqa_inputs
 from qmamba.bench.options import BenchOptions
@@ -21,16 +21,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rows", type=int, default=20)
     ap.add_argument("--scan", choices=SCANS, default="auto", help=SCAN_HELP)
-    ap.add_argument("--lanes", action="store_true", help=LANES_HELP)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    set_scan(args.scan, args.lanes)
+    set_scan(args.scan)
     device = torch.device("cuda")
     opts = BenchOptions(tiny=False)
     model = build_multimodal(args.preset, opts, device, torch.bfloat16)
     ids, pixels = vqa_inputs(model, args.batch, opts.question_len, device, opts.seed)
-    sections = [f"# {torch.cuda.get_device_name()}: {args.preset}, batch {args.batch}, bf16, scan {args.scan}"
-                f"{' (one channel a lane)' if args.lanes else ''}"]
+    sections = [f"# {torch.cuda.get_device_name()}: {args.preset}, batch {args.batch}, bf16, scan {args.scan}"]
     with torch.inference_mode():
         features = model.vision(pixels)
         dtype = next(model.connector.parameters()).dtype

@@ -1,5 +1,5 @@
 """Mamba-1 selective scan forward without gradients: the chunk-parallel kernels beside the sequential one
-(``ops/selective_scan/triton_sequential.py``, its state held (d, n) or (n, d)) over a sweep of block sizes,
+(``ops/selective_scan/triton_sequential.py``) over a sweep of block sizes,
 with each position's loads in order or issued a position ahead, on the shapes of a prefill
 (inputs laid out as the Mamba-1 layer passes them), bf16, n = 16. Prints a table and the programs
 (rows x channel blocks) from which the sequential kernel won; writes JSON with --out.
@@ -47,32 +47,28 @@ def main() -> None:
         want, _ = selective_scan_triton(**t, delta_softplus=True, return_last_state=True)
         operands = (t["u"], t["delta"], t["A"], t["B"].unsqueeze(1), t["C"].unsqueeze(1), t["D"], t["z"],
                     t["delta_bias"], None, True)
-        best = {layout: (float("inf"), None) for layout in ("rows", "lanes")}  # -> (ms, (block_d, warps, ahead))
-        for layout, (bd, w), ahead in itertools.chain(
-                itertools.product(["rows"], [(16, 1), (32, 1), (64, 2)], (False, True)),
-                itertools.product(["lanes"], [(32, 1), (64, 2), (128, 4), (64, 1)], (False,))):
-            def run(bd=bd, w=w, ahead=ahead, lanes=layout == "lanes", operands=operands):
-                return seq.scan_sequential(*operands, block_d=bd, num_warps=w, ahead=ahead, lanes=lanes)
+        best = (float("inf"), None)  # (ms, (block_d, warps, ahead))
+        for (bd, w), ahead in itertools.product([(16, 1), (32, 1), (64, 2)], (False, True)):
+            def run(bd=bd, w=w, ahead=ahead, operands=operands):
+                return seq.scan_sequential(*operands, block_d=bd, num_warps=w, ahead=ahead)
             try:
                 err = (run()[0].float() - want.float()).abs().max().item()
                 if err > 0.05 * want.float().abs().max().item():
-                    print(f"{(b, d, l)} {layout} block_d {bd} warps {w} ahead {ahead}: error {err:.3g}, skipped")
+                    print(f"{(b, d, l)} block_d {bd} warps {w} ahead {ahead}: error {err:.3g}, skipped")
                     continue
-                best[layout] = min(best[layout], (ms(run), (bd, w, ahead)), key=lambda x: x[0])
+                best = min(best, (ms(run), (bd, w, ahead)), key=lambda x: x[0])
             except Exception as e:  # registers, shared memory
-                print(f"{(b, d, l)} {layout} block_d {bd} warps {w} ahead {ahead}: {type(e).__name__}")
+                print(f"{(b, d, l)} block_d {bd} warps {w} ahead {ahead}: {type(e).__name__}")
         programs = b * triton.cdiv(d, seq.BLOCK_D)
-        top = min(best.values(), key=lambda x: x[0])
         results.append({"shape": [b, d, l], "programs": programs, "chunked_ms": chunked,
-                        "sequential_ms": top[0], "best": top[1], "rows_ms": best["rows"][0],
-                        "rows_best": best["rows"][1], "lanes_ms": best["lanes"][0], "lanes_best": best["lanes"][1]})
-        rows.append(f"| {b} x {d} x {l} | {programs} | {chunked:.3f} | {best['rows'][0]:.3f} {best['rows'][1]} "
-                    f"| {best['lanes'][0]:.3f} {best['lanes'][1]} | {chunked / top[0]:.2f}x |")
+                        "sequential_ms": best[0], "best": best[1]})
+        rows.append(f"| {b} x {d} x {l} | {programs} | {chunked:.3f} | {best[0]:.3f} {best[1]} "
+                    f"| {chunked / best[0]:.2f}x |")
         print(rows[-1], flush=True)
     print(f"\n{torch.cuda.get_device_name()}, bf16, n = 16, no gradients; ms per scan\n")
-    print("| rows x channels x positions | programs (block 16) | chunked | sequential, state (d, n): best "
-          "(block_d, warps, ahead) | one channel a lane | speed-up |")
-    print("|---|---|---|---|---|---|")
+    print("| rows x channels x positions | programs (block 16) | chunked | sequential: best "
+          "(block_d, warps, ahead) | speed-up |")
+    print("|---|---|---|---|---|")
     print("\n".join(rows))
     wins = [r["programs"] for r in results if r["sequential_ms"] < r["chunked_ms"]]
     print(f"\nsequential won from {min(wins)} programs" if wins else "\nsequential never won")

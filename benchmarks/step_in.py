@@ -75,7 +75,7 @@ def main() -> None:
 
         composed = graph_us(lambda _, w: run(w, step_in_composed), copies, None)
         default = graph_us(lambda _, w: run(w), copies, None)
-        best = (float("inf"), None)
+        best, sweep = (float("inf"), None), []
         for cfg in configs(m, bool(shape[4])):
             try:
                 got = fused.step_in(**{**t, "conv_state": conv0.clone()}, in_weight=copies[0], **cfg)
@@ -89,10 +89,11 @@ def main() -> None:
                 print(f"{name} m={m} {cfg}: {type(e).__name__}")
                 continue
             print(f"{name} m={m} {cfg}: {us:.1f} us", flush=True)
+            sweep.append({"us": us, **cfg})
             best = min(best, (us, cfg), key=lambda x: x[0])
         gbs = lambda us, b=nbytes: b / us / 1e3  # noqa: E731
         results.append({"shape": name, "rows": m, "composed_us": composed, "default_us": default,
-                        "best_us": best[0], "best_config": best[1]})
+                        "best_us": best[0], "best_config": best[1], "sweep": sweep})
         table.append(f"| {name} | {m} | {composed:.1f} ({gbs(composed):.0f}) | {default:.1f} ({gbs(default):.0f}) "
                      f"| {best[0]:.1f} ({gbs(best[0]):.0f}) | {best[1]} |")
         del copies

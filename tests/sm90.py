@@ -47,13 +47,12 @@ KERNELS = {
     "mamba1_decode": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel",
                       {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
                        "state": "*fp32"}),  # the only fp32 operand: a 32-bit load is the state's
+    "mamba1_decode_rows": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_rows_kernel",
+                           {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
+                            "state": "*fp32"}),
     "sequential_scan": ("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd",
                         {**_dtypes("*bf16", "u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr"),
                          **_dtypes("*fp32", "bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")}),
-    "sequential_scan_lanes": ("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd_lanes",
-                              {**_dtypes("*bf16", "u_ptr", "dl_ptr", "z_ptr", "out_ptr"),
-                               **_dtypes("*fp32", "bias_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "h0_ptr",
-                                         "last_ptr")}),  # B, C: the kernel's padded fp32 copies
 }
 
 

@@ -22,7 +22,7 @@ def _prefetches_then_wait(ptx: str, before: int) -> None:
 @pytest.mark.parametrize("rows,dbuf", [(1, False), (1, True), (16, False)])
 def test_gemv_prefetches_before_the_pdl_wait(rows, dbuf):
     ptx = _ptx(*KERNELS["gemv"], {"HAS_BIAS": False, "BLOCK_M": rows, "BLOCK_N": 16, "BLOCK_K": 512, "SPLIT_K": 1,
-                                  "IEEE": False, "PREFETCH": 2, "LINES": 8, "DBUF": dbuf, "PDL": True})
+                                  "IEEE": False, "PREFETCH": 2, "LINES": 8, "DBUF": dbuf, "SWAP": False, "PDL": True})
     _prefetches_then_wait(ptx, 2)
     if dbuf:  # the first weight tile is loaded before the wait too
         assert "ld.global" in ptx[:ptx.index("griddepcontrol.wait")]
@@ -40,7 +40,7 @@ def test_step_in_prefetches_before_the_pdl_wait(normed):
 def test_no_prefetch_without_the_option():
     ptx = _ptx(*KERNELS["gemv"],
                {"HAS_BIAS": False, "BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 512, "SPLIT_K": 1, "IEEE": False,
-                "PREFETCH": 0, "LINES": 8, "DBUF": False, "PDL": True})
+                "PREFETCH": 0, "LINES": 8, "DBUF": False, "SWAP": False, "PDL": True})
     assert "prefetch.global.L2" not in ptx and "griddepcontrol.wait" in ptx
 
 
@@ -65,11 +65,3 @@ def test_sequential_scan_compiles_with_loads_in_order_and_a_position_ahead():
     # ahead: position 0's five loads come before the loop as well as the next position's in it
     assert ahead.count("ld.global") >= in_order.count("ld.global") + 5
     assert "shfl.sync" in in_order  # the 2-D state's channels are spread over lanes: the sum over states shuffles
-
-
-def test_sequential_scan_lanes_keeps_each_channel_in_one_lane():
-    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "BLOCK_D": 32,
-             "NS": 16}
-    ptx = _ptx(*KERNELS["sequential_scan_lanes"], flags, num_warps=1)
-    assert ptx.count("ex2.approx") >= 16 and "st.global" in ptx  # the states unrolled
-    assert "shfl.sync" not in ptx and "bar.sync" not in ptx  # no exchange between lanes

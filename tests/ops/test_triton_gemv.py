@@ -51,8 +51,20 @@ def test_rows_candidates_match_linear(cfg):
 
 
 def test_rows_candidates_split_k_only_over_long_rows():
-    assert [c.get("split_k", 1) for c in triton_gemv.rows_candidates(5120)] == [1, 1, 2, 4]
-    assert [c.get("split_k", 1) for c in triton_gemv.rows_candidates(256)] == [1, 1]
+    split = lambda k, swap: [c.get("split_k", 1) for c in triton_gemv.rows_candidates(k)  # noqa: E731
+                             if c.get("swap", False) == swap]
+    assert split(5120, False) == [1, 1, 2, 4, 8, 16] and split(5120, True) == [1, 2, 4, 8]
+    assert split(1024, False) == [1, 1, 2, 4]
+    assert split(256, False) == [1, 1] and split(256, True) == [1]
+
+
+@pytest.mark.parametrize("m,split", [(16, 1), (3, 3), (1, 1)])
+def test_swapped_tiles_match_linear(m, split):
+    """The weight on the dot's M side: partial feature and k tiles, k split (sums across programs), bias once;
+    one row ignores the option."""
+    x, w, b = torch.randn(m, 200, device=DEVICE), torch.randn(70, 200, device=DEVICE), torch.randn(70, device=DEVICE)
+    cfg = {"block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2, "swap": True, "split_k": split}
+    assert_close(gemv(x, w, b, config=cfg), gemv_ref(x, w, b), 1e-5)
 
 
 def test_strided_rows_and_default_config():

@@ -121,7 +121,9 @@ def _decode_args(b, d, n, r, dtype):
 
 @pytest.mark.parametrize("b,d,n,r,dtype,tol", [(2, 37, 16, 5, torch.float32, 1e-5), (1, 8, 5, 70, torch.float32, 1e-5),
                                                 (3, 24, 16, 12, torch.bfloat16, 2e-2),
-                                                (1, 8, 5, 1100, torch.float32, 1e-5)])  # dt_proj in steps
+                                                (1, 8, 5, 1100, torch.float32, 1e-5),  # dt_proj in steps
+                                                (2, 40, 16, 1100, torch.float32, 1e-5),  # rows kernel, in steps
+                                                (17, 24, 4, 12, torch.bfloat16, 2e-2)])  # two blocks of rows
 @pytest.mark.parametrize("optional", [True, False])
 def test_mamba1_fused_decode_matches_reference(b, d, n, r, dtype, tol, optional):
     state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z = _decode_args(b, d, n, r, dtype)
@@ -133,6 +135,24 @@ def test_mamba1_fused_decode_matches_reference(b, d, n, r, dtype, tol, optional)
     assert_close(y.float(), y_ref.float(), tol, "out")
     assert_close(s_tri, s_ref, tol, "state")
     assert not torch.equal(s_tri, state)  # the state moved
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_mamba1_decode_kernels_agree_on_every_row(dtype, tol):
+    """The one-row kernel (forced) and the rows kernel give the same step on 5 rows, each row its own."""
+    from qmamba.ops.state_update.triton_mamba1 import decode_config, rows_config
+
+    state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z = _decode_args(5, 48, 16, 20, dtype)
+    outs = []
+    for cfg in (decode_config(5, 48, 16, 20), rows_config(5, 48, 16, 20)):
+        s = state.clone()
+        outs.append((mamba1_decode_ssm(s, x, dt_low, dt_weight, dt_bias, A_log, B, C, D=D, z=z, config=cfg), s))
+    assert "BLOCK_M" in rows_config(5, 48, 16, 20) and "BLOCK_M" not in decode_config(5, 48, 16, 20)
+    assert_close(outs[0][0].float(), outs[1][0].float(), tol, "out")
+    assert_close(outs[0][1], outs[1][1], tol, "state")
+    s_row = state[3:4].clone()  # row 3 alone through the one-row kernel: rows do not mix
+    y_row = mamba1_decode_ssm(s_row, x[3:4], dt_low[3:4], dt_weight, dt_bias, A_log, B[3:4], C[3:4], D=D, z=z[3:4])
+    assert_close(y_row.float(), outs[1][0][3:4].float(), tol, "row 3")
 
 
 def test_mamba1_fused_decode_reference_is_the_unfused_step():
@@ -148,7 +168,7 @@ def test_mamba1_fused_decode_reference_is_the_unfused_step():
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("b", [1, 16])
+@pytest.mark.parametrize("b", [1, 2, 16, 64])
 def test_mamba1_fused_decode_full_size_bf16(b):
     """Mamba-2.8B's step shapes (d_inner 5120, d_state 16, dt_rank 160)."""
     state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z = _decode_args(b, 5120, 16, 160, torch.bfloat16)

@@ -5,7 +5,8 @@ weights once. Grid (cdiv(n, BLOCK_N),): a program owns BLOCK_N output features a
 BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the matching columns of x.
 
     one row    the products accumulate elementwise in a (BLOCK_N, BLOCK_K) fp32 tile, summed once at the end
-    2-16 rows  x is padded to 16 rows and each tile is a tensor-core dot (16, BLOCK_K) x (BLOCK_K, BLOCK_N)
+    2-16 rows  x is padded to 16 rows and each tile is a tensor-core dot (16, BLOCK_K) x (BLOCK_K, BLOCK_N),
+               or with ``swap`` (BLOCK_N, BLOCK_K) x (BLOCK_K, 16), the weight on the M side
     split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k and adds its partial sums
                and the slices of a tile finish the sum in the launch (``ops/atomic_sum.py``): more
                programs for weights with few rows, and still one launch (no memset, no cast)
@@ -42,10 +43,17 @@ MAX_ROWS = 16
 
 
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b)
+
+
+@triton.jit
 def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, sxm, swn, sym,
                  HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  SPLIT_K: tl.constexpr, IEEE: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
-                 DBUF: tl.constexpr, PDL: tl.constexpr):
+                 DBUF: tl.constexpr, SWAP: tl.constexpr, PDL: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask_n = offs_n < n
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn  # (BLOCK_N, 1)
@@ -80,20 +88,28 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
             xv = tl.load(x_ptr + offs_k, mask=mk, other=0.0)
             part += w.to(tl.float32) * xv.to(tl.float32)[None, :]
         acc = tl.sum(part, axis=1)[None, :]  # (1, BLOCK_N)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    else:  # tensor-core dots; SWAP: y^T = W x^T, the weight tile the dot's M side (64 or more features: a
+        # warpgroup MMA)
+        if SWAP:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             if PREFETCH > 0:
                 prefetch_tile(pf_rows, k0 + PREFETCH * BLOCK_K, k_hi, BLOCK_K, LINES)
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mk = offs_k < k_hi
             w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
-            xv = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :], mask=(offs_m < m)[:, None] & mk[None, :],
-                         other=0.0)
-            if IEEE:
-                acc += tl.dot(xv, tl.trans(w), input_precision="ieee")
+            if SWAP:
+                xt = tl.load(x_ptr + offs_m[None, :] * sxm + offs_k[:, None], mask=(offs_m < m)[None, :] & mk[:, None],
+                             other=0.0)  # (BLOCK_K, BLOCK_M)
+                acc += _dot(w, xt, IEEE)
             else:
-                acc += tl.dot(xv, tl.trans(w))
+                xv = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :], mask=(offs_m < m)[:, None] & mk[None, :],
+                             other=0.0)
+                acc += _dot(xv, tl.trans(w), IEEE)
+        if SWAP:
+            acc = tl.trans(acc)
     if HAS_BIAS:  # added once: by the first slice of k
         bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         acc += tl.where(offs_n * 0 + split == 0, bias, 0.0)[None, :]
@@ -136,11 +152,15 @@ def candidates(n: int, k: int, m: int = 1) -> list[dict]:
 
 def rows_candidates(k: int) -> list[dict]:
     """2..16 rows: tensor-core tiles of 16 features (in_proj 640 programs, out_proj 160), alone or with k
-    split in two or four, and the 32-feature tile."""
+    split 2 to 16 ways (x_proj's 12 tiles: 6.6 us on an H100 at 4 slices of 10 k tiles each, a chain of
+    loads), and the 32-feature tile; and swapped tiles (``swap``: y^T = W x^T, 64 features the M side of a
+    warpgroup MMA on Hopper; in_proj 19.4 us against cuBLAS's 20.0), alone or with k split in 2, 4 or 8."""
     bk = min(128, max(16, triton.next_power_of_2(k)))
     out = [{"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3} for bn in (16, 32)]
     out += [{"block_n": 16, "block_k": bk, "num_warps": 4, "num_stages": 3, "split_k": sk}
-            for sk in (2, 4) if k // sk >= 4 * bk]
+            for sk in (2, 4, 8, 16) if k // sk >= 2 * bk]
+    out += [{"block_n": 64, "block_k": bk, "num_warps": 4, "num_stages": 3, "swap": True, "split_k": sk}
+            for sk in (1, 2, 4, 8) if sk == 1 or k // sk >= 4 * bk]
     return out
 
 
@@ -206,7 +226,8 @@ def _launch(x2: Tensor, weight: Tensor, bias: Tensor | None, cfg: dict) -> Tenso
         y.stride(0), HAS_BIAS=bias is not None, BLOCK_M=1 if m == 1 else MAX_ROWS, BLOCK_N=cfg["block_n"],
         BLOCK_K=cfg["block_k"], SPLIT_K=split, IEEE=x2.dtype == torch.float32,
         PREFETCH=cfg.get("prefetch", 0) if l2_prefetch.enabled() else 0,
-        LINES=l2_prefetch.lines(cfg["block_k"], weight.element_size()), DBUF=cfg.get("dbuf", False), PDL=use_pdl,
+        LINES=l2_prefetch.lines(cfg["block_k"], weight.element_size()), DBUF=cfg.get("dbuf", False),
+        SWAP=cfg.get("swap", False) and m > 1, PDL=use_pdl,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
     return y

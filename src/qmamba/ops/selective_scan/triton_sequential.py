@@ -15,11 +15,9 @@ states takes shuffles and each channel's softplus and gate run on every lane tha
 Compiled for sm_90 with the JIT's specialisations (n = 16, one warp) the loop is 254 instructions per 16
 channels and position (92 registers a thread), 234 per 32.
 
-With ``LANES`` a second kernel holds the state as NS vectors (BLOCK_D,), unrolled over the states: one
-channel per lane, whole. The sum over states stays in the lane, each channel's scalar work runs once, and B_t,
-C_t are loaded whole by every lane, from fp32 copies laid out (b, g, l, n) so that they are vector loads
-without conversions. (Holding the 2-D state transposed does not do this: Triton picks the same layout from
-the loads.)
+Holding the state as NS vectors (BLOCK_D,) instead, one whole channel a lane (no shuffles, 204 instructions
+per 32 channels), ran 1.4 to 2.8x slower on an H100 on every shape below, and holding the 2-D state
+transposed compiles to the same layout (Triton picks it from the loads): neither is kept.
 
 Nothing is saved for a backward: ``selective_scan_triton`` takes this path only when no input needs a
 gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``.
@@ -27,7 +25,10 @@ gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``.
 Measured with ``benchmarks/scan_fwd.py`` on an H200 (bf16, n = 16, ms per scan, chunked -> sequential with
 tiles (16 channels, 1 warp)): 16 x 5120 x 168 positions 1.14 -> 0.38, 64 x 5120 x 168 4.50 -> 1.30,
 64 x 5120 x 809 19.0 -> 6.5 (batched LM prefills), but 4 x 5120 x 800 0.44 -> 0.58 and 64 x 1536 x 128
-0.35 -> 0.39: too few rows x channels leave the GPU's warps waiting on each position's dependency.
+0.35 -> 0.39: too few rows x channels leave the GPU's warps waiting on each position's dependency. On an
+H100 with today's chunked kernels the two tie from 16 x 5120 x 168 up (0.38 / 0.38, 1.33 / 1.34, 6.73 / 6.70),
+the sequential one wins 8 x 1536 x 128 (the projector of 8 images: 0.22 -> 0.07) and loses 4 x 5120 x 800
+(0.45 -> 0.49).
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
 
 BLOCK_D, WARPS = 16, 1
 AHEAD = False  # True: each position's loads are issued a position ahead, before the previous one's arithmetic
-LANES, LANES_BLOCK_D, LANES_WARPS = False, 32, 1  # True: the state as NS vectors, one channel per lane
-LANES_MAX_STATE = 32  # the lanes kernel holds 2 x NS fp32 a lane (A and the state); larger n take the 2-D one
 MAX_STATE = 64  # the state of BLOCK_D channels lives in registers
 MIN_ROW_CHANNELS: int | None = 16 * 5120  # None: never
 
@@ -128,63 +127,6 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
     tl.store(last_ptr + pid_b * d * n + offs_d.to(tl.int64)[:, None] * n + offs_n[None, :], h, mask=mask)
 
 
-@triton.jit
-def _sequential_fwd_lanes(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, last_ptr, out_ptr,
-                          d, l, n, dpg_B, dpg_C, su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sA_d, sA_n,
-                          sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l, s0_b, s0_d, s0_n,
-                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                          HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, NS: tl.constexpr):
-    """``_sequential_fwd`` with the state as NS vectors h[i] (BD,): one channel per lane."""
-    pid_d, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < d
-    d64 = offs_d.to(tl.int64)
-    A2 = ()  # NS x (BD,): A[:, i] log2(e), 0 past n (those states stay 0)
-    h = ()
-    for i in tl.static_range(NS):
-        mask_i = mask_d & (tl.full((BLOCK_D,), i, tl.int32) < n)
-        A2 = A2 + (tl.load(A_ptr + d64 * sA_d + i * sA_n, mask=mask_i, other=0.0).to(tl.float32) * _LOG2E,)
-        if HAS_H0:
-            h = h + (tl.load(h0_ptr + pid_b * s0_b + d64 * s0_d + i * s0_n, mask=mask_i, other=0.0).to(tl.float32),)
-        else:
-            h = h + (tl.zeros((BLOCK_D,), tl.float32),)
-    bias, Dv, u_row, dl_row, z_row, out_row = _channel_rows(u_ptr, dl_ptr, bias_ptr, D_ptr, z_ptr, out_ptr, pid_b,
-                                                            offs_d, mask_d, d, l, su_b, su_d, sdl_b, sdl_d, sz_b,
-                                                            sz_d, HAS_BIAS, HAS_D)
-    gB, gC = (pid_d * BLOCK_D) // dpg_B, (pid_d * BLOCK_D) // dpg_C  # the channels' group of B and C
-    B_row = B_ptr + pid_b * sB_b + gB * sB_g  # a scalar pointer: the same B_t, C_t for every lane
-    C_row = C_ptr + pid_b * sC_b + gC * sC_g
-    for t in range(l):
-        uf = tl.load(u_row + t * su_l, mask=mask_d, other=0.0).to(tl.float32)
-        dtf = tl.load(dl_row + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32) + bias
-        if SOFTPLUS:
-            dtf = _softplus(dtf)
-        dtu = dtf * uf
-        y = Dv * uf  # (BD,)
-        hn = ()
-        for i in tl.static_range(NS):  # B, C come padded to NS states (zeros), unmasked
-            Bi = tl.load(B_row + i * sB_n + t * sB_l).to(tl.float32)
-            Ci = tl.load(C_row + i * sC_n + t * sC_l).to(tl.float32)
-            hi = tl.exp2(A2[i] * dtf) * h[i] + dtu * Bi
-            y += hi * Ci
-            hn = hn + (hi,)
-        h = hn
-        if HAS_Z:
-            zf = tl.load(z_row + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
-            y *= zf / (1.0 + tl.exp(-zf))
-        tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=mask_d)
-    for i in tl.static_range(NS):
-        tl.store(last_ptr + pid_b * d * n + d64 * n + i, h[i], mask=mask_d & (tl.full((BLOCK_D,), i, tl.int32) < n))
-
-
-def _padded_rows(M: torch.Tensor, ns: int) -> torch.Tensor:
-    """(b, g, n, l) -> fp32 (b, g, ns, l) view of a (b, g, l, ns) array, zero past n."""
-    b, g, n, l = M.shape
-    out = torch.zeros(b, g, l, ns, device=M.device, dtype=torch.float32)
-    out[..., :n] = M.transpose(-1, -2)
-    return out.transpose(-1, -2)
-
-
 def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | None = None) -> bool:
     """Inference (no input needs a gradient), n <= MAX_STATE, and rows x channels >= ``min_row_channels``
     (default ``MIN_ROW_CHANNELS``; None: never)."""
@@ -197,22 +139,18 @@ def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | No
 
 
 def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d: int | None = None,
-                    num_warps: int | None = None, ahead: bool | None = None, lanes: bool | None = None):
+                    num_warps: int | None = None, ahead: bool | None = None):
     """u, delta, z (b, d, l); A (d, n); B4, C4 (b, g, n, l); h0 (b, d, n) or None -> out (b, d, l) in u's
-    dtype, last state (b, d, n) fp32. Any strides. block_d, num_warps, ahead, lanes: override the module's
-    settings (lanes: the one-channel-a-lane kernel, which has no ahead)."""
-    lanes = (LANES if lanes is None else lanes) and A.shape[1] <= LANES_MAX_STATE
+    dtype, last state (b, d, n) fp32. Any strides. block_d, num_warps, ahead: override the module's settings."""
     b, d, l = u.shape
     n, gB, gC = A.shape[1], B4.shape[1], C4.shape[1]
-    bd = min(block_d or (LANES_BLOCK_D if lanes else BLOCK_D), triton.next_power_of_2(d))
+    bd = min(block_d or BLOCK_D, triton.next_power_of_2(d))
     for g in (gB, gC):  # a block's channels must share their group
         if g > 1:
             bd = min(bd, (d // g) & -(d // g))
     out = torch.empty(b, d, l, device=u.device, dtype=u.dtype)
     last = torch.empty(b, d, n, device=u.device, dtype=torch.float32)
     z_ = z if z is not None else u
-    if lanes:  # B_t, C_t as NS consecutive fp32, zero past n, (b, g, l, NS): unmasked vector loads in every lane
-        B4, C4 = (_padded_rows(M, max(2, triton.next_power_of_2(n))) for M in (B4, C4))
     s0 = h0.stride() if h0 is not None else (0, 0, 0)
     args = (u, delta, bias if bias is not None else u, A, B4, C4, D if D is not None else u, z_,
             h0 if h0 is not None else last, last, out, d, l, n, d // gB, d // gC, *u.stride(), *delta.stride(),
@@ -220,8 +158,5 @@ def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d
     flags = {"HAS_BIAS": bias is not None, "SOFTPLUS": softplus, "HAS_D": D is not None, "HAS_Z": z is not None,
              "HAS_H0": h0 is not None, "BLOCK_D": bd, "NS": max(2, triton.next_power_of_2(n))}
     grid = (triton.cdiv(d, bd), b)
-    if lanes:
-        _sequential_fwd_lanes[grid](*args, **flags, num_warps=num_warps or LANES_WARPS)
-    else:
-        _sequential_fwd[grid](*args, **flags, AHEAD=AHEAD if ahead is None else ahead, num_warps=num_warps or WARPS)
+    _sequential_fwd[grid](*args, **flags, AHEAD=AHEAD if ahead is None else ahead, num_warps=num_warps or WARPS)
     return out, last
