@@ -128,6 +128,34 @@ def test_several_rows_with_x_proj_after_take_the_rows_kernel_then_x_proj(monkeyp
     assert calls == [None]  # the rows kernel ran without x_proj; x_proj (checked by _compare) came after it
 
 
+def test_one_row_config_keeps_the_fastest_variant_once_and_leaves_the_state(monkeypatch):
+    """The variant timed fastest is kept (here the second: fake timings), each variant is checked and timed
+    on probe rows and a scratch conv state, the real state and rows do not move, and the choice is measured
+    once per in_proj."""
+    from qmamba.ops.step_in import triton as module
+
+    timings, calls = iter([5.0, 3.0, 4.0, 6.0]), []
+
+    def fake_graph_us(fn, copies, x):
+        calls.append(fn(x, copies[0]))  # each variant runs (in the kernel) before it is timed
+        return next(timings)
+
+    monkeypatch.setattr(module, "MEASURED_ON", ("cpu", "cuda"))
+    monkeypatch.setattr(module, "_CHOSEN", {})
+    monkeypatch.setattr(module, "graph_us", fake_graph_us)
+    monkeypatch.setattr(module, "weight_copies", lambda w: [w])
+    monkeypatch.setattr(module, "ONE_ROW", {**module.ONE_ROW, "block_k": 16})  # several k tiles at d = 40
+    t = _inputs(1, 40, 61, 30, 4, torch.float32)
+    before = {k: v.clone() for k, v in t.items() if isinstance(v, torch.Tensor)}
+    args = [t[k] for k in ("hidden", "residual", "norm_weight", "eps", "in_weight", "in_bias", "conv_state",
+                           "conv_weight", "conv_bias")]
+    cfg = module.one_row_config(*args, 13, True)
+    assert cfg == {**module.ONE_ROW, **module.ONE_ROW_TILES[1]} and len(calls) == len(module.ONE_ROW_TILES)
+    assert all(torch.equal(t[k], v) for k, v in before.items()), "measuring moved a real input"
+    assert module.one_row_config(*args, 13, True) is cfg and len(calls) == len(module.ONE_ROW_TILES)
+    _compare(t, 1e-5, 13)  # step_in with no config runs the chosen variant, against the reference
+
+
 def test_more_than_16_rows_are_composed(monkeypatch):
     from qmamba.ops.step_in import triton as module
 
@@ -160,6 +188,11 @@ def test_gpu_full_size_bf16(b, cfg, d, n_out, n_conv, conv_lo, n_xp):
     t = _inputs(b, d, n_out, n_conv, 4, torch.bfloat16, n_xp=n_xp)
     for _ in range(3):
         _compare(t, 2e-2, conv_lo, **cfg)
+    if b == 1 and not cfg:  # the first call measured the one-row variants for this in_proj and kept one
+        from qmamba.ops.step_in import triton as module
+
+        chosen = module._CHOSEN[((n_out, d), conv_lo, n_conv, torch.bfloat16, t["hidden"].device)]
+        assert chosen in [{**module.ONE_ROW, **tiles} for tiles in module.ONE_ROW_TILES]
 
 
 def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatch, caplog):
