@@ -156,6 +156,31 @@ def test_one_row_config_keeps_the_fastest_variant_once_and_leaves_the_state(monk
     _compare(t, 1e-5, 13)  # step_in with no config runs the chosen variant, against the reference
 
 
+def test_one_row_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplog):
+    from qmamba.ops.step_in import triton as module
+
+    timings = iter([RuntimeError("capture failed"), 7.0, 2.0, 9.0])
+
+    def fake_graph_us(fn, copies, x):
+        t = next(timings)
+        if isinstance(t, Exception):
+            raise t
+        return t
+
+    monkeypatch.setattr(module, "MEASURED_ON", ("cpu", "cuda"))
+    monkeypatch.setattr(module, "_CHOSEN", {})
+    monkeypatch.setattr(module, "graph_us", fake_graph_us)
+    monkeypatch.setattr(module, "weight_copies", lambda w: [w])
+    monkeypatch.setattr(module, "end_failed_capture", lambda: None)
+    t = _inputs(1, 40, 61, 30, 4, torch.float32)
+    args = [t[k] for k in ("hidden", "residual", "norm_weight", "eps", "in_weight", "in_bias", "conv_state",
+                           "conv_weight", "conv_bias")]
+    with caplog.at_level("WARNING", logger="qmamba"):
+        cfg = module.one_row_config(*args, 13, True)
+    assert cfg == {**module.ONE_ROW, **module.ONE_ROW_TILES[2]}
+    assert "could not time the one-row tiles" in caplog.text
+
+
 def test_more_than_16_rows_are_composed(monkeypatch):
     from qmamba.ops.step_in import triton as module
 
