@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 
 import torch
 import torch.nn.functional as F
+from tables import finish
 
 from qmamba.bench.peers import peer_available
 from qmamba.ops.graph_timing import graph_us
@@ -103,14 +103,10 @@ def main() -> None:
                     f"({best['BLOCK_D']}, {best['num_warps']}, {best['BLOCK_R']}) | {r['mamba_ssm_us']:.1f} |")
         print(rows[-1], flush=True)
         torch.cuda.empty_cache()
-    print(f"\n{torch.cuda.get_device_name()}, Mamba-2.8B step after x_proj, bf16, fp32 state; us per layer\n")
-    print("| batch | state MB read+written | one-row kernel | as dispatched | rows kernel best (block_d, warps, "
-          "block_r) | mamba_ssm (cuBLAS dt_proj + update) |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+    finish("Mamba-2.8B step after x_proj, bf16, fp32 state; us per layer",
+           ["batch", "state MB read+written", "one-row kernel", "as dispatched",
+            "rows kernel best (block_d, warps, block_r)", "mamba_ssm (cuBLAS dt_proj + update)"], rows, results,
+           args.out)
 
 
 if __name__ == "__main__":

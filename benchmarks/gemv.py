@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 
 import torch
 import torch.nn.functional as F
+from tables import finish
 
 from qmamba.ops.gemv.triton import candidates, choose, gemv
 from qmamba.ops.graph_timing import graph_us
@@ -88,13 +88,9 @@ def main() -> None:
         print(rows[-1], flush=True)
         del copies
         torch.cuda.empty_cache()
-    print(f"\n{torch.cuda.get_device_name()}, bf16; us per product (GB/s of weights read)\n")
-    print("| weight | rows | cuBLAS | gemv as chosen | gemv best of sweep | best config | chosen |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+    finish("bf16; us per product (GB/s of weights read)",
+           ["weight", "rows", "cuBLAS", "gemv as chosen", "gemv best of sweep", "best config", "chosen"], rows,
+           results, args.out)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 
 import torch
+from tables import finish
 
 from qmamba.ops.graph_timing import graph_us
 from qmamba.ops.step_in import triton as fused
@@ -98,13 +98,9 @@ def main() -> None:
                      f"| {best[0]:.1f} ({gbs(best[0]):.0f}) | {best[1]} |")
         del copies
         torch.cuda.empty_cache()
-    print(f"\n{torch.cuda.get_device_name()}, bf16; us per step_in (GB/s of in_proj read)\n")
-    print("| shape | rows | unfused ops | fused, default config | fused, best of sweep | best config |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(table))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+    finish("bf16; us per step_in (GB/s of in_proj read)",
+           ["shape", "rows", "unfused ops", "fused, default config", "fused, best of sweep", "best config"], table,
+           results, args.out)
 
 
 if __name__ == "__main__":
