@@ -16,8 +16,8 @@ Compiled for sm_90 with the JIT's specialisations (n = 16, one warp) the loop is
 channels and position (92 registers a thread), 234 per 32.
 
 Holding the state as NS vectors (BLOCK_D,) instead, one whole channel a lane (no shuffles, 204 instructions
-per 32 channels), ran 1.4 to 2.8x slower on an H100 on every shape below, and holding the 2-D state
-transposed compiles to the same layout (Triton picks it from the loads): neither is kept.
+per 32 channels), ran 1.4 to 2.8x slower on an H100 on every shape of ``benchmarks/scan_fwd.py``; holding
+the 2-D state transposed compiles to the same layout (Triton picks it from the loads): neither is kept.
 
 Nothing is saved for a backward: ``selective_scan_triton`` takes this path only when no input needs a
 gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``.
