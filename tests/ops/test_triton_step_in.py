@@ -171,7 +171,6 @@ def test_one_row_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplog
     monkeypatch.setattr(module, "_CHOSEN", {})
     monkeypatch.setattr(module, "graph_us", fake_graph_us)
     monkeypatch.setattr(module, "weight_copies", lambda w: [w])
-    monkeypatch.setattr(module, "end_failed_capture", lambda: None)
     t = _inputs(1, 40, 61, 30, 4, torch.float32)
     args = [t[k] for k in ("hidden", "residual", "norm_weight", "eps", "in_weight", "in_bias", "conv_state",
                            "conv_weight", "conv_bias")]

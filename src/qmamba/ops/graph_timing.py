@@ -1,12 +1,20 @@
 """Timing a kernel as a decode step runs it: many launches replayed from one CUDA graph, each on a different
 copy of its weight, so every launch reads the weight from HBM (a 64-layer step never finds a layer's weights
-in L2) and consecutive launches overlap as they do in the step (PDL edges, no host in between).
+in L2) and consecutive launches overlap as they do in the step (PDL edges, no host in between). ``fastest``
+is the measure-once choice the decode ops make with it (``ops.gemv``'s tiles, ``ops.step_in``'s one-row tiles).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import Tensor
+
+from qmamba.utils.graph_capture import capture
+
+log = logging.getLogger("qmamba")
 
 
 def graph_us(fn, copies: list[Tensor], x, reps: int = 5) -> float:
@@ -15,10 +23,7 @@ def graph_us(fn, copies: list[Tensor], x, reps: int = 5) -> float:
         fn(x, w)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            for w in copies:
-                fn(x, w)
+    capture(graph, lambda: [fn(x, w) for _ in range(reps) for w in copies])  # a failed capture is closed
     graph.replay()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -36,3 +41,29 @@ def weight_copies(like: Tensor, past_bytes: int = 300 << 20) -> list[Tensor]:
     count = max(2, -(-past_bytes // (like.numel() * like.element_size())))
     buf = torch.empty(count * like.numel(), device=like.device, dtype=like.dtype)
     return [chunk.view(like.shape) for chunk in buf.split(like.numel())]
+
+
+def close_enough(got: Tensor, want: Tensor) -> bool:
+    """A candidate's output against the reference's (fp32): within 2% of the reference's largest value."""
+    return torch.allclose(got.float(), want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+def fastest(candidates: Iterable, matches: Callable[[object], bool], timed: Callable[[object], float],
+            best=None, best_us: float = float("inf"), what: str = "the candidate"):
+    """The candidate that ``matches`` (its output checked against a reference) and is ``timed`` fastest, or
+    ``best`` (timed ``best_us``) if none beats it. A candidate that fails to run (a tile the compiler refuses)
+    is skipped; one that cannot be timed in a CUDA graph is skipped with a warning."""
+    for cand in candidates:
+        try:
+            if not matches(cand):
+                continue
+        except Exception:  # registers, shared memory: this Triton cannot build it
+            continue
+        try:
+            us = timed(cand)
+        except RuntimeError as e:
+            log.warning("could not time %s %s (%s)", what, cand, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            continue
+        if us < best_us:
+            best, best_us = cand, us
+    return best

@@ -27,12 +27,11 @@ from triton.compiler.errors import CompilationError
 from qmamba.ops import backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import add_then_last_stores
 from qmamba.ops.gemv import gemv
-from qmamba.ops.graph_timing import graph_us, weight_copies
+from qmamba.ops.graph_timing import close_enough, fastest, graph_us, weight_copies
 from qmamba.ops.l2_prefetch import prefetch_tile
 from qmamba.ops.rms_norm import add_norm
 from qmamba.ops.step_in.ref import step_in_composed
 from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
-from qmamba.utils.graph_capture import end_failed_capture
 
 log = logging.getLogger("qmamba")
 _UNCOMPILABLE: set[tuple] = set()  # kernel variants this Triton could not compile: composed from then on
@@ -173,9 +172,9 @@ def one_row_config(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_
                    conv_lo, residual_in_fp32) -> dict:
     """ONE_ROW with the ``ONE_ROW_TILES`` variant that ran fastest for this in_proj, measured once on first use
     as ``ops.gemv`` measures its tiles (in a CUDA graph over stand-in copies of the weight, on probe rows and a
-    scratch conv state: the real state does not move), each checked against the composed ops first. The
-    variants' order matters on an H200 (one row, us): Mamba-1's in_proj took 20.2 with 8 rows a program,
-    21.8 with 16; Mamba-2's 18.3 with 16. Before any measurement (off the GPU, inside a capture): ONE_ROW."""
+    scratch conv state: the real state does not move), each checked against the composed ops first. The best
+    tiles differ by in_proj on an H200 (one row, us): Mamba-1's took 20.2 with 8 rows a program, 21.8 with
+    16; Mamba-2's 18.3 with 16. Before any measurement (off the GPU, inside a capture): ONE_ROW."""
     key = (tuple(in_weight.shape), conv_lo, conv_state.shape[1], hidden.dtype, hidden.device)
     if key in _CHOSEN:
         return _CHOSEN[key]
@@ -193,24 +192,16 @@ def one_row_config(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_
 
     want = step_in_composed(h, r, norm_weight, eps, in_weight, in_bias, conv_state.clone(), conv_weight, conv_bias,
                             conv_lo, residual_in_fp32, None)[0].float()
+
+    def matches(cfg: dict) -> bool:
+        state.copy_(conv_state)
+        return close_enough(run(in_weight, cfg)[0], want)
+
     copies = weight_copies(in_weight)
-    best, best_us = ONE_ROW, float("inf")
-    for tiles in ONE_ROW_TILES:
-        cfg = {**ONE_ROW, **tiles}
-        try:
-            state.copy_(conv_state)
-            got = run(in_weight, cfg)[0].float()
-            if not torch.allclose(got, want, rtol=2e-2, atol=2e-2 * want.abs().max().item()):
-                continue
-            us = graph_us(lambda _, w, cfg=cfg: run(w, cfg), copies, None)
-        except RuntimeError as e:  # a variant that cannot be timed in a graph here: the others still can
-            end_failed_capture()
-            log.warning("step_in: could not time the one-row tiles %s (%s)", tiles, str(e).splitlines()[0])
-            continue
-        if us < best_us:
-            best, best_us = cfg, us
-    del copies
-    _CHOSEN[key] = best
+    best = fastest([{**ONE_ROW, **tiles} for tiles in ONE_ROW_TILES], matches,
+                   lambda cfg: graph_us(lambda _, w: run(w, cfg), copies, None), best=ONE_ROW,
+                   what="the one-row tiles of step_in")
+    _CHOSEN[key] = best  # the weight copies go with this frame
     return best
 
 
