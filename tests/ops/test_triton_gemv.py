@@ -40,8 +40,17 @@ def test_split_k_adds_partial_sums(m, split, block_k):
     cfg = {"block_n": 8, "block_k": block_k, "num_warps": 4, "num_stages": 2, "split_k": split}
     for _ in range(2):  # the second launch starts from the scratch the first left
         assert_close(gemv(x, w, b, config=cfg), gemv_ref(x, w, b), 1e-5)
-        acc, cnt = triton_gemv._SCRATCH[torch.device(DEVICE)]
-        assert not acc.any() and not cnt.any(), "split-k leaves its scratch zeroed"
+        _, cnt = triton_gemv._SCRATCH[x.device]
+        assert not cnt.any(), "split-k leaves its tile counters zeroed"
+
+
+def test_split_k_adds_the_slices_in_slice_order():
+    # parts whose float sum depends on the order: ((1 + 2^-30) - 1) + 2^-20 is 2^-20 in fp32, as slices 0..3
+    # are added; other orders give 2^-30 + 2^-20 or 0
+    x = torch.tensor([[1.0, 2.0**-30, -1.0, 2.0**-20]], device=DEVICE)
+    w = torch.ones(3, 4, device=DEVICE)
+    cfg = {"block_n": 8, "block_k": 1, "num_warps": 1, "num_stages": 1, "split_k": 4}
+    assert torch.equal(gemv(x, w, config=cfg), torch.full((1, 3), 2.0**-20, device=DEVICE))
 
 
 @pytest.mark.parametrize("cfg", triton_gemv.rows_candidates(1024))
@@ -95,6 +104,19 @@ def test_gpu_decode_shapes_bf16(m, cfg, n, k):
     assert_close(gemv(x, w, config=cfg).float(), gemv_ref(x.float(), w.float()), 2e-2)
 
 
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 16])
+def test_gpu_split_k_is_the_same_on_every_run(m):
+    # 16 slices of k add into each tile's sums in whatever order they finish; fp32 output shows every bit
+    x = torch.randn(m, 5120, device="cuda")
+    w = torch.randn(192, 5120, device="cuda") * 5120**-0.5
+    cfg = {"block_n": 16, "block_k": 64, "num_warps": 4, "num_stages": 3, "split_k": 16}
+    runs = [gemv(x, w, config=cfg) for _ in range(50)]
+    assert all(torch.equal(r, runs[0]) for r in runs), "split-k sums differ between runs of the same input"
+    assert_close(runs[0], gemv_ref(x, w), 1e-4)
+
+
 def test_split_k_scratch_grows_without_freeing_what_graphs_may_hold(monkeypatch):
     monkeypatch.setattr(triton_gemv, "_SCRATCH", {})
     monkeypatch.setattr(triton_gemv, "_OUTGROWN", [])
@@ -102,9 +124,9 @@ def test_split_k_scratch_grows_without_freeing_what_graphs_may_hold(monkeypatch)
     x = torch.randn(1, 64, device=DEVICE)
     small, large = torch.randn(10, 64, device=DEVICE), torch.randn(50, 64, device=DEVICE)
     gemv(x, small, config=cfg)
-    first = triton_gemv._SCRATCH[torch.device(DEVICE)]
+    first = triton_gemv._SCRATCH[x.device]
     assert_close(gemv(x, large, config=cfg), gemv_ref(x, large), 1e-5)
-    grown = triton_gemv._SCRATCH[torch.device(DEVICE)]
+    grown = triton_gemv._SCRATCH[x.device]
     assert grown[0].numel() >= 50 and grown[0] is not first[0]
     assert any(t is first[0] for t in triton_gemv._OUTGROWN) and any(t is first[1] for t in triton_gemv._OUTGROWN)
 

@@ -7,9 +7,10 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
     one row    the products accumulate elementwise in a (BLOCK_N, BLOCK_K) fp32 tile, summed once at the end
     2-16 rows  x is padded to 16 rows and each tile is a tensor-core dot (16, BLOCK_K) x (BLOCK_K, BLOCK_N),
                or with ``swap`` (BLOCK_N, BLOCK_K) x (BLOCK_K, 16), the weight on the M side
-    split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k and adds its partial sums
-               and the slices of a tile finish the sum in the launch (``ops/atomic_sum.py``): more
-               programs for weights with few rows, and still one launch (no memset, no cast)
+    split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k, stores its partial sums in
+               a slot of its own, and the last slice of a tile to finish adds the slots in slice order
+               (``ops/atomic_sum.py``: the same bits on every run): more programs for weights with few
+               rows, and still one launch (no memset, no cast)
 
 Which tiles (or cuBLAS) run is measured once per weight shape, dtype and one row or several on first use,
 outside CUDA-graph capture: each candidate is checked on the real weight, then timed as a decode step runs
@@ -35,7 +36,7 @@ import triton.language as tl
 from torch import Tensor
 
 from qmamba.ops import backend, l2_prefetch, pdl
-from qmamba.ops.atomic_sum import add_then_last_stores
+from qmamba.ops.atomic_sum import store_then_last_sums
 from qmamba.ops.graph_timing import close_enough, fastest, graph_us, weight_copies
 from qmamba.ops.l2_prefetch import prefetch_tile
 
@@ -120,8 +121,8 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
     else:
         # the slices of a tile sum their parts; counted against the grid's slices (fewer than SPLIT_K when
         # k_per rounds up), one counter per tile
-        add_then_last_stores(acc_ptr + offs_m[:, None] * n + offs_n[None, :], acc, mask, mask, out,
-                             cnt_ptr + tl.program_id(0), tl.num_programs(1))
+        store_then_last_sums(acc_ptr + offs_m[:, None] * n + offs_n[None, :], acc, mask, out,
+                             cnt_ptr + tl.program_id(0), split, tl.num_programs(1), m * n)
 
 
 def default_config(m: int, n: int, k: int) -> dict:
@@ -186,18 +187,19 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
     return best
 
 
-_SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # split-k: fp32 sums and int32 tile counters, zeroed
+_SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # split-k: fp32 slots, int32 tile counters (zeroed)
 _OUTGROWN: list[Tensor] = []  # earlier, smaller scratch: kept, as CUDA graphs captured before may still use it
 
 
 def _scratch(device: torch.device, sums: int, tiles: int) -> tuple[Tensor, Tensor]:
-    """Every split-k launch leaves these zeroed, so launches must not overlap in time (one stream); they grow
-    on first use of a larger weight (before any graph capture: ``choose`` runs the configs first)."""
+    """Every split-k launch leaves the counters zeroed (the slots are overwritten), so launches must not
+    overlap in time (one stream); they grow on first use of a larger weight (before any graph capture:
+    ``choose`` runs the configs first)."""
     acc, cnt = _SCRATCH.get(device, (None, None))
     if acc is None or acc.numel() < sums or cnt.numel() < tiles:
         if acc is not None:
             _OUTGROWN.extend((acc, cnt))
-        acc = torch.zeros(max(sums, 0 if acc is None else acc.numel()), device=device)
+        acc = torch.empty(max(sums, 0 if acc is None else acc.numel()), device=device)
         cnt = torch.zeros(max(tiles, 0 if cnt is None else cnt.numel()), device=device, dtype=torch.int32)
         _SCRATCH[device] = (acc, cnt)
     return acc, cnt
@@ -210,7 +212,7 @@ def _launch(x2: Tensor, weight: Tensor, bias: Tensor | None, cfg: dict) -> Tenso
     k_per = triton.cdiv(triton.cdiv(k, split), cfg["block_k"]) * cfg["block_k"]
     y = torch.empty(m, n, device=x2.device, dtype=x2.dtype)
     tiles = triton.cdiv(n, cfg["block_n"])
-    acc, cnt = _scratch(x2.device, m * n, tiles) if split > 1 else (y, y)
+    acc, cnt = _scratch(x2.device, triton.cdiv(k, k_per) * m * n, tiles) if split > 1 else (y, y)
     use_pdl = pdl.enabled(x2.device)
     _gemv_kernel[(tiles, triton.cdiv(k, k_per))](
         x2, weight, bias if bias is not None else weight, y, acc, cnt, m, n, k, k_per, x2.stride(0), weight.stride(0),

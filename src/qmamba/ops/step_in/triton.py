@@ -141,7 +141,7 @@ _SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # device -> (fp32 accu
 
 def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
     if device not in _SCRATCH:  # room for ROWS rows of x_proj
-        _SCRATCH[device] = (torch.zeros(ROWS * _MAX_XP, device=device),
+        _SCRATCH[device] = (torch.zeros(ROWS * _MAX_XP, device=device, dtype=torch.int64),
                             torch.zeros(1, device=device, dtype=torch.int32))
     return _SCRATCH[device]
 
