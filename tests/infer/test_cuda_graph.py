@@ -230,3 +230,19 @@ def test_graph_text_prefill_equals_eager_on_gpu(ssm_cfg):
             assert_close(prefill(ids).float(), logits.float(), 1e-5, "prefill logits")
             assert_close(prefill.cache.layers[-1].ssm_state, cache.layers[-1].ssm_state, 1e-5, "last ssm state")
             ids = torch.randint(1, 97, (2, 150), device="cuda")
+
+
+def test_capture_holds_the_cycle_collector_off_until_it_ends(monkeypatch):
+    import contextlib
+    import gc
+
+    from qmamba.utils import graph_capture
+
+    monkeypatch.setattr(graph_capture.torch.cuda, "graph", lambda graph, pool=None: contextlib.nullcontext())
+    monkeypatch.setattr(graph_capture, "end_failed_capture", lambda: None)
+    assert gc.isenabled()
+    assert graph_capture.capture(None, gc.isenabled) is False
+    assert gc.isenabled(), "the collector runs again after the capture"
+    with pytest.raises(RuntimeError):
+        graph_capture.capture(None, lambda: (_ for _ in ()).throw(RuntimeError("x")))
+    assert gc.isenabled(), "and after a capture that failed"
