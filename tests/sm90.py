@@ -43,7 +43,11 @@ KERNELS = {
     "step_in": ("qmamba.ops.step_in.triton:_step_in_kernel",
                 {**_dtypes("*bf16", "h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr",
                            "xw_ptr", "xo_ptr"),
-                 **_dtypes("*fp32", "r_ptr", "ro_ptr", "acc_ptr"), "cnt_ptr": "*i32", "eps": "fp32"}),
+                 **_dtypes("*fp32", "r_ptr", "ro_ptr"), "acc_ptr": "*i64", "cnt_ptr": "*i32", "eps": "fp32"}),
+    "step_in_rows": ("qmamba.ops.step_in.triton_rows:_step_in_rows_kernel",
+                     {**_dtypes("*bf16", "h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr",
+                                "xw_ptr", "xo_ptr"),
+                      **_dtypes("*fp32", "r_ptr", "ro_ptr"), "acc_ptr": "*i64", "cnt_ptr": "*i32", "eps": "fp32"}),
     "mamba1_decode": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel",
                       {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
                        "state": "*fp32"}),  # the only fp32 operand: a 32-bit load is the state's

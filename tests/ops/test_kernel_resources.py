@@ -61,12 +61,22 @@ def test_gemv(m, cfg):
     _no_spills(resources(*KERNELS["gemv"], constexprs, cfg["num_warps"], cfg["num_stages"]))
 
 
-def test_step_in_one_row():
-    cfg = step_in_triton.ONE_ROW
+@pytest.mark.parametrize("tiles", step_in_triton.ONE_ROW_TILES, ids=str)
+def test_step_in_one_row(tiles):
+    cfg = {**step_in_triton.ONE_ROW, **tiles}
     constexprs = {"HAS_RES": False, "HAS_BIAS": False, "HAS_CONV_BIAS": True, "HAS_XPROJ": cfg["fuse_xproj"],
                   "XP_PAD": 256, "W": 4, "W_PAD": 4, "BLOCK_N": cfg["block_n"], "BLOCK_K": cfg["block_k"],
                   "NORMED": cfg["prenorm"], "DBUF": cfg["dbuf"], "PREFETCH": cfg["prefetch"], "LINES": 8, "PDL": True}
     _no_spills(resources(*KERNELS["step_in"], constexprs, cfg["num_warps"], cfg["num_stages"]))
+
+
+@pytest.mark.parametrize("variant", [v for v in step_in_triton.rows_variants(False) if v["rows_kernel"]], ids=str)
+def test_step_in_rows(variant):
+    cfg = {**step_in_triton.SEVERAL_ROWS, **variant}
+    constexprs = {"HAS_RES": False, "HAS_BIAS": False, "HAS_CONV_BIAS": True, "HAS_XPROJ": False, "XP_PAD": 16,
+                  "W": 4, "W_PAD": 4, "BLOCK_M": 16, "BLOCK_N": cfg["block_n"], "BLOCK_K": cfg["block_k"],
+                  "IEEE": False, "NORMED": cfg["prenorm"], "PDL": True}
+    _no_spills(resources(*KERNELS["step_in_rows"], constexprs, cfg["num_warps"], cfg["num_stages"]))
 
 
 def test_sequential_scan():

@@ -128,7 +128,7 @@ def test_several_rows_with_x_proj_after_take_the_rows_kernel_then_x_proj(monkeyp
     assert calls == [None]  # the rows kernel ran without x_proj; x_proj (checked by _compare) came after it
 
 
-def test_one_row_config_keeps_the_fastest_variant_once_and_leaves_the_state(monkeypatch):
+def test_measured_config_keeps_the_fastest_one_row_variant_once_and_leaves_the_state(monkeypatch):
     """The variant timed fastest is kept (here the second: fake timings), each variant is checked and timed
     on probe rows and a scratch conv state, the real state and rows do not move, and the choice is measured
     once per in_proj."""
@@ -149,14 +149,52 @@ def test_one_row_config_keeps_the_fastest_variant_once_and_leaves_the_state(monk
     before = {k: v.clone() for k, v in t.items() if isinstance(v, torch.Tensor)}
     args = [t[k] for k in ("hidden", "residual", "norm_weight", "eps", "in_weight", "in_bias", "conv_state",
                            "conv_weight", "conv_bias")]
-    cfg = module.one_row_config(*args, 13, True)
+    cfg = module.measured_config(*args, 13, True, None)
     assert cfg == {**module.ONE_ROW, **module.ONE_ROW_TILES[1]} and len(calls) == len(module.ONE_ROW_TILES)
     assert all(torch.equal(t[k], v) for k, v in before.items()), "measuring moved a real input"
-    assert module.one_row_config(*args, 13, True) is cfg and len(calls) == len(module.ONE_ROW_TILES)
+    assert module.measured_config(*args, 13, True, None) is cfg and len(calls) == len(module.ONE_ROW_TILES)
     _compare(t, 1e-5, 13)  # step_in with no config runs the chosen variant, against the reference
 
 
-def test_one_row_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplog):
+@pytest.mark.parametrize("n_xp", [0, 9])
+def test_measured_config_for_several_rows_keeps_the_fastest_way_per_number_of_rows(monkeypatch, n_xp):
+    """2..16 rows: the unfused ops, the rows kernel with 64 or 32 features (Mamba-1: x_proj after it) are each
+    checked and timed (fake timings: the second wins at 3 rows, the first at 5), measured once per number of
+    rows; step_in with no config then runs the choice, against the reference."""
+    from qmamba.ops.step_in import triton as module
+
+    timings, calls = iter([5.0, 3.0, 4.0, 1.0, 3.0, 2.0]), []
+    launched = []
+    real_rows = module.launch_rows
+
+    def fake_graph_us(fn, copies, x):
+        calls.append(fn(x, copies[0]))
+        return next(timings)
+
+    monkeypatch.setattr(module, "MEASURED_ON", ("cpu", "cuda"))
+    monkeypatch.setattr(module, "_CHOSEN", {})
+    monkeypatch.setattr(module, "graph_us", fake_graph_us)
+    monkeypatch.setattr(module, "weight_copies", lambda w: [w])
+    monkeypatch.setattr(module, "launch_rows", lambda *a, **k: launched.append(k["block_n"]) or real_rows(*a, **k))
+    monkeypatch.setattr(module, "SEVERAL_ROWS", {**module.SEVERAL_ROWS, "block_k": 16})
+    variants = [{**module.SEVERAL_ROWS, **v} for v in module.rows_variants(n_xp > 0)]
+    assert [v["rows_kernel"] for v in variants] == [False, True, True] and variants[2]["block_n"] == 32
+    for rows, want in ((3, variants[1]), (5, variants[0])):
+        t = _inputs(rows, 40, 61, 30, 4, torch.float32, n_xp=n_xp)
+        before = {k: v.clone() for k, v in t.items() if isinstance(v, torch.Tensor)}
+        args = [t[k] for k in ("hidden", "residual", "norm_weight", "eps", "in_weight", "in_bias", "conv_state",
+                               "conv_weight", "conv_bias")]
+        cfg = module.measured_config(*args, 13, True, t["xproj_weight"])
+        assert cfg == want
+        assert all(torch.equal(t[k], v) for k, v in before.items()), "measuring moved a real input"
+        assert module.measured_config(*args, 13, True, t["xproj_weight"]) is cfg
+        launched.clear()
+        _compare(t, 1e-5, 13)  # no config: the choice runs, against the reference
+        assert launched == ([64] if cfg["rows_kernel"] else [])
+    assert len(calls) == 6, "measured once per number of rows"
+
+
+def test_measured_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplog):
     from qmamba.ops.step_in import triton as module
 
     timings = iter([RuntimeError("capture failed"), 7.0, 2.0, 9.0])
@@ -175,9 +213,9 @@ def test_one_row_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplog
     args = [t[k] for k in ("hidden", "residual", "norm_weight", "eps", "in_weight", "in_bias", "conv_state",
                            "conv_weight", "conv_bias")]
     with caplog.at_level("WARNING", logger="qmamba"):
-        cfg = module.one_row_config(*args, 13, True)
+        cfg = module.measured_config(*args, 13, True, None)
     assert cfg == {**module.ONE_ROW, **module.ONE_ROW_TILES[2]}
-    assert "could not time the one-row tiles" in caplog.text
+    assert "could not time step_in's one-row tiles" in caplog.text
 
 
 def test_more_than_16_rows_are_composed(monkeypatch):
@@ -215,8 +253,13 @@ def test_gpu_full_size_bf16(b, cfg, d, n_out, n_conv, conv_lo, n_xp):
     if b == 1 and not cfg:  # the first call measured the one-row variants for this in_proj and kept one
         from qmamba.ops.step_in import triton as module
 
-        chosen = module._CHOSEN[((n_out, d), conv_lo, n_conv, torch.bfloat16, t["hidden"].device)]
+        chosen = module._CHOSEN[((n_out, d), conv_lo, n_conv, torch.bfloat16, t["hidden"].device, 1, n_xp > 0)]
         assert chosen in [{**module.ONE_ROW, **tiles} for tiles in module.ONE_ROW_TILES]
+    if b == 16 and not cfg:  # and at 16 rows one of the ways several rows can run
+        from qmamba.ops.step_in import triton as module
+
+        chosen = module._CHOSEN[((n_out, d), conv_lo, n_conv, torch.bfloat16, t["hidden"].device, 16, n_xp > 0)]
+        assert chosen in [{**module.SEVERAL_ROWS, **v} for v in module.rows_variants(n_xp > 0)]
 
 
 def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatch, caplog):

@@ -157,6 +157,7 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
 # then x_proj on its conv rows); without prenorm every program re-reads all rows' hidden + residual (50-70).
 # Re-measured on an H200 (both shapes together, one row): the default 40.1 us; the norm folded into in_proj's
 # walk (sum of squares alongside, the sums scaled by 1 / rms at the end: one walk, no add_norm launch) 42.3.
+# These are the defaults before anything is measured; ``measured_config`` times the variants on first use.
 ONE_ROW = {"block_n": 16, "block_k": 256, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prenorm": True,
            "prefetch": 0, "dbuf": False}
 SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": True,
@@ -164,23 +165,39 @@ SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, 
 
 
 ONE_ROW_TILES = ({}, {"block_n": 8}, {"dbuf": True}, {"block_n": 8, "block_k": 512})  # over ONE_ROW, timed
-_CHOSEN: dict[tuple, dict] = {}  # (in_proj shape, conv rows, dtype, device) -> the one-row config measured fastest
-MEASURED_ON = ("cuda",)  # device types whose first one-row call measures the variants
 
 
-def one_row_config(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias,
-                   conv_lo, residual_in_fp32) -> dict:
-    """ONE_ROW with the ``ONE_ROW_TILES`` variant that ran fastest for this in_proj, measured once on first use
-    as ``ops.gemv`` measures its tiles (in a CUDA graph over stand-in copies of the weight, on probe rows and a
-    scratch conv state: the real state does not move), each checked against the composed ops first. The best
-    tiles differ by in_proj on an H200 (one row, us): Mamba-1's took 20.2 with 8 rows a program, 21.8 with
-    16; Mamba-2's 18.3 with 16. Before any measurement (off the GPU, inside a capture): ONE_ROW."""
-    key = (tuple(in_weight.shape), conv_lo, conv_state.shape[1], hidden.dtype, hidden.device)
+def rows_variants(has_xproj: bool) -> tuple[dict, ...]:
+    """The ways 2..16 rows can run, over ``SEVERAL_ROWS``, timed on first use: the unfused ops, and the rows
+    kernel with 64 or 32 features a program (Mamba-1: x_proj after it). On an H100 at 16 rows (us) Mamba-2's
+    unfused ops took 25.8, the rows kernel 28.8 with 64 features and 26.6 with 32; on an H200 the rows
+    kernel won (24.8 against 27.2); Mamba-1's three tied within 1 us on the H100 (32.0 to 32.8)."""
+    kernel = {"rows_kernel": True, **({"fuse_xproj": False} if has_xproj else {})}
+    return {"rows_kernel": False}, kernel, {**kernel, "block_n": 32}
+
+
+_CHOSEN: dict[tuple, dict] = {}  # (in_proj shape, conv rows, dtype, device, rows, x_proj?) -> the config kept
+MEASURED_ON = ("cuda",)  # device types whose first call at a number of rows measures the variants
+
+
+def measured_config(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias,
+                    conv_lo, residual_in_fp32, xproj_weight) -> dict:
+    """For one row, ONE_ROW with the ``ONE_ROW_TILES`` variant that ran fastest for this in_proj; for 2..16
+    rows, SEVERAL_ROWS with the fastest of ``rows_variants`` at this number of rows. Measured once on first
+    use as ``ops.gemv`` measures its tiles (in a CUDA graph over stand-in copies of the weight, on probe rows
+    and a scratch conv state: the real state does not move), each checked against the composed ops first.
+    The best differ by in_proj and by card: one row on an H200 (us), Mamba-1's took 20.2 with 8 features a
+    program, 21.8 with 16; Mamba-2's 18.3 with 16. Before any measurement (off the GPU, inside a capture):
+    the default (ONE_ROW, SEVERAL_ROWS)."""
+    b = hidden.shape[0]
+    default, variants = (ONE_ROW, ONE_ROW_TILES) if b == 1 else (SEVERAL_ROWS, rows_variants(xproj_weight is not None))
+    key = (tuple(in_weight.shape), conv_lo, conv_state.shape[1], hidden.dtype, hidden.device, b,
+           xproj_weight is not None)
     if key in _CHOSEN:
         return _CHOSEN[key]
     if hidden.device.type not in MEASURED_ON or (hidden.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return ONE_ROW
-    _CHOSEN[key] = ONE_ROW  # while measuring, and if every variant fails
+        return default
+    _CHOSEN[key] = default  # while measuring, and if every variant fails
     gen = torch.Generator(hidden.device).manual_seed(0)
     probe = lambda t: None if t is None else torch.randn(t.shape, generator=gen, device=t.device).to(t.dtype)  # noqa: E731
     h, r = probe(hidden), probe(residual)
@@ -188,19 +205,20 @@ def one_row_config(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_
 
     def run(w, cfg):
         return step_in(h, r, norm_weight, eps, w, in_bias, state, conv_weight, conv_bias, conv_lo, residual_in_fp32,
-                       None, **cfg)
+                       xproj_weight, **cfg)
 
     want = step_in_composed(h, r, norm_weight, eps, in_weight, in_bias, conv_state.clone(), conv_weight, conv_bias,
-                            conv_lo, residual_in_fp32, None)[0].float()
+                            conv_lo, residual_in_fp32, xproj_weight)
 
     def matches(cfg: dict) -> bool:
         state.copy_(conv_state)
-        return close_enough(run(in_weight, cfg)[0], want)
+        got = run(in_weight, cfg)
+        return close_enough(got[0], want[0].float()) and (xproj_weight is None or close_enough(got[2], want[2].float()))
 
     copies = weight_copies(in_weight)
-    best = fastest([{**ONE_ROW, **tiles} for tiles in ONE_ROW_TILES], matches,
-                   lambda cfg: graph_us(lambda _, w: run(w, cfg), copies, None), best=ONE_ROW,
-                   what="the one-row tiles of step_in")
+    best = fastest([{**default, **v} for v in variants], matches,
+                   lambda cfg: graph_us(lambda _, w: run(w, cfg), copies, None), best=default,
+                   what="step_in's one-row tiles" if b == 1 else f"step_in's ways for {b} rows")
     _CHOSEN[key] = best  # the weight copies go with this frame
     return best
 
@@ -209,8 +227,8 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
             in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
             conv_lo: int = 0, residual_in_fp32: bool = True, xproj_weight: Tensor | None = None, **config):
     """Arguments and results as ``step_in_ref``; one row in one kernel, 2..16 rows in the rows kernel
-    (``triton_rows.py``), anything else composed. One row runs ``one_row_config``'s measured choice; a
-    ``config`` given replaces it with ``ONE_ROW`` (``SEVERAL_ROWS`` for several rows) and overrides those
+    (``triton_rows.py``), anything else composed. Without a ``config``, ``measured_config``'s choice runs;
+    a ``config`` given replaces it with ``ONE_ROW`` (``SEVERAL_ROWS`` for several rows) and overrides those
     (block_n, block_k, num_warps, num_stages; for several rows ``prenorm``: add_norm first, then the rows
     kernel on its output, so the programs do not each re-read every row's hidden + residual)."""
     args = (hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight, conv_bias, conv_lo,
@@ -221,10 +239,10 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
             or (xproj_weight is not None and (xproj_weight.shape[0] > _MAX_XP or xproj_weight.stride(-1) != 1))):
         return step_in_composed(*args)
     given = {k: v for k, v in config.items() if v is not None}
-    base = SEVERAL_ROWS if b > 1 else ONE_ROW if given else one_row_config(*args[:-1])
+    base = (ONE_ROW if b == 1 else SEVERAL_ROWS) if given else measured_config(*args)
     cfg = {**base, **given}
     if xproj_weight is not None and not cfg["fuse_xproj"] and (b == 1 or cfg["rows_kernel"] is not False):
-        y, res, _ = step_in(*args[:-1], None, **config)  # the kernel without x_proj, then x_proj on its conv rows
+        y, res, _ = step_in(*args[:-1], None, **cfg)  # the kernel without x_proj, then x_proj on its conv rows
         return y, res, gemv(y[:, conv_lo:conv_lo + n_conv], xproj_weight)
     if b > 1 and not (xproj_weight is None if cfg["rows_kernel"] is None else cfg["rows_kernel"]):
         return step_in_composed(*args)
