@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's full check: kernel and CUDA-graph tests (marker gpu), per-kernel timings beside mamba_ssm,
 # model parity with mamba_ssm, then `qmamba bench`. Logs and JSON go to $OUT (default /tmp/qmamba-gpu).
-#   bash benchmarks/gpu_all.sh [tests|kernels|gemv|scan|step_in|decode_ssm|parity|bench|profile|profile_vqa|multi ...]
+#   bash benchmarks/gpu_all.sh [tests|kernels|gemv|scan|step_in|step_out|decode_ssm|parity|bench|profile|profile_vqa|multi ...]
 #   (default: tests kernels parity bench)
 # mamba_ssm / causal_conv1d wheels in .whl/ are installed to /tmp/site for the side-by-side figures only.
 set -uo pipefail
@@ -24,6 +24,8 @@ for step in $steps; do
     scan) timeout ${SCAN_S:-150} python3 benchmarks/scan_fwd.py --out "$OUT/scan_fwd.json" 2>&1 | tee "$OUT/scan_fwd.log" | tail -14 ;;
     step_in) timeout ${STEP_IN_S:-150} python3 benchmarks/step_in.py ${STEP_IN_ARGS:-} --out "$OUT/step_in.json" 2>&1 \
                | tee "$OUT/step_in.log" | tail -8 ;;
+    step_out) timeout ${STEP_OUT_S:-100} python3 benchmarks/step_out.py --out "$OUT/step_out.json" 2>&1 \
+                | tee "$OUT/step_out.log" | tail -6 ;;
     decode_ssm) timeout ${DECODE_SSM_S:-100} python3 benchmarks/decode_ssm.py --out "$OUT/decode_ssm.json" 2>&1 \
                   | tee "$OUT/decode_ssm.log" | tail -10 ;;
     parity) timeout ${PARITY_S:-120} python3 benchmarks/gpu_parity.py 2>&1 | tee "$OUT/parity.log" | tail -20 ;;

@@ -22,6 +22,7 @@ from qmamba.ops.gemv import triton as gemv_triton  # noqa: E402
 from qmamba.ops.selective_scan import triton_sequential as seq  # noqa: E402
 from qmamba.ops.state_update.triton_mamba1 import ROWS_FROM, decode_config, rows_config  # noqa: E402
 from qmamba.ops.step_in import triton as step_in_triton  # noqa: E402
+from qmamba.ops.step_out import triton as step_out_triton  # noqa: E402
 
 DECODE_WEIGHTS = [(10240, 2560), (2560, 5120), (192, 5120), (50280, 2560)]  # in_proj, out_proj, x_proj, lm_head
 
@@ -77,6 +78,13 @@ def test_step_in_rows(variant):
                   "W": 4, "W_PAD": 4, "BLOCK_M": 16, "BLOCK_N": cfg["block_n"], "BLOCK_K": cfg["block_k"],
                   "IEEE": False, "NORMED": cfg["prenorm"], "PDL": True}
     _no_spills(resources(*KERNELS["step_in_rows"], constexprs, cfg["num_warps"], cfg["num_stages"]))
+
+
+@pytest.mark.parametrize("tiles", step_out_triton.TILES, ids=str)
+def test_step_out(tiles):
+    constexprs = {"HAS_BIAS": False, "BLOCK_N": tiles["block_n"], "BLOCK_K": tiles["block_k"],
+                  "DBUF": tiles.get("dbuf", False), "PDL": True}
+    _no_spills(resources(*KERNELS["step_out"], constexprs, 4, 1))
 
 
 def test_sequential_scan():

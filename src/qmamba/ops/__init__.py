@@ -11,6 +11,7 @@ from qmamba.ops.selective_scan import selective_scan
 from qmamba.ops.ssd import ssd_chunk_scan
 from qmamba.ops.state_update import mamba1_decode_ssm, selective_state_update
 from qmamba.ops.step_in import step_in
+from qmamba.ops.step_out import step_out
 
 __all__ = [
     "add_norm",
@@ -25,5 +26,6 @@ __all__ = [
     "selective_state_update",
     "ssd_chunk_scan",
     "step_in",
+    "step_out",
     "use_backend",
 ]

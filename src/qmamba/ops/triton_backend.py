@@ -15,6 +15,7 @@ KERNEL_MODULES = (
     "qmamba.ops.ssd.triton",
     "qmamba.ops.gemv.triton",
     "qmamba.ops.step_in.triton",
+    "qmamba.ops.step_out.triton",
 )
 
 for _name in KERNEL_MODULES:
