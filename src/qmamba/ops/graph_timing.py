@@ -49,10 +49,12 @@ def close_enough(got: Tensor, want: Tensor) -> bool:
 
 
 def fastest(candidates: Iterable, matches: Callable[[object], bool], timed: Callable[[object], float],
-            best=None, best_us: float = float("inf"), what: str = "the candidate"):
+            best=None, best_us: float = float("inf"), what: str = "the candidate", baseline: str | None = None):
     """The candidate that ``matches`` (its output checked against a reference) and is ``timed`` fastest, or
-    ``best`` (timed ``best_us``) if none beats it. A candidate that fails to run (a tile the compiler refuses)
-    is skipped; one that cannot be timed in a CUDA graph is skipped with a warning."""
+    ``best`` (timed ``best_us``; named ``baseline`` in the log) if none beats it. A candidate that fails to run
+    (a tile the compiler refuses) is skipped; one that cannot be timed in a CUDA graph is skipped with a
+    warning. The choice is logged (INFO): a first decode call on a new shape spends its extra time here, once."""
+    timed_count, start, start_us = 0, best, best_us
     for cand in candidates:
         try:
             if not matches(cand):
@@ -64,6 +66,9 @@ def fastest(candidates: Iterable, matches: Callable[[object], bool], timed: Call
         except RuntimeError as e:
             log.warning("could not time %s %s (%s)", what, cand, str(e).splitlines()[0] if str(e) else type(e).__name__)
             continue
+        timed_count += 1
         if us < best_us:
             best, best_us = cand, us
+    log.info("measured %s once: kept %s (%.1f us; %d timed against %.1f us)", what,
+             baseline if best is start and baseline else best, best_us, timed_count, start_us)
     return best

@@ -182,7 +182,8 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
     want = F.linear(x2.float(), weight.float(), None if bias is None else bias.float())
     best = fastest(candidates(weight.shape[0], k, m), lambda cfg: close_enough(_launch(x2, weight, bias, cfg), want),
                    lambda cfg: graph_us(lambda x, w: _launch(x, w, bias, cfg), copies, x2),
-                   best=None, best_us=graph_us(lambda x, w: F.linear(x, w, bias), copies, x2), what="the gemv tiles")
+                   best=None, best_us=graph_us(lambda x, w: F.linear(x, w, bias), copies, x2), what="the gemv tiles",
+                   baseline="F.linear")
     _CHOSEN[key] = best  # the weight copies go with this frame
     return best
 

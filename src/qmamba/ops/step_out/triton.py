@@ -169,7 +169,7 @@ def choose(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: Te
     best = fastest([dict(t) for t in (ROWS_TILES if rows else TILES)],
                    lambda cfg: close_enough(_launch(yp, zp, norm_weight, eps, out_weight, out_bias, cfg), want),
                    lambda cfg: graph_us(lambda _, w: _launch(yp, zp, norm_weight, eps, w, out_bias, cfg), copies, None),
-                   best=None, best_us=unfused_us, what="step_out's tiles")
+                   best=None, best_us=unfused_us, what="step_out's tiles", baseline="the unfused ops")
     _CHOSEN[key] = best  # the weight copies go with this frame
     return best
 
