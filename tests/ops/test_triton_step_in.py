@@ -218,6 +218,18 @@ def test_measured_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplo
     assert "could not time step_in's one-row tiles" in caplog.text
 
 
+@pytest.mark.parametrize("b", [1, 3])
+def test_x_proj_over_more_programs_than_its_sum_can_count_is_composed(monkeypatch, b):
+    from qmamba.ops import atomic_sum
+    from qmamba.ops.step_in import triton as module
+
+    monkeypatch.setattr(atomic_sum, "MAX_PARTS", 4)  # 61 rows / 8 a program: 8 programs
+    monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
+    monkeypatch.setattr(module, "_launch", None)
+    _compare(_inputs(b, 40, 61, 30, 4, torch.float32, n_xp=9), 1e-5, 13, block_n=8, block_k=16, fuse_xproj=True,
+             rows_kernel=True)
+
+
 def test_more_than_16_rows_are_composed(monkeypatch):
     from qmamba.ops.step_in import triton as module
 

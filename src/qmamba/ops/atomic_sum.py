@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 FRAC_BITS = 32  # the literals below: 2 ** 32, 2 ** -32; the counter's low 16 bits count parts, the rest overflows
+MAX_PARTS = 65535  # programs one add_then_last_stores count can take (callers with more must not launch it)
 
 
 @triton.jit

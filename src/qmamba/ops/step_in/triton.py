@@ -24,7 +24,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.compiler.errors import CompilationError
 
-from qmamba.ops import backend, l2_prefetch, pdl
+from qmamba.ops import atomic_sum, backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import add_then_last_stores
 from qmamba.ops.gemv import gemv
 from qmamba.ops.graph_timing import close_enough, fastest, graph_us, weight_copies
@@ -246,6 +246,8 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
         return y, res, gemv(y[:, conv_lo:conv_lo + n_conv], xproj_weight)
     if b > 1 and not (xproj_weight is None if cfg["rows_kernel"] is None else cfg["rows_kernel"]):
         return step_in_composed(*args)
+    if xproj_weight is not None and triton.cdiv(n_out, cfg["block_n"]) > atomic_sum.MAX_PARTS:
+        return step_in_composed(*args)  # more programs than x_proj's in-launch sum can count
     variant = (b == 1, hidden.dtype, in_weight.dtype, conv_state.dtype, residual is not None,
                xproj_weight is not None, *sorted(cfg.items()))
     if variant in _UNCOMPILABLE:
