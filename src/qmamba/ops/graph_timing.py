@@ -1,7 +1,8 @@
 """Timing a kernel as a decode step runs it: many launches replayed from one CUDA graph, each on a different
 copy of its weight, so every launch reads the weight from HBM (a 64-layer step never finds a layer's weights
 in L2) and consecutive launches overlap as they do in the step (PDL edges, no host in between). ``fastest``
-is the measure-once choice the decode ops make with it (``ops.gemv``'s tiles, ``ops.step_in``'s one-row tiles).
+is the choice the decode ops make with it, once per shape (``measure_once``): ``ops.gemv``'s tiles, ``ops.step_in``'s
+tiles and ways for several rows, ``ops.step_out``'s kernel or the unfused ops.
 """
 
 from __future__ import annotations
@@ -72,3 +73,17 @@ def fastest(candidates: Iterable, matches: Callable[[object], bool], timed: Call
     log.info("measured %s once: kept %s (%.1f us; %d timed against %.1f us)", what,
              baseline if best is start and baseline else best, best_us, timed_count, start_us)
     return best
+
+
+def measure_once(cache: dict, key, device: torch.device, default, measure: Callable[[], object],
+                 measured_on: tuple[str, ...] = ("cuda",)):
+    """``cache[key]``, filled by ``measure()`` on first use; ``default`` where nothing is measured: off the
+    device types ``measured_on``, inside a CUDA-graph capture (nothing is cached then), and to a call made
+    while the measurement runs (or after it raised)."""
+    if key in cache:
+        return cache[key]
+    if device.type not in measured_on or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        return default
+    cache[key] = default
+    cache[key] = measure()
+    return cache[key]

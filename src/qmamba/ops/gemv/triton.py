@@ -37,7 +37,7 @@ from torch import Tensor
 
 from qmamba.ops import backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import store_then_last_sums
-from qmamba.ops.graph_timing import close_enough, fastest, graph_us, weight_copies
+from qmamba.ops.graph_timing import close_enough, fastest, graph_us, measure_once, weight_copies
 from qmamba.ops.l2_prefetch import prefetch_tile
 
 MAX_ROWS = 16
@@ -172,20 +172,20 @@ def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
     """The fastest of ``candidates`` and F.linear for this weight, measured once (see the module docstring)."""
     m, k = x2.shape
     key = (tuple(weight.shape), weight.dtype, weight.device, bias is not None, *(("rows",) if m > 1 else ()))
-    if key in _CHOSEN:
-        return _CHOSEN[key]
-    if torch.cuda.is_current_stream_capturing():
-        return default_config(m, weight.shape[0], k) if m == 1 else None
+    default = default_config(m, weight.shape[0], k) if m == 1 else None
+    return measure_once(_CHOSEN, key, x2.device, default, lambda: _fastest(x2, weight, bias))
+
+
+def _fastest(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:
+    m, k = x2.shape
     gen = torch.Generator(x2.device).manual_seed(0)  # a probe row: x2 may be anything (a graph's warm-up buffers)
     x2 = torch.randn(x2.shape, generator=gen, device=x2.device).to(x2.dtype)
     copies = weight_copies(weight)  # stand-ins for the other layers' weights: each launch reads from HBM
     want = F.linear(x2.float(), weight.float(), None if bias is None else bias.float())
-    best = fastest(candidates(weight.shape[0], k, m), lambda cfg: close_enough(_launch(x2, weight, bias, cfg), want),
+    return fastest(candidates(weight.shape[0], k, m), lambda cfg: close_enough(_launch(x2, weight, bias, cfg), want),
                    lambda cfg: graph_us(lambda x, w: _launch(x, w, bias, cfg), copies, x2),
                    best=None, best_us=graph_us(lambda x, w: F.linear(x, w, bias), copies, x2), what="the gemv tiles",
                    baseline="F.linear")
-    _CHOSEN[key] = best  # the weight copies go with this frame
-    return best
 
 
 _SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # split-k: fp32 slots, int32 tile counters (zeroed)

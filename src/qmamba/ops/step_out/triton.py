@@ -29,7 +29,7 @@ from torch import Tensor
 
 from qmamba.ops import backend, pdl
 from qmamba.ops.gemv.triton import MAX_ROWS
-from qmamba.ops.graph_timing import close_enough, fastest, graph_us, weight_copies
+from qmamba.ops.graph_timing import close_enough, fastest, graph_us, measure_once, weight_copies
 from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
 
 # the one-row GEMV tiles that won ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
@@ -153,25 +153,23 @@ def choose(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: Te
     """The fastest of ``TILES`` (``ROWS_TILES`` for several rows) and the unfused ops for this out_proj (None:
     unfused), measured once for one row and once for several on probe rows, each checked against the
     reference first (see the module docstring)."""
-    rows = y.shape[0] > 1
-    key = (tuple(out_weight.shape), out_weight.dtype, out_weight.device, out_bias is not None, rows)
-    if key in _CHOSEN:
-        return _CHOSEN[key]
-    if y.device.type not in MEASURED_ON or (y.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return None
-    _CHOSEN[key] = None  # while measuring, and if every variant fails
+    key = (tuple(out_weight.shape), out_weight.dtype, out_weight.device, out_bias is not None, y.shape[0] > 1)
+    return measure_once(_CHOSEN, key, y.device, None, lambda: _fastest(y, z, norm_weight, eps, out_weight, out_bias),
+                        MEASURED_ON)
+
+
+def _fastest(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: Tensor,
+             out_bias: Tensor | None) -> dict | None:
     gen = torch.Generator(y.device).manual_seed(0)
     yp, zp = (torch.randn(y.shape, generator=gen, device=y.device).to(y.dtype) for _ in range(2))
     f32 = lambda t: None if t is None else t.float()  # noqa: E731
     want = step_out_ref(yp.float(), zp.float(), norm_weight.float(), eps, out_weight.float(), f32(out_bias))
     copies = weight_copies(out_weight)  # stand-ins for the other layers' weights: each launch reads from HBM
     unfused_us = graph_us(lambda _, w: step_out_composed(yp, zp, norm_weight, eps, w, out_bias), copies, None)
-    best = fastest([dict(t) for t in (ROWS_TILES if rows else TILES)],
+    return fastest([dict(t) for t in (ROWS_TILES if y.shape[0] > 1 else TILES)],
                    lambda cfg: close_enough(_launch(yp, zp, norm_weight, eps, out_weight, out_bias, cfg), want),
                    lambda cfg: graph_us(lambda _, w: _launch(yp, zp, norm_weight, eps, w, out_bias, cfg), copies, None),
                    best=None, best_us=unfused_us, what="step_out's tiles", baseline="the unfused ops")
-    _CHOSEN[key] = best  # the weight copies go with this frame
-    return best
 
 
 def step_out(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: Tensor,
