@@ -128,6 +128,7 @@ def test_bench_on_gpu_captures_every_figure(tmp_path):
         vqa = results["vqa"][preset]
         assert vqa["cuda_graphs"] is True and vqa["projector_ms"] > 0 and vqa["answers_per_s"] > 0, (preset, vqa)
         assert vqa["batch_components"]["total_ms"] == vqa["batch_ms"] > 0
+    assert "gemv" in results["choices"] and "step_in" in results["choices"], "the decode ops' measured choices"
 
 
 @pytest.mark.parametrize("preset", ["tiny-mamba", "tiny-mamba2"])

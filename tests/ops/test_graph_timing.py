@@ -55,3 +55,15 @@ def test_fastest_keeps_the_fastest_match_and_skips_what_fails(caplog):
         assert fastest(["a"], matches, timed, best="base", best_us=2.0, baseline="the base") == "base"
     assert "could not time the candidate d" in caplog.text
     assert "kept the base (2.0 us; 1 timed against 2.0 us)" in caplog.text
+
+
+def test_measured_choices_reports_every_named_cache_as_text(monkeypatch):
+    from qmamba.ops import graph_timing
+
+    monkeypatch.setattr(graph_timing, "_CACHES", {})
+    gemv, empty = graph_timing.choice_cache("gemv"), graph_timing.choice_cache("step_out")
+    assert graph_timing.choice_cache("gemv") is gemv and empty == {}
+    measure_once(gemv, ((2560, 5120), torch.bfloat16, CPU, False), CPU, None, lambda: {"block_n": 8}, ("cpu",))
+    gemv[((192, 5120), torch.bfloat16, CPU, False)] = None
+    assert graph_timing.measured_choices() == {"gemv": {"(2560, 5120), torch.bfloat16, cpu, False": {"block_n": 8},
+                                                        "(192, 5120), torch.bfloat16, cpu, False": None}}

@@ -79,6 +79,11 @@ def run_bench(options: BenchOptions, log=print, checkpoint=None) -> dict:
             f"vqa-train {opts.train_preset}", lambda: train_step_figures(opts, device), errors)
         done(f"vqa-train {opts.train_preset}", results["vqa_train"][opts.train_preset])
         free_memory(device)
+    from qmamba.ops.graph_timing import measured_choices
+
+    results["choices"] = measured_choices()  # which tiles / paths the decode ops measured fastest on this device
+    for op, chosen in results["choices"].items():
+        log(f"[bench] {op} chose: " + "; ".join(f"{key} -> {value}" for key, value in chosen.items()))
     image_sizes = sorted({v["image_size"] for v in results["vqa"].values() if "image_size" in v})
     results["options"]["image_size_note"] = "/".join(f"{s} px" for s in image_sizes) or "-"
     return results

@@ -16,6 +16,7 @@ from torch import Tensor
 from qmamba.utils.graph_capture import capture
 
 log = logging.getLogger("qmamba")
+_CACHES: dict[str, dict] = {}  # op name -> its cache of measured choices (``choice_cache``)
 
 
 def graph_us(fn, copies: list[Tensor], x, reps: int = 5) -> float:
@@ -87,3 +88,15 @@ def measure_once(cache: dict, key, device: torch.device, default, measure: Calla
     cache[key] = default
     cache[key] = measure()
     return cache[key]
+
+
+def choice_cache(name: str) -> dict:
+    """The cache of op ``name``'s measured choices, for ``measure_once`` (``measured_choices`` reports it)."""
+    return _CACHES.setdefault(name, {})
+
+
+def measured_choices() -> dict[str, dict[str, object]]:
+    """Every choice measured so far in this process, by op: {op: {its key as text: the choice}} (JSON-ready:
+    a config dict, or None for the op's baseline: F.linear, the unfused ops)."""
+    text = lambda key: ", ".join(map(str, key)) if isinstance(key, tuple) else str(key)  # noqa: E731
+    return {name: {text(key): value for key, value in cache.items()} for name, cache in _CACHES.items() if cache}

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from qmamba.ops import backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import store_then_last_sums
-from qmamba.ops.graph_timing import close_enough, fastest, graph_us, measure_once, weight_copies
+from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
 from qmamba.ops.l2_prefetch import prefetch_tile
 
 MAX_ROWS = 16
@@ -165,7 +165,7 @@ def rows_candidates(k: int) -> list[dict]:
     return out
 
 
-_CHOSEN: dict[tuple, dict | None] = {}  # None: F.linear
+_CHOSEN: dict[tuple, dict | None] = choice_cache("gemv")  # None: F.linear
 
 
 def choose(x2: Tensor, weight: Tensor, bias: Tensor | None) -> dict | None:

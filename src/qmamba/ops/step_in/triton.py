@@ -27,7 +27,7 @@ from triton.compiler.errors import CompilationError
 from qmamba.ops import atomic_sum, backend, l2_prefetch, pdl
 from qmamba.ops.atomic_sum import add_then_last_stores
 from qmamba.ops.gemv import gemv
-from qmamba.ops.graph_timing import close_enough, fastest, graph_us, measure_once, weight_copies
+from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
 from qmamba.ops.l2_prefetch import prefetch_tile
 from qmamba.ops.rms_norm import add_norm
 from qmamba.ops.step_in.ref import step_in_composed
@@ -176,7 +176,7 @@ def rows_variants(has_xproj: bool) -> tuple[dict, ...]:
     return {"rows_kernel": False}, kernel, {**kernel, "block_n": 32}
 
 
-_CHOSEN: dict[tuple, dict] = {}  # (in_proj shape, conv rows, dtype, device, rows, x_proj?) -> the config kept
+_CHOSEN: dict[tuple, dict] = choice_cache("step_in")  # (in_proj, conv rows, dtype, device, rows, x_proj?) -> config
 MEASURED_ON = ("cuda",)  # device types whose first call at a number of rows measures the variants
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from qmamba.ops import backend, pdl
 from qmamba.ops.gemv.triton import MAX_ROWS
-from qmamba.ops.graph_timing import close_enough, fastest, graph_us, measure_once, weight_copies
+from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
 from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
 
 # the one-row GEMV tiles that won ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
@@ -38,7 +38,7 @@ TILES = ({"block_n": 8, "block_k": 256}, {"block_n": 4, "block_k": 512}, {"block
 # several rows: tensor-core tiles of 16 or 32 features, as gemv's (out_proj's 2560 features: 160 or 80 programs)
 ROWS_TILES = ({"block_n": 16, "block_k": 128, "num_stages": 3}, {"block_n": 32, "block_k": 128, "num_stages": 3},
               {"block_n": 16, "block_k": 64, "num_stages": 4})
-_CHOSEN: dict[tuple, dict | None] = {}  # (out_proj shape, dtype, device, bias?, rows?) -> tiles, or None: unfused
+_CHOSEN: dict[tuple, dict | None] = choice_cache("step_out")  # (out_proj, dtype, device, bias?, rows?) -> tiles
 MEASURED_ON = ("cuda",)  # device types whose first call measures the variants
 
 
