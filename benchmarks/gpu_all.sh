@@ -16,8 +16,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/devic
 for step in $steps; do
   echo "=== $step"
   case $step in
-    tests) timeout ${TESTS_S:-240} python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/infer tests/train tests/bench 2>&1 \
-             | tee "$OUT/gpu_tests.log" | tail -40 ;;
+    tests) # SIGINT at the limit: pytest stops and still prints the failures so far (a plain kill prints none)
+           timeout -s INT -k 20 ${TESTS_S:-420} python3 -m pytest -q -rf -m gpu -p no:cacheprovider \
+             ${TESTS_PATHS:-tests/ops tests/infer tests/train tests/bench} 2>&1 | tee "$OUT/gpu_tests.log" | tail -40 ;;
     kernels) timeout ${KERNELS_S:-150} python3 benchmarks/kernels.py ${KERNELS_ARGS:-} --out "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log" ;;
     gemv) timeout ${GEMV_S:-200} python3 benchmarks/gemv.py ${GEMV_ARGS:-} --out "$OUT/gemv.json" 2>&1 \
             | tee "$OUT/gemv.log" | grep -v "^  " | tail -12 ;;
