@@ -136,7 +136,7 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
 
 
 _MAX_XP = 1024  # x_proj rows the fused kernel takes (Mamba-1: dt_rank + 2 d_state; 192 at 2.8B)
-_SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # device -> (fp32 accumulator, int32 counter), zeroed
+_SCRATCH: dict[torch.device, tuple[Tensor, Tensor]] = {}  # device -> (fixed-point int64 sums, int32 counter), zeroed
 
 
 def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
