@@ -27,8 +27,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-FRAC_BITS = 32  # the literals below: 2 ** 32, 2 ** -32; the counter's low 16 bits count parts, the rest overflows
-MAX_PARTS = 65535  # programs one add_then_last_stores count can take (callers with more must not launch it)
+FRAC_BITS = 32
+COUNT_BITS = 16  # the counter's low bits count the parts that arrived; the bits above count overflowing ones
+MAX_PARTS = 2 ** COUNT_BITS - 1  # programs one add_then_last_stores count can take (callers must not launch more)
+_SCALE = tl.constexpr(2.0 ** FRAC_BITS)
+_UNIT = tl.constexpr(2.0 ** -FRAC_BITS)
+_LIMIT = tl.constexpr(2.0 ** 31)  # the largest total magnitude the int64 sums hold at FRAC_BITS
+_COUNT_BITS = tl.constexpr(COUNT_BITS)
+_COUNT_MASK = tl.constexpr(MAX_PARTS)
 
 
 @triton.jit
@@ -36,16 +42,16 @@ def add_then_last_stores(scratch, part, add_mask, mask, out, counter, n_parts):
     """scratch (int64), out: pointer blocks shaped like ``part`` (fp32 partial sums); ``part`` is added where
     ``add_mask``; the ``n_parts``-th program to reach ``counter`` (int32) stores the totals at ``out`` where
     ``mask``."""
-    ok = (tl.abs(part) * n_parts < 2147483648.0) | (add_mask == 0)  # false for inf and NaN too
+    ok = (tl.abs(part) * n_parts < _LIMIT) | (add_mask == 0)  # false for inf and NaN too
     big = tl.max(1 - ok.to(tl.int32))  # this program's parts are stored as NaN, with all that share its count
-    fixed = tl.floor(tl.where(ok, part, 0.0) * 4294967296.0 + 0.5)  # 2 ** FRAC_BITS: exact, then to nearest
+    fixed = tl.floor(tl.where(ok, part, 0.0) * _SCALE + 0.5)  # exact, then to nearest
     tl.atomic_add(scratch, fixed.to(tl.int64), mask=add_mask)
     tl.debug_barrier()  # every thread's share is in before the program counts itself done
-    done = tl.atomic_add(counter, 1 + big * 65536)
-    if (done & 65535) == n_parts - 1:
+    done = tl.atomic_add(counter, 1 + (big << _COUNT_BITS))
+    if (done & _COUNT_MASK) == n_parts - 1:
         total = tl.atomic_add(scratch, tl.zeros_like(part).to(tl.int64), mask=mask)  # read where the adds landed
-        value = total.to(tl.float32) * 2.3283064365386963e-10  # 2 ** -FRAC_BITS
-        bad = (done >> 16) + big > 0  # some part was not finite or could have wrapped the sum
+        value = total.to(tl.float32) * _UNIT
+        bad = (done >> _COUNT_BITS) + big > 0  # some part was not finite or could have wrapped the sum
         tl.store(out, tl.where(bad, float("nan"), value).to(out.dtype.element_ty), mask=mask)
         tl.store(scratch, tl.zeros_like(part).to(tl.int64), mask=mask)  # no other program touches them now
         tl.store(counter, 0)

@@ -51,6 +51,12 @@ def use_backend(name: str) -> Iterator[None]:
         _OVERRIDE.reset(token)
 
 
+def triton_interpreted() -> bool:
+    """Whether Triton kernels run in Triton's interpreter (TRITON_INTERPRET=1, as the CPU tests run them): no
+    PDL or L2 prefetch there, and its tl.dot is wrong for bf16, so kernels take fp32 products."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def requested_backend() -> str:
     """The backend asked for by the context or the environment ('auto' if neither asks)."""
     name = _OVERRIDE.get() or os.environ.get("QMAMBA_BACKEND", "auto")

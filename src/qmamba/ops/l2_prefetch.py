@@ -16,12 +16,14 @@ import os
 import triton
 import triton.language as tl
 
+from qmamba.ops import backend
+
 LINE_BYTES = 128  # one L2 request per 128-byte line
 
 
 def enabled() -> bool:
     """Whether kernels may emit prefetches (compiled PTX, not the interpreter; off with QMAMBA_PREFETCH=0)."""
-    return os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("QMAMBA_PREFETCH", "1") != "0"
+    return not backend.triton_interpreted() and os.environ.get("QMAMBA_PREFETCH", "1") != "0"
 
 
 def lines(block_k: int, element_size: int) -> int:

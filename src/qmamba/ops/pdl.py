@@ -19,6 +19,8 @@ import os
 
 import torch
 
+from qmamba.ops import backend
+
 
 @functools.cache
 def _device_ok(index: int) -> bool:
@@ -27,7 +29,7 @@ def _device_ok(index: int) -> bool:
 
 def enabled(device: torch.device) -> bool:
     """Whether kernels on ``device`` launch with PDL (pass as the kernel's PDL constexpr and launch_pdl)."""
-    if device.type != "cuda" or os.environ.get("QMAMBA_PDL", "1") == "0" or os.environ.get("TRITON_INTERPRET") == "1":
+    if device.type != "cuda" or os.environ.get("QMAMBA_PDL", "1") == "0" or backend.triton_interpreted():
         return False
     try:
         import triton.language as tl

@@ -27,8 +27,6 @@ inputs. Anything else (or nheads not a multiple of ngroups) falls back to ``ssd_
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -73,7 +71,7 @@ class _Cfg:
         self.BN_state = min(self.BN, 32)  # the sequential kernels split the state columns over programs
         self.nnb = triton.cdiv(self.n, self.BN_state)
         self.dot = {"DOT": _DOT[x.dtype], "PREC": "ieee" if x.dtype == torch.float32 else "tf32",
-                    "EMU": x.dtype != torch.float32 and os.environ.get("TRITON_INTERPRET") == "1"}
+                    "EMU": x.dtype != torch.float32 and backend.triton_interpreted()}
         lo, hi = dt_limit
         self.clamp = lo > 0.0 or hi < float("inf")
         self.lo, self.hi = (float(lo), float(min(hi, 3.0e38))) if self.clamp else (0.0, 0.0)

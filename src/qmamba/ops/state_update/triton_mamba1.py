@@ -27,8 +27,6 @@ this one starts).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -204,7 +202,7 @@ def mamba1_decode_ssm(
         # fp32 products for fp32 or mixed operands, and in Triton's interpreter (its bf16 tl.dot is wrong; bf16
         # values are exact in fp32, so the sum is the same)
         dot_f32 = (torch.float32 in (dt_low.dtype, dt_weight.dtype) or dt_low.dtype != dt_weight.dtype
-                   or os.environ.get("TRITON_INTERPRET") == "1")
+                   or backend.triton_interpreted())
         grid = (triton.cdiv(d, cfg["BLOCK_D"]), triton.cdiv(batch, cfg["BLOCK_M"]))
         _mamba1_decode_rows_kernel[grid](*operands, batch, d, n, r, *strides, DOT_F32=dot_f32, **flags, **cfg)
     else:

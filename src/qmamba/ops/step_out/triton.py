@@ -20,8 +20,6 @@ unfused ops run.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -128,7 +126,7 @@ def _launch(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: T
             BLOCK_N=cfg["block_n"], BLOCK_K=block_k, DBUF=cfg.get("dbuf", False), PDL=use_pdl, num_warps=4,
             num_stages=1, **pdl.launch_options(use_pdl))
     else:  # fp32 products for fp32 rows and in Triton's interpreter (its bf16 tl.dot is wrong)
-        dot_f32 = y.dtype == torch.float32 or os.environ.get("TRITON_INTERPRET") == "1"
+        dot_f32 = y.dtype == torch.float32 or backend.triton_interpreted()
         _step_out_rows_kernel[grid](
             y, z, norm_weight, out_weight, bias, out, m, n, k, y.stride(0), z.stride(0), out_weight.stride(0),
             out.stride(0), eps, HAS_BIAS=out_bias is not None, BLOCK_M=MAX_ROWS, BLOCK_N=cfg["block_n"],
