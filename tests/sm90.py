@@ -140,9 +140,10 @@ def _launch(fn, args: tuple, kwargs: dict) -> Launch:
 
 @contextlib.contextmanager
 def recording() -> Iterator[list[Launch]]:
-    """Inside the block, Triton launches (interpreter only) are recorded in the yielded list, not run: their
+    """Inside the block, Triton launches (interpreted or compiled) are recorded in the yielded list, not run: their
     outputs stay as allocated. Each distinct launch once, in order."""
     from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
 
     launches: list[Launch] = []
 
@@ -151,12 +152,15 @@ def recording() -> Iterator[list[Launch]]:
         if not warmup and launch not in launches:
             launches.append(launch)
 
-    original = InterpretedFunction.run
-    InterpretedFunction.run = record
+    # the interpreter's launches (CPU machines) and the JIT's (a GPU machine, where kernels are not interpreted)
+    originals = {cls: cls.run for cls in (InterpretedFunction, JITFunction)}
+    for cls in originals:
+        cls.run = record
     try:
         yield launches
     finally:
-        InterpretedFunction.run = original
+        for cls, run in originals.items():
+            cls.run = run
 
 
 @contextlib.contextmanager
