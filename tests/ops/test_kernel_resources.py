@@ -87,13 +87,6 @@ def test_step_out(tiles):
     _no_spills(resources(*KERNELS["step_out"], constexprs, 4, 1))
 
 
-@pytest.mark.parametrize("tiles", step_out_triton.ROWS_TILES, ids=str)
-def test_step_out_rows(tiles):
-    constexprs = {"HAS_BIAS": False, "BLOCK_M": 16, "BLOCK_N": tiles["block_n"], "BLOCK_K": tiles["block_k"],
-                  "DOT_F32": False, "PDL": True}
-    _no_spills(resources(*KERNELS["step_out_rows"], constexprs, 4, tiles["num_stages"]))
-
-
 def test_sequential_scan():
     flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "NS": 16}
     _no_spills(resources(*KERNELS["sequential_scan"], {**flags, "BLOCK_D": seq.BLOCK_D, "AHEAD": seq.AHEAD},

@@ -1,21 +1,19 @@
-"""``step_out`` in Triton for 1..16 rows: Mamba-2's gated RMSNorm folded into out_proj's GEMV (one launch where
-the unfused ops take two, and the normed rows never go through memory).
+"""``step_out`` in Triton for one row: Mamba-2's gated RMSNorm folded into out_proj's GEMV (one launch where
+the unfused ops take two, and the normed row never goes through memory).
 
 Grid (cdiv(n, BLOCK_N),). Every program walks k in BLOCK_K tiles as ``ops.gemv`` does, loading with each
-(BLOCK_N, BLOCK_K) tile of out_proj the matching y, z and norm weight: g = y * silu(z), each row's sum of g^2
-alongside the products W (g * norm_weight). With one group a row's 1 / rms is one scalar, so it scales the
-row's sums at the end: out = W (g * norm_weight) / rms (+ bias). One row accumulates the products
-elementwise (``_step_out_kernel``); 2..16 rows are padded to 16 and take tensor-core dots of g * norm_weight
-in the weight's dtype (``_step_out_rows_kernel``). (The unfused ops round the normed rows to the activation
-dtype before the product; here the unnormed g * norm_weight is rounded, or nothing for one row.) Each program
-reads y and z whole (from L2): the price of not waiting for a norm kernel.
+(BLOCK_N, BLOCK_K) tile of out_proj the matching y, z and norm weight: g = y * silu(z), the sum of g^2
+alongside the products W (g * norm_weight). With one group 1 / rms is one scalar, so it scales the sums at the
+end: out = W (g * norm_weight) / rms (+ bias), products accumulated elementwise in fp32. Each program reads y
+and z whole (from L2): the price of not waiting for a norm kernel.
 
-Fused: at most 16 rows, one group (group_size None or k), the gate before the norm (Mamba-2's default), one
-dtype; anything else runs the unfused ops (``step_out_composed``). Which runs, the kernel with one of
-``TILES`` (``ROWS_TILES``) or the unfused ops, is measured once per out_proj, for one row and for several, on
-first use, as ``ops.gemv`` measures its tiles (``ops/graph_timing.py``): a GPU where the extra reads cost more
-than the launch saves keeps the unfused ops. Before any measurement (inside a capture, off the GPU) the
-unfused ops run.
+Fused: one row, one group (group_size None or k), the gate before the norm (Mamba-2's default), one dtype;
+anything else runs the unfused ops (``step_out_composed``). Several rows run the unfused ops too: a
+tensor-core version walking the whole k per program measured 85 us at 16 rows on an H100 against 16.5 for the
+norm kernel and gemv's split-k tiles, so it was dropped. Which runs for one row, the kernel with one of
+``TILES`` or the unfused ops, is measured once per out_proj on first use, as ``ops.gemv`` measures its tiles
+(``ops/graph_timing.py``): a GPU where the extra reads cost more than the launch saves keeps the unfused ops.
+Before any measurement (inside a capture, off the GPU) the unfused ops run.
 """
 
 from __future__ import annotations
@@ -26,17 +24,13 @@ import triton.language as tl
 from torch import Tensor
 
 from qmamba.ops import backend, pdl
-from qmamba.ops.gemv.triton import MAX_ROWS
 from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
 from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
 
 # the one-row GEMV tiles that won ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
 TILES = ({"block_n": 8, "block_k": 256}, {"block_n": 4, "block_k": 512}, {"block_n": 8, "block_k": 512, "dbuf": True},
          {"block_n": 16, "block_k": 256, "dbuf": True})
-# several rows: tensor-core tiles of 16 or 32 features, as gemv's (out_proj's 2560 features: 160 or 80 programs)
-ROWS_TILES = ({"block_n": 16, "block_k": 128, "num_stages": 3}, {"block_n": 32, "block_k": 128, "num_stages": 3},
-              {"block_n": 16, "block_k": 64, "num_stages": 4})
-_CHOSEN: dict[tuple, dict | None] = choice_cache("step_out")  # (out_proj, dtype, device, bias?, rows?) -> tiles
+_CHOSEN: dict[tuple, dict | None] = choice_cache("step_out")  # (out_proj, dtype, device, bias?) -> tiles
 MEASURED_ON = ("cuda",)  # device types whose first call measures the variants
 
 
@@ -76,70 +70,25 @@ def _step_out_kernel(y_ptr, z_ptr, nw_ptr, w_ptr, b_ptr, out_ptr, n, k, swn, eps
     tl.store(out_ptr + offs_n, acc.to(out_ptr.dtype.element_ty), mask=mask_n)
 
 
-@triton.jit
-def _step_out_rows_kernel(y_ptr, z_ptr, nw_ptr, w_ptr, b_ptr, out_ptr, m, n, k, sym, szm, swn, som, eps,
-                          HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr):
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
-    mask_n = offs_n < n
-    offs_m = tl.arange(0, BLOCK_M)
-    mask_m = offs_m < m
-    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn  # (BLOCK_N, 1)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    ss = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    for k0 in range(0, k, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mk = offs_k < k
-        w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mk[None, :], other=0.0)
-        mmk = mask_m[:, None] & mk[None, :]
-        yv = tl.load(y_ptr + offs_m[:, None] * sym + offs_k[None, :], mask=mmk, other=0.0).to(tl.float32)
-        zv = tl.load(z_ptr + offs_m[:, None] * szm + offs_k[None, :], mask=mmk, other=0.0).to(tl.float32)
-        g = yv * zv * tl.sigmoid(zv)  # (BLOCK_M, BLOCK_K)
-        ss += g * g
-        v = g * tl.load(nw_ptr + offs_k, mask=mk, other=0.0).to(tl.float32)[None, :]
-        if DOT_F32:  # fp32 rows, or Triton's interpreter (whose dots take no bf16): full fp32 products
-            acc += tl.dot(v, tl.trans(w.to(tl.float32)), input_precision="ieee")
-        else:
-            acc += tl.dot(v.to(w.dtype), tl.trans(w))
-    rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / k + eps)  # (BLOCK_M,)
-    acc = acc * rstd[:, None]
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    tl.store(out_ptr + offs_m[:, None] * som + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=mask_m[:, None] & mask_n[None, :])
-
-
 def _launch(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: Tensor, out_bias: Tensor | None,
             cfg: dict) -> Tensor:
-    m, (n, k) = y.shape[0], out_weight.shape
-    out = torch.empty(m, n, device=y.device, dtype=y.dtype)
+    n, k = out_weight.shape
+    out = torch.empty(1, n, device=y.device, dtype=y.dtype)
     use_pdl = pdl.enabled(y.device)
     bias = out_bias if out_bias is not None else out_weight
-    grid = (triton.cdiv(n, cfg["block_n"]),)
     block_k = min(cfg["block_k"], max(16, triton.next_power_of_2(k)))
-    if m == 1:
-        _step_out_kernel[grid](
-            y, z, norm_weight, out_weight, bias, out, n, k, out_weight.stride(0), eps, HAS_BIAS=out_bias is not None,
-            BLOCK_N=cfg["block_n"], BLOCK_K=block_k, DBUF=cfg.get("dbuf", False), PDL=use_pdl, num_warps=4,
-            num_stages=1, **pdl.launch_options(use_pdl))
-    else:  # fp32 products for fp32 rows and in Triton's interpreter (its bf16 tl.dot is wrong)
-        dot_f32 = y.dtype == torch.float32 or backend.triton_interpreted()
-        _step_out_rows_kernel[grid](
-            y, z, norm_weight, out_weight, bias, out, m, n, k, y.stride(0), z.stride(0), out_weight.stride(0),
-            out.stride(0), eps, HAS_BIAS=out_bias is not None, BLOCK_M=MAX_ROWS, BLOCK_N=cfg["block_n"],
-            BLOCK_K=block_k, DOT_F32=dot_f32, PDL=use_pdl, num_warps=4, num_stages=cfg["num_stages"],
-            **pdl.launch_options(use_pdl))
+    _step_out_kernel[(triton.cdiv(n, cfg["block_n"]),)](
+        y, z, norm_weight, out_weight, bias, out, n, k, out_weight.stride(0), eps, HAS_BIAS=out_bias is not None,
+        BLOCK_N=cfg["block_n"], BLOCK_K=block_k, DBUF=cfg.get("dbuf", False), PDL=use_pdl, num_warps=4,
+        num_stages=1, **pdl.launch_options(use_pdl))
     return out
 
 
 def fusable(y: Tensor, z: Tensor | None, norm_weight: Tensor, out_weight: Tensor, out_bias: Tensor | None,
             group_size: int | None, norm_before_gate: bool) -> bool:
-    """Whether the kernels take these: 1..16 rows, one group, the gate before the norm, one dtype, unit strides."""
+    """Whether the kernel takes these: one row, one group, the gate before the norm, one dtype, unit strides."""
     k = y.shape[-1]
-    return (z is not None and y.dim() == 2 and 1 <= y.shape[0] <= MAX_ROWS and z.shape == y.shape
+    return (z is not None and y.dim() == 2 and y.shape[0] == 1 and z.shape == y.shape
             and not norm_before_gate
             and group_size in (None, k) and out_weight.shape[1] == k and y.dtype == z.dtype == out_weight.dtype
             and (out_bias is None or out_bias.dtype == y.dtype)
@@ -148,10 +97,9 @@ def fusable(y: Tensor, z: Tensor | None, norm_weight: Tensor, out_weight: Tensor
 
 def choose(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: Tensor,
            out_bias: Tensor | None) -> dict | None:
-    """The fastest of ``TILES`` (``ROWS_TILES`` for several rows) and the unfused ops for this out_proj (None:
-    unfused), measured once for one row and once for several on probe rows, each checked against the
-    reference first (see the module docstring)."""
-    key = (tuple(out_weight.shape), out_weight.dtype, out_weight.device, out_bias is not None, y.shape[0] > 1)
+    """The fastest of ``TILES`` and the unfused ops for this out_proj (None: unfused), measured once on a probe
+    row, each tiling checked against the reference first (see the module docstring)."""
+    key = (tuple(out_weight.shape), out_weight.dtype, out_weight.device, out_bias is not None)
     return measure_once(_CHOSEN, key, y.device, None, lambda: _fastest(y, z, norm_weight, eps, out_weight, out_bias),
                         MEASURED_ON)
 
@@ -164,7 +112,7 @@ def _fastest(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: 
     want = step_out_ref(yp.float(), zp.float(), norm_weight.float(), eps, out_weight.float(), f32(out_bias))
     copies = weight_copies(out_weight)  # stand-ins for the other layers' weights: each launch reads from HBM
     unfused_us = graph_us(lambda _, w: step_out_composed(yp, zp, norm_weight, eps, w, out_bias), copies, None)
-    return fastest([dict(t) for t in (ROWS_TILES if y.shape[0] > 1 else TILES)],
+    return fastest([dict(t) for t in TILES],
                    lambda cfg: close_enough(_launch(yp, zp, norm_weight, eps, out_weight, out_bias, cfg), want),
                    lambda cfg: graph_us(lambda _, w: _launch(yp, zp, norm_weight, eps, w, out_bias, cfg), copies, None),
                    best=None, best_us=unfused_us, what="step_out's tiles", baseline="the unfused ops")
