@@ -153,14 +153,20 @@ def evaluate(args, manifest, model: Path, out: Path) -> list[dict]:
             torchrun(n, ["eval", "run", "--model", str(model), "--task", task, *files, "--out", str(runs[n]),
                          "--batch-size", "16", "--max-new-tokens", "16", "--no-progress",
                          *(["--device", "cpu"] if args.cpu else [])], out / f"eval-{task}-{n}.log", args.cpu)
-        first, last = (runs[n] / task for n in sorted(runs))
-        scores = [json.loads((d / "metrics.json").read_text()) for d in (first, last)]
-        results.append({"task": task, "procs": sorted(runs), "main_metric": scores[0]["main_metric"],
-                        "main": [m["main"] for m in scores],
-                        "same_metrics": scores[0]["metrics"] == scores[1]["metrics"],
-                        "same_predictions": (first / "predictions.jsonl").read_bytes()
-                        == (last / "predictions.jsonl").read_bytes()})
+        results.append(eval_figures(task, {n: d / task for n, d in runs.items()}))
     return results
+
+
+def eval_figures(task: str, runs: dict[int, Path]) -> dict:
+    """One task's scores for each N (its run folder) and whether the smallest and largest N agree (None with a
+    single N: nothing to compare)."""
+    procs = sorted(runs)
+    scores = [json.loads((runs[n] / "metrics.json").read_text()) for n in procs]
+    predictions = [(runs[n] / "predictions.jsonl").read_bytes() for n in procs]
+    several = len(procs) > 1
+    return {"task": task, "procs": procs, "main_metric": scores[0]["main_metric"], "main": [m["main"] for m in scores],
+            "same_metrics": scores[0]["metrics"] == scores[-1]["metrics"] if several else None,
+            "same_predictions": predictions[0] == predictions[-1] if several else None}
 
 
 def full_step(args, world: Path, out: Path) -> list[dict]:
@@ -193,9 +199,10 @@ def tables(res: dict) -> str:
         out += ["", f"resume: {r['cut_procs']} processes cut after step {r['cut_after']}, resumed with "
                 f"{r['resumed_procs']}: largest relative loss difference to a straight {r['straight_procs']}-process "
                 f"run {r['max_rel_diff']:.2e} over {len(r['straight'])} steps (same steps: {r['same_steps']})"]
-    out += [f"eval {e['task']} with {e['procs']} processes: same predictions {e['same_predictions']}, same metrics "
-            f"{e['same_metrics']} ({e['main_metric']} {' vs '.join(str(m) for m in e['main'])})"
-            for e in res.get("eval", [])]
+    out += [f"eval {e['task']} with {e['procs']} processes: "
+            + ("" if e["same_predictions"] is None else
+               f"same predictions {e['same_predictions']}, same metrics {e['same_metrics']} ")
+            + f"({e['main_metric']} {' vs '.join(str(m) for m in e['main'])})" for e in res.get("eval", [])]
     out += [f"FAILED {k}: {v.splitlines()[0]}" for k, v in res.get("errors", {}).items()]
     return "\n".join(out)
 

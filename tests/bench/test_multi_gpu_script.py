@@ -1,5 +1,5 @@
 """benchmarks/multi_gpu.py's bookkeeping on hand-made run folders: the figures of a stage's metrics.jsonl,
-scaling efficiency, and a run left as if it died after a checkpoint."""
+scaling efficiency, a run left as if it died after a checkpoint, and the sharded evaluation's comparison."""
 
 from __future__ import annotations
 
@@ -55,3 +55,25 @@ def test_cut_after_leaves_the_run_as_if_it_died_after_that_checkpoint(mg, tmp_pa
     assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["latest", "step-00000003"]
     assert (d / "checkpoints" / "latest").read_text() == "step-00000003\n"
     assert not (d / "model").exists() and not (d / "DONE").exists()
+
+
+def _eval_run(root: Path, n: int, predictions: str, accuracy: float) -> Path:
+    d = root / f"eval-{n}" / "vqav2"
+    d.mkdir(parents=True)
+    (d / "predictions.jsonl").write_text(predictions)
+    (d / "metrics.json").write_text(json.dumps({"main_metric": "accuracy", "main": accuracy,
+                                                "metrics": {"accuracy": accuracy}}))
+    return d
+
+
+def test_eval_figures_compare_the_smallest_and_largest_n_and_nothing_with_one(mg, tmp_path):
+    one = _eval_run(tmp_path, 1, '{"question_id": 1, "answer": "red"}\n', 50.0)
+    alone = mg.eval_figures("vqav2", {1: one})
+    assert alone == {"task": "vqav2", "procs": [1], "main_metric": "accuracy", "main": [50.0], "same_metrics": None,
+                     "same_predictions": None}
+    same = _eval_run(tmp_path, 2, '{"question_id": 1, "answer": "red"}\n', 50.0)
+    assert mg.eval_figures("vqav2", {2: same, 1: one})["same_predictions"] is True
+    other = _eval_run(tmp_path, 4, '{"question_id": 1, "answer": "blue"}\n', 0.0)
+    got = mg.eval_figures("vqav2", {1: one, 4: other})
+    assert got["procs"] == [1, 4] and got["main"] == [50.0, 0.0]
+    assert got["same_predictions"] is False and got["same_metrics"] is False
