@@ -72,13 +72,40 @@ def test_options_reject_unknown_sections_and_peers():
     assert resolved.tiny and resolved.peers == () and resolved.repeats == 3
 
 
+def test_options_take_all_presets_and_reject_unknown_ones():
+    from qmamba.models.presets import SYSTEMS
+
+    assert {"qmamba-128", "qmamba-729", "qformer-256", "cobra", "vlmamba-bsm", "vlmamba-csm", "mlmamba"} <= set(SYSTEMS)
+    assert not any(name.startswith(("tiny-", "micro-")) for name in SYSTEMS), "full-size systems only"
+    opts = BenchOptions(presets=("cobra", "all"), train_presets=("all",))
+    assert opts.presets[0] == "cobra" and sorted(opts.presets) == sorted(SYSTEMS), "all expands, no name twice"
+    assert opts.train_presets == SYSTEMS
+    with pytest.raises(ConfigError, match=r"unknown preset\(s\) \['tiny-cobra'\]; choose from all, qmamba-128"):
+        BenchOptions(presets=("tiny-cobra",))
+    with pytest.raises(ConfigError, match="unknown preset"):
+        BenchOptions(train_presets=("qmamba-100",))
+
+
+def test_vqa_train_section_runs_each_train_preset(monkeypatch):
+    from qmamba import bench
+
+    seen = []
+    monkeypatch.setattr("qmamba.bench.multimodal.train_step_figures",
+                        lambda preset, opts, device: seen.append(preset) or {"step_ms": float(len(seen))})
+    results = bench.run_bench(BenchOptions(sections=("vqa-train",), train_presets=("cobra", "qmamba-128"),
+                                           device="cpu"), log=lambda *_: None)
+    assert seen == ["cobra", "qmamba-128"]
+    assert results["vqa_train"] == {"cobra": {"step_ms": 1.0}, "qmamba-128": {"step_ms": 2.0}}
+
+
 def test_bench_end_to_end_on_cpu(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     bench_command.add_arguments(parser)
     out = tmp_path / "bench.json"
     args = parser.parse_args(["--quick", "--device", "cpu", "--out", str(out), "--prompt-len", "24",
                               "--train-len", "24", "--decode-tokens", "3", "--batch-decode", "3", "--vqa-batch", "2",
-                              "--question-len", "6", "--answer-tokens", "3", "--presets", "qmamba-128", "--repeats", "1"])
+                              "--question-len", "6", "--answer-tokens", "3", "--presets", "qmamba-128", "--repeats", "1",
+                              "--only", "lm-mamba1,lm-mamba2,vqa,vqa-train", "--train-presets", "mlmamba"])
     assert bench_command.run(args) == 0
     printed = capsys.readouterr().out
     results = json.loads(out.read_text())
@@ -88,6 +115,7 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys):
         for key in ("decode_b1_ms", "decode_batch_ms", "prefill_ms", "train_ms", "decode_b1_step_ms"):
             assert isinstance(figures[key], float), (layer, key, figures)
         assert figures["cuda_graphs"] is False and set(results["lm"][layer]["impls"]) == {"qmamba"}
+    assert set(results["vqa_train"]) == {"mlmamba"} and results["vqa_train"]["mlmamba"]["step_ms"] > 0
     vqa = results["vqa"]["qmamba-128"]
     assert vqa["visual_tokens"] == 4 and vqa["answers_per_s"] > 0 and vqa["total_ms"] > 0
     assert printed.rstrip().endswith(render(results).splitlines()[-1])
@@ -102,11 +130,12 @@ def test_headline_and_checkpoints_as_figures_come(monkeypatch):
     assert bench.headline({"decode_b1_ms": 2.314, "cuda_graphs": True, "train_peak_gib": 11.5,
                            "answers_per_s": 85.4}) == "decode_b1_ms 2.31, train_peak_gib 11.5, answers_per_s 85.4"
     assert bench.headline({"error": "RuntimeError: x"}) == "error: RuntimeError: x"
-    monkeypatch.setattr("qmamba.bench.multimodal.vqa_figures", lambda p, *a: {"total_ms": 1.0 if p == "a" else 2.0})
+    monkeypatch.setattr("qmamba.bench.multimodal.vqa_figures",
+                        lambda p, *a: {"total_ms": 1.0 if p == "cobra" else 2.0})
     snapshots = []
-    bench.run_bench(BenchOptions(sections=("vqa",), presets=("a", "b"), device="cpu"), log=lambda *_: None,
+    bench.run_bench(BenchOptions(sections=("vqa",), presets=("cobra", "mlmamba"), device="cpu"), log=lambda *_: None,
                     checkpoint=lambda r: snapshots.append({k: dict(v) for k, v in r["vqa"].items()}))
-    assert snapshots == [{"a": {"total_ms": 1.0}}, {"a": {"total_ms": 1.0}, "b": {"total_ms": 2.0}}]
+    assert snapshots == [{"cobra": {"total_ms": 1.0}}, {"cobra": {"total_ms": 1.0}, "mlmamba": {"total_ms": 2.0}}]
 
 
 @pytest.mark.gpu

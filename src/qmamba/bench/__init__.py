@@ -73,11 +73,11 @@ def run_bench(options: BenchOptions, log=print, checkpoint=None) -> dict:
                                              errors)
             done(f"vqa {preset}", results["vqa"][preset])
             free_memory(device)
-    if "vqa-train" in opts.sections:
-        log(f"[bench] vqa-train {opts.train_preset} ...")
-        results["vqa_train"][opts.train_preset] = guarded(
-            f"vqa-train {opts.train_preset}", lambda: train_step_figures(opts, device), errors)
-        done(f"vqa-train {opts.train_preset}", results["vqa_train"][opts.train_preset])
+    for preset in opts.train_presets if "vqa-train" in opts.sections else ():
+        log(f"[bench] vqa-train {preset} ...")
+        results["vqa_train"][preset] = guarded(f"vqa-train {preset}",
+                                               lambda p=preset: train_step_figures(p, opts, device), errors)
+        done(f"vqa-train {preset}", results["vqa_train"][preset])
         free_memory(device)
     from qmamba.ops.graph_timing import measured_choices
 

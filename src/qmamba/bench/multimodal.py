@@ -3,7 +3,7 @@
     latency of one VQA answer at batch 1 (image + question -> answer tokens), by component
         vision encoder(s) | connector | LM prefill | greedy decode of the answer | total (captured prefill + decode)
     throughput: answers per second at batch ``vqa_batch``, with the same components at that batch
-    one training step of ``train_preset`` (finetune stage: bf16 autocast, activation checkpointing)
+    one training step of each of ``train_presets`` (finetune stage: bf16 autocast, activation checkpointing)
 
 Each component runs as its own CUDA graph (``Captured``) so launch overhead does not hide its cost; the
 total uses ``GraphDecoder.multimodal_prefill`` (vision + connector + LM prefill as one graph).
@@ -116,14 +116,15 @@ def vqa_figures(preset: str, opts: BenchOptions, device: torch.device, dtype: to
         decoder.slots.clear()
 
 
-def train_step_figures(opts: BenchOptions, device: torch.device, batch: int = 4, text_len: int = 512) -> dict:
-    """One finetune-stage optimizer step of ``opts.train_preset`` (fp32 weights, bf16 autocast on a GPU)."""
+def train_step_figures(preset: str, opts: BenchOptions, device: torch.device, batch: int = 4,
+                       text_len: int = 512) -> dict:
+    """One finetune-stage optimizer step of ``preset`` (fp32 weights, bf16 autocast on a GPU)."""
     from qmamba.models.freezing import apply_stage
     from qmamba.train.config import StageConfig
     from qmamba.train.optim import build_optimizer
     from qmamba.train.parallelize import apply_activation_checkpointing
 
-    model = build_multimodal(opts.train_preset, opts, device, None)
+    model = build_multimodal(preset, opts, device, None)
     apply_stage(model, "finetune")
     if device.type == "cuda":
         model.vision.to(torch.bfloat16)

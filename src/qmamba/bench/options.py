@@ -11,6 +11,16 @@ DEFAULT_SECTIONS = ("lm-mamba1", "lm-mamba2", "vqa")
 PEERS = ("mamba_ssm", "transformers")
 
 
+def _presets(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Full-size system presets by name, "all" for every one; an unknown name is an error listing them."""
+    from qmamba.models.presets import SYSTEMS
+
+    out = [n for name in names for n in (SYSTEMS if name == "all" else (name,))]
+    bad = [n for n in out if n not in SYSTEMS]
+    if bad:
+        raise ConfigError(f"bench: unknown preset(s) {bad}; choose from all, {', '.join(SYSTEMS)}")
+    return tuple(dict.fromkeys(out))
+
 
 @dataclass
 class BenchOptions:
@@ -29,11 +39,11 @@ class BenchOptions:
     ref_backend: bool = False  # also time qmamba on the pure-PyTorch ops (slow)
     peers: tuple[str, ...] = PEERS
     transformers_train: bool = False
-    presets: tuple[str, ...] = ("qmamba-128", "cobra")
+    presets: tuple[str, ...] = ("qmamba-128", "cobra")  # "all": every full-size system (presets.SYSTEMS)
     vqa_batch: int = 64
     question_len: int = 40
     answer_tokens: int = 5
-    train_preset: str = "qmamba-256"
+    train_presets: tuple[str, ...] = ("qmamba-256",)  # "all" as for presets
     seed: int = 0
 
     def __post_init__(self):
@@ -43,6 +53,7 @@ class BenchOptions:
         bad = [p for p in self.peers if p not in PEERS]
         if bad:
             raise ConfigError(f"bench: unknown peer(s) {bad}; choose from {', '.join(PEERS)}")
+        self.presets, self.train_presets = _presets(self.presets), _presets(self.train_presets)
         if min(self.repeats, self.decode_tokens, self.batch_decode, self.prompt_len, self.train_len,
                self.train_batch, self.vqa_batch, self.question_len, self.answer_tokens) < 1:
             raise ConfigError("bench: repeats, token counts, lengths and batch sizes must be >= 1")

@@ -4,6 +4,7 @@
     qmamba bench --only lm-mamba1 --repeats 20             # one section
     qmamba bench --quick --out /tmp/smoke.json             # 4-layer models: a smoke test of every section
     qmamba bench --device cpu --quick                      # toy shapes on CPU (no peers)
+    qmamba bench --only vqa,vqa-train --presets all --train-presets all   # every full-size system
 
 Prints progress, then markdown tables (device, figures, ratios to mamba_ssm where it ran); --out writes JSON.
 Sections: lm-mamba1, lm-mamba2, vqa (default) and vqa-train (one multimodal training step, on request).
@@ -37,11 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peers", type=_names, default=("mamba_ssm", "transformers"),
                    help="comma-separated peers, each used when importable: mamba_ssm, transformers ('' for none)")
     p.add_argument("--transformers-train", action="store_true", help="also time transformers' training (slow)")
-    p.add_argument("--presets", type=_names, default=("qmamba-128", "cobra"), help="multimodal presets for vqa")
+    p.add_argument("--presets", type=_names, default=("qmamba-128", "cobra"),
+                   help="comma-separated full-size presets of the vqa section, or all (default: qmamba-128,cobra)")
     p.add_argument("--vqa-batch", type=int, default=64, help="batch of the VQA throughput figure")
     p.add_argument("--question-len", type=int, default=40, help="question tokens of a VQA prompt")
     p.add_argument("--answer-tokens", type=int, default=5, help="answer tokens of a VQA prompt")
-    p.add_argument("--train-preset", default="qmamba-256", help="preset of the vqa-train section")
+    p.add_argument("--train-presets", "--train-preset", type=_names, default=("qmamba-256",),
+                   help="comma-separated presets of the vqa-train section, or all (default: qmamba-256)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         prompt_len=args.prompt_len, train_len=args.train_len, train_batch=args.train_batch, ref_backend=args.ref,
         peers=args.peers, transformers_train=args.transformers_train, presets=args.presets,
         vqa_batch=args.vqa_batch, question_len=args.question_len, answer_tokens=args.answer_tokens,
-        train_preset=args.train_preset)
+        train_presets=args.train_presets)
     checkpoint = (lambda partial: write_json(partial, args.out)) if args.out else None
     results = run_bench(opts, checkpoint=checkpoint)  # the JSON grows as figures come: a killed run keeps them
     if args.out:

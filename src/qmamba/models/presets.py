@@ -91,6 +91,8 @@ MICRO: dict[str, Callable[[], MultimodalConfig]] = {
     "mlmamba": _micro(lambda: MLMambaConfig(n_layer=1, d_state=16, headdim=32, chunk_size=32), "prefix"),
 }
 
+SYSTEMS: tuple[str, ...] = tuple(_systems(tiny=False))  # the full-size systems (each also as tiny-NAME)
+
 PRESETS: dict[str, Callable[[], MultimodalConfig]] = {
     **_systems(tiny=False), **{f"tiny-{k}": v for k, v in _systems(tiny=True).items()},
     **{f"micro-{k}": v for k, v in MICRO.items()}}
