@@ -10,7 +10,7 @@ and z whole (from L2): the price of not waiting for a norm kernel.
 Fused: one row, one group (group_size None or k), the gate before the norm (Mamba-2's default), one dtype;
 anything else runs the unfused ops (``step_out_composed``). Several rows run the unfused ops too: a
 tensor-core version walking the whole k per program measured 85 us at 16 rows on an H100 against 16.5 for the
-norm kernel and gemv's split-k tiles, so it was dropped. Which runs for one row, the kernel with one of
+norm kernel and gemv's split-k tiles. Which runs for one row, the kernel with one of
 ``TILES`` or the unfused ops, is measured once per out_proj on first use, as ``ops.gemv`` measures its tiles
 (``ops/graph_timing.py``): a GPU where the extra reads cost more than the launch saves keeps the unfused ops.
 Before any measurement (inside a capture, off the GPU) the unfused ops run.
