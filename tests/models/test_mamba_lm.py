@@ -13,6 +13,7 @@ from testing_utils import FIXTURES, assert_close
 
 from qmamba import MambaLM
 from qmamba.models.mamba_lm import MambaLMConfig
+from qmamba.ops.selective_scan import length_multiple
 
 MAMBA1 = {"layer": "Mamba1", "d_state": 8}
 MAMBA2 = {"layer": "Mamba2", "d_state": 16, "headdim": 8, "chunk_size": 8}
@@ -86,6 +87,77 @@ def test_a_differentiated_cached_token_runs_as_a_prefill_of_one(ssm_cfg, monkeyp
     for (name, p), grad in zip(checked.items(), grads):
         assert grad[(0,) * p.dim()].item() == pytest.approx(fd[name], rel=5e-3, abs=1e-6), name  # fp32 inside
     assert g_A.abs().sum() > 0  # through the cached state's decay
+
+
+def _padding_lengths(monkeypatch) -> list[int]:
+    """Record the length each Mamba-1 mixer's projections run at."""
+    from qmamba.models import mamba1
+
+    seen, inner = [], mamba1.linear_channels_first
+
+    def spy(hidden, linear):
+        seen.append(hidden.shape[1])
+        return inner(hidden, linear)
+    monkeypatch.setattr(mamba1, "linear_channels_first", spy)
+    return seen
+
+
+ON_GPU = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                          reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", ON_GPU])
+@pytest.mark.parametrize("left_pad", [False, True])
+def test_mamba1_odd_prefill_runs_right_padded_with_the_same_outputs_and_state(left_pad, device, monkeypatch):
+    # an odd length is right-padded to a multiple of 16 or 8 (aligned rows for the GEMMs and the scan); the padding
+    # must change neither the logits nor the state the next token continues from (on a GPU: the Triton scan
+    # takes dt = -inf on the padding)
+    from qmamba.models import mamba1
+
+    model = tiny(MAMBA1).to(device)
+    ids = torch.randint(1, 97, (2, 19), device=device)
+    mask = torch.ones_like(ids)
+    if left_pad:
+        ids[1, :3], mask[1, :3] = 0, 0
+    seen = _padding_lengths(monkeypatch)
+
+    def run():
+        cache = model.allocate_inference_cache(2)
+        with torch.no_grad():
+            prompt = model(ids, attention_mask=mask if left_pad else None, cache=cache).logits
+            nxt = model(ids[:, -1:], cache=cache).logits
+        states = [t for layer in cache.layers for t in (layer.conv_state, layer.ssm_state)]
+        return [prompt, nxt, *states]
+
+    padded = run()
+    m = length_multiple(2, 64, 8, grad=False)  # 16 with Triton (the chunked scan), else 8
+    assert seen == [-(-19 // m) * m] * 2  # both layers ran padded
+    monkeypatch.setattr(mamba1, "PAD_LENGTHS", False)
+    plain = run()
+    assert seen[2:] == [19, 19]
+    for i, (a, b) in enumerate(zip(padded, plain)):
+        assert_close(a, b, 1e-5, f"output {i}")
+
+
+def test_mamba1_right_padding_keeps_training_gradients(monkeypatch):
+    from qmamba.models import mamba1
+
+    model = tiny(MAMBA1).double()
+    ids = torch.randint(0, 97, (2, 21))
+    seen = _padding_lengths(monkeypatch)
+
+    def grads():
+        model.zero_grad()
+        model(ids, labels=ids).loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    padded = grads()
+    monkeypatch.setattr(mamba1, "PAD_LENGTHS", False)
+    plain = grads()
+    m = length_multiple(2, 64, 8, grad=True)
+    assert seen == [-(-21 // m) * m] * 2 + [21, 21]
+    for (name, _), a, b in zip(model.named_parameters(), padded, plain):
+        assert_close(a, b, 1e-6, name)  # the scan state is fp32 inside
 
 
 @pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])

@@ -179,6 +179,35 @@ def test_sequential_only_for_inference_on_enough_rows(monkeypatch):
         assert not use(torch.empty(64, 5120, 1), 16)
 
 
+@pytest.mark.parametrize("sequential", [False, True])
+def test_minus_inf_dt_on_a_padded_tail_keeps_the_state(poisoned, monkeypatch, sequential):
+    """Mamba-1 runs an odd-length prefill right-padded with dt = -inf on the padding (softplus -> dt = 0):
+    the real positions' outputs and the last state are those of the unpadded sequence, with no inf or NaN."""
+    if sequential:
+        monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
+    l, lp = 21, 32
+    t = {k: v.detach() for k, v in _inputs(2, 6, lp, 4).items()}
+    t["delta"][:, :, l:] = float("-inf")
+    with torch.no_grad():
+        out, last = selective_scan_triton(**t, delta_softplus=True, return_last_state=True, chunk_size=8)
+    cut = {k: v[..., :l] if v.dim() == 3 and v.shape[-1] == lp else v for k, v in t.items()}
+    want, want_last = selective_scan_ref(**cut, delta_softplus=True, return_last_state=True)
+    assert torch.isfinite(out).all()
+    assert_close(out[..., :l], want, 1e-4, "out")
+    assert_close(last, want_last, 1e-4, "last state")
+
+
+def test_length_multiple_follows_the_kernel_that_runs(monkeypatch):
+    from qmamba.ops.selective_scan import length_multiple
+
+    assert length_multiple(1, 5120, 16, grad=False) == 16  # chunked: strides divisible by 16
+    assert length_multiple(64, 5120, 16, grad=False) == 8  # sequential: 16-byte rows for the GEMMs
+    assert length_multiple(64, 5120, 16, grad=True) == 16  # training runs chunked
+    assert length_multiple(64, 5120, triton_sequential.MAX_STATE * 2, grad=False) == 16
+    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", None)
+    assert length_multiple(64, 5120, 16, grad=False) == 16
+
+
 def test_gradient_through_last_state_only(poisoned):
     t = _inputs(1, 4, 11, 3)
     _, last1 = selective_scan_triton(**t, delta_softplus=True, return_last_state=True, chunk_size=4)
