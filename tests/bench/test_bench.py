@@ -98,6 +98,19 @@ def test_vqa_train_section_runs_each_train_preset(monkeypatch):
     assert results["vqa_train"] == {"cobra": {"step_ms": 1.0}, "qmamba-128": {"step_ms": 2.0}}
 
 
+def test_train_step_reports_the_length_the_lm_runs(monkeypatch):
+    import torch
+
+    from qmamba.bench.multimodal import train_step_figures
+    from qmamba.models.mamba_lm import MixerModel
+
+    seen, forward = [], MixerModel.forward
+    monkeypatch.setattr(MixerModel, "forward", lambda self, x, *a, **k: seen.append(x.shape) or forward(self, x, *a, **k))
+    out = train_step_figures("qmamba-128", BenchOptions(tiny=True, quick=True, repeats=1, warmup=0),
+                             torch.device("cpu"), batch=2, text_len=6)
+    assert seen and {s[:2] for s in seen} == {(2, out["sequence"])} and out["batch"] == 2
+
+
 def test_bench_end_to_end_on_cpu(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     bench_command.add_arguments(parser)

@@ -143,5 +143,5 @@ def train_step_figures(preset: str, opts: BenchOptions, device: torch.device, ba
         opt.zero_grad(set_to_none=True)
 
     ms = time_ms(step, device, max(opts.warmup, 1), opts.repeats)
-    return {"stage": "finetune", "batch": batch, "sequence": text_len + model.num_visual_tokens - 1,
+    return {"stage": "finetune", "batch": batch, "sequence": text_len + model.num_visual_tokens,
             "step_ms": ms, "peak_gib": peak_gib(step, device)}
