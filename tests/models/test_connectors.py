@@ -132,11 +132,21 @@ def _multiscan_by_gathers(vss, x, grid):
 
 
 @pytest.mark.parametrize("scan", ["bsm", "csm"])
-def test_multiscan_matches_index_gathers_forward_and_backward(scan):
+@pytest.mark.parametrize("bias", [False, True])
+def test_multiscan_matches_index_gathers_forward_and_backward(scan, bias, monkeypatch):
+    from qmamba.models import multiscan
+    from qmamba.ops.selective_scan import length_multiple
+
     conn = build_connector({"type": "vlmamba", "variant": "vss-mlp", "scan": scan}, DV, DM).double()
     vss = conn.vss
+    if bias:  # in_proj's bias makes the padding's x nonzero: the backward order must still meet it last
+        vss.in_proj.bias = torch.nn.Parameter(torch.randn(vss.in_proj.out_features, dtype=torch.float64))
+    seen, inner = [], multiscan.linear_channels_first
+    monkeypatch.setattr(multiscan, "linear_channels_first", lambda h, lin: seen.append(h.shape[1]) or inner(h, lin))
     x = torch.randn(3, 49, DV, dtype=torch.float64, requires_grad=True)
     got, want = vss(x, (7, 7)), _multiscan_by_gathers(vss, x, (7, 7))
+    m = length_multiple(3, vss.d_inner, vss.d_state, grad=True)
+    assert seen == [-(-49 // m) * m if scan == "bsm" else 49]  # forward / backward orders alone run padded
     assert_close(got, want, 1e-6)  # the scan computes A = -exp(A_log) and the state in fp32
     params = [x, vss.in_proj.weight, vss.scans[-1].A_log, vss.out_proj.weight]
     g_got = torch.autograd.grad(got.square().sum(), params)

@@ -18,7 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from qmamba.errors import ConfigError
-from qmamba.models.mamba1 import Mamba1Config, SSMParams, linear_channels_first, linear_from_channels, ssm_scan
+from qmamba.models.mamba1 import (
+    Mamba1Config,
+    SSMParams,
+    linear_channels_first,
+    linear_from_channels,
+    pad_to_aligned,
+    ssm_scan,
+)
 from qmamba.models.mamba2 import Mamba2, Mamba2Config, SSDParams, ssd_scan
 
 SCAN_ORDERS = {"bsm": ("forward", "backward"),
@@ -41,33 +48,49 @@ class MultiScanMamba(nn.Module):
     def __init__(self, cfg: Mamba1Config, d_model: int, orders: tuple[str, ...], device=None, dtype=None):
         super().__init__()
         di = cfg.expand * d_model
-        self.orders = orders
+        self.orders, self.d_inner, self.d_state = orders, di, cfg.d_state
         self.in_proj = nn.Linear(d_model, 2 * di, bias=cfg.bias, device=device, dtype=dtype)
         self.scans = nn.ModuleList(SSMParams(cfg, d_model, device, dtype) for _ in orders)
         self.out_proj = nn.Linear(di, d_model, bias=cfg.bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, grid: tuple[int, int] | None = None, active: tuple[str, ...] | None = None) -> Tensor:
-        xz = linear_channels_first(x, self.in_proj)  # (b, 2 di, l), stride 1 along l
+        """x (b, l, d) -> (b, l, d). Forward and backward scans alone run right-padded to aligned rows, as
+        ``Mamba`` does (``pad_to_aligned``), each scan with its padding after the real positions."""
+        names = [n for n in self.orders if active is None or n in active]
+        if not names:
+            raise ConfigError(f"no active scan among {self.orders} (asked for {active})")
+        l = x.shape[1]
+        if all(n in ("forward", "backward") for n in names):
+            x, _ = pad_to_aligned(x, None, self.d_inner, self.d_state, keeps_state=False)  # (b, lp, d)
+        xz = linear_channels_first(x, self.in_proj)  # (b, 2 di, lp), stride 1 along l
         ys = []
         for name, params in zip(self.orders, self.scans):
-            if active is not None and name not in active:
+            if name not in names:
                 continue
-            xk, zk = reorder(xz, name, grid).chunk(2, dim=1)  # (b, di, l) in scan order
-            ys.append(reorder(ssm_scan(params, xk, zk, None, None), name, grid, back=True))  # raster order
-        if not ys:
-            raise ConfigError(f"no active scan among {self.orders} (asked for {active})")
-        y = ys[0] if len(ys) == 1 else torch.stack(ys).mean(0)  # (b, di, l)
-        return linear_from_channels(y, self.out_proj)
+            xk, zk = reorder(xz, name, grid, length=l).chunk(2, dim=1)  # (b, di, lp) in scan order
+            ys.append(reorder(ssm_scan(params, xk, zk, None, None), name, grid, back=True, length=l))  # raster
+        y = ys[0] if len(ys) == 1 else torch.stack(ys).mean(0)  # (b, di, lp)
+        out = linear_from_channels(y, self.out_proj)  # (b, lp, d)
+        return out if out.shape[1] == l else out[:, :l]
 
 
-def reorder(t: Tensor, name: str, grid: tuple[int, int] | None, back: bool = False) -> Tensor:
+def reorder(t: Tensor, name: str, grid: tuple[int, int] | None, back: bool = False,
+            length: int | None = None) -> Tensor:
     """t (b, c, l) in raster order -> the order scan ``name`` visits (``back``: the inverse). The forward
     order is t itself and the backward one a flip: no index gather (the Q-Mamba presets' preprocessing at batch
-    64, t (64, 10240, 729): each gather took 2.3 ms; a flip copies at bandwidth)."""
+    64, t (64, 10240, 729): each gather took 2.3 ms; a flip copies at bandwidth). ``length`` < l: the first
+    ``length`` positions are real and the rest right padding, which the backward order keeps at the end
+    (zeros), after its real positions, so that no scan meets padding before a real position."""
     if name == "forward":
         return t
     if name == "backward":
-        return t.flip(-1)
+        n = t.shape[-1] if length is None else length
+        if n == t.shape[-1]:
+            return t.flip(-1)
+        out = torch.empty_like(t)
+        out[..., :n] = t[..., :n].flip(-1)
+        out[..., n:] = 0
+        return out
     order = scan_order(name, t.shape[-1], grid, t.device)
     return t[:, :, torch.argsort(order) if back else order]
 
