@@ -120,6 +120,7 @@ def test_mamba1_odd_prefill_runs_right_padded_with_the_same_outputs_and_state(le
     if left_pad:
         ids[1, :3], mask[1, :3] = 0, 0
     seen = _padding_lengths(monkeypatch)
+    monkeypatch.setattr(mamba1, "PAD_LENGTHS", True)  # on a CPU too
 
     def run():
         cache = model.allocate_inference_cache(2)
@@ -139,12 +140,23 @@ def test_mamba1_odd_prefill_runs_right_padded_with_the_same_outputs_and_state(le
         assert_close(a, b, 1e-5, f"output {i}")
 
 
+def test_mamba1_pads_only_on_cuda_by_default(monkeypatch):
+    from qmamba.models import mamba1
+
+    assert mamba1.PAD_LENGTHS is None
+    hidden = torch.randn(1, 19, 4)
+    assert mamba1.pad_to_aligned(hidden, None, 8, 4, keeps_state=False)[0] is hidden  # a CPU: as it is
+    monkeypatch.setattr(mamba1, "PAD_LENGTHS", True)
+    assert mamba1.pad_to_aligned(hidden, None, 8, 4, keeps_state=False)[0].shape[1] in (24, 32)
+
+
 def test_mamba1_right_padding_keeps_training_gradients(monkeypatch):
     from qmamba.models import mamba1
 
     model = tiny(MAMBA1).double()
     ids = torch.randint(0, 97, (2, 21))
     seen = _padding_lengths(monkeypatch)
+    monkeypatch.setattr(mamba1, "PAD_LENGTHS", True)
 
     def grads():
         model.zero_grad()

@@ -20,7 +20,9 @@ from qmamba.utils.config import config_from_dict
 
 # Fields of mamba_ssm's Mamba.__init__ that choose kernels or placement, not the math.
 _IGNORED_SSM_KEYS = ("layer", "use_fast_path", "layer_idx", "device", "dtype")
-PAD_LENGTHS = True  # right-pad prefill / training lengths to the scan's aligned multiple (``pad_to_aligned``)
+# right-pad prefill / training lengths to the scan's aligned multiple (``pad_to_aligned``); None: on CUDA only,
+# where the rows' alignment picks the kernels (a CPU would only do more work)
+PAD_LENGTHS: bool | None = None
 
 
 @dataclass
@@ -117,7 +119,8 @@ def pad_to_aligned(hidden: Tensor, mask: Tensor | None, d_inner: int, d_state: i
     """Right-pad a sequence (b, l, d) with zeros to the length multiple the scan reads aligned rows at
     (``selective_scan.length_multiple``): (hidden (b, lp, d), mask (b, lp) with 0 on the padding, or None).
     ``ssm_scan(..., length=l)`` keeps the padding out of a carried state; a state carried with gradients on
-    runs unpadded (its dt stays finite for the backward). Lengths up to 16 run as they are.
+    runs unpadded (its dt stays finite for the backward). Lengths up to 16 run as they are, and on a
+    CPU everything does unless ``PAD_LENGTHS`` says otherwise.
 
     The channels-first layout puts the length in every row stride: at a length that is not a multiple of 8
     no row is 16-byte aligned and cuBLAS falls back to its align-1 kernels (a 4-layer prefill of 769 tokens
@@ -125,7 +128,8 @@ def pad_to_aligned(hidden: Tensor, mask: Tensor | None, d_inner: int, d_state: i
     see the padding; their outputs are the same."""
     b, l, _ = hidden.shape
     grad = torch.is_grad_enabled()
-    if not PAD_LENGTHS or l <= 16 or (keeps_state and grad):
+    pads = PAD_LENGTHS if PAD_LENGTHS is not None else hidden.device.type == "cuda"
+    if not pads or l <= 16 or (keeps_state and grad):
         return hidden, mask
     pad = -l % length_multiple(b, d_inner, d_state, grad)
     if pad == 0:
