@@ -50,7 +50,7 @@ def against_mamba_ssm(device: str, layer: str) -> dict | None:
     path = Path("/tmp/qmamba_parity_ckpt")
     ref.save_pretrained(str(path))
     ours = MambaLM.from_pretrained(path, device=device)
-    ids = torch.randint(0, 50277, (2, 301), device=device)  # odd lengths: Mamba-1 runs them right-padded to 8
+    ids = torch.randint(0, 50277, (2, 301), device=device)  # odd lengths: Mamba-1 runs them right-padded
     with torch.no_grad():
         a, b = ours(ids).logits, ref(ids).logits
     return {"check": f"{layer} 768x4 vs mamba_ssm (same weights)", "dtype": "float32", "rel_err": rel(a, b),

@@ -19,9 +19,7 @@ def length_multiple(rows: int, channels: int, d_state: int, grad: bool) -> int:
         from qmamba.ops.selective_scan import triton_sequential as seq
     except ImportError:  # no Triton: the reference scan
         return 8
-    floor = seq.MIN_ROW_CHANNELS
-    sequential = not grad and floor is not None and d_state <= seq.MAX_STATE and rows * channels >= floor
-    return 8 if sequential else 16
+    return 8 if seq.sequential_for(rows, channels, d_state, grad) else 16
 
 
 def selective_scan(u, delta, A, B, C, **kwargs):

@@ -130,12 +130,14 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
 def use_sequential(u: torch.Tensor, n: int, *tensors, min_row_channels: int | None = None) -> bool:
     """Inference (no input needs a gradient), n <= MAX_STATE, and rows x channels >= ``min_row_channels``
     (default ``MIN_ROW_CHANNELS``; None: never)."""
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, *tensors))
+    return sequential_for(u.shape[0], u.shape[1], n, grad, min_row_channels)
+
+
+def sequential_for(rows: int, channels: int, n: int, grad: bool, min_row_channels: int | None = None) -> bool:
+    """``use_sequential`` from the shapes alone (``grad``: some input needs a gradient)."""
     floor = MIN_ROW_CHANNELS if min_row_channels is None else min_row_channels
-    if floor is None or n > MAX_STATE:
-        return False
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, *tensors)):
-        return False
-    return u.shape[0] * u.shape[1] >= floor
+    return floor is not None and n <= MAX_STATE and not grad and rows * channels >= floor
 
 
 def scan_sequential(u, delta, A, B4, C4, D, z, bias, h0, softplus: bool, block_d: int | None = None,
