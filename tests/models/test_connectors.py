@@ -135,13 +135,13 @@ def _multiscan_by_gathers(vss, x, grid):
 @pytest.mark.parametrize("bias", [False, True])
 def test_multiscan_matches_index_gathers_forward_and_backward(scan, bias, monkeypatch):
     from qmamba.models import multiscan
-    from qmamba.ops.selective_scan import length_multiple
+    from qmamba.ops.mamba_inner import length_multiple
 
     conn = build_connector({"type": "vlmamba", "variant": "vss-mlp", "scan": scan}, DV, DM).double()
     vss = conn.vss
     if bias:  # in_proj's bias makes the padding's x nonzero: the backward order must still meet it last
         vss.in_proj.bias = torch.nn.Parameter(torch.randn(vss.in_proj.out_features, dtype=torch.float64))
-    monkeypatch.setattr("qmamba.models.mamba1.PAD_LENGTHS", True)  # on a CPU too
+    monkeypatch.setattr("qmamba.ops.mamba_inner.padding.PAD_LENGTHS", True)  # on a CPU too
     seen, inner = [], multiscan.linear_channels_first
     monkeypatch.setattr(multiscan, "linear_channels_first", lambda h, lin: seen.append(h.shape[1]) or inner(h, lin))
     x = torch.randn(3, 49, DV, dtype=torch.float64, requires_grad=True)

@@ -13,7 +13,7 @@ from testing_utils import FIXTURES, assert_close
 
 from qmamba import MambaLM
 from qmamba.models.mamba_lm import MambaLMConfig
-from qmamba.ops.selective_scan import length_multiple
+from qmamba.ops.mamba_inner import length_multiple, padding
 
 MAMBA1 = {"layer": "Mamba1", "d_state": 8}
 MAMBA2 = {"layer": "Mamba2", "d_state": 16, "headdim": 8, "chunk_size": 8}
@@ -112,15 +112,13 @@ def test_mamba1_odd_prefill_runs_right_padded_with_the_same_outputs_and_state(le
     # an odd length is right-padded to a multiple of 16 or 8 (aligned rows for the GEMMs and the scan); the padding
     # must change neither the logits nor the state the next token continues from (on a GPU: the Triton scan
     # takes dt = -inf on the padding)
-    from qmamba.models import mamba1
-
     model = tiny(MAMBA1).to(device)
     ids = torch.randint(1, 97, (2, 19), device=device)
     mask = torch.ones_like(ids)
     if left_pad:
         ids[1, :3], mask[1, :3] = 0, 0
     seen = _padding_lengths(monkeypatch)
-    monkeypatch.setattr(mamba1, "PAD_LENGTHS", True)  # on a CPU too
+    monkeypatch.setattr(padding, "PAD_LENGTHS", True)  # on a CPU too
 
     def run():
         cache = model.allocate_inference_cache(2)
@@ -133,30 +131,18 @@ def test_mamba1_odd_prefill_runs_right_padded_with_the_same_outputs_and_state(le
     padded = run()
     m = length_multiple(2, 64, 8, grad=False)  # 16 with Triton (the chunked scan), else 8
     assert seen == [-(-19 // m) * m] * 2  # both layers ran padded
-    monkeypatch.setattr(mamba1, "PAD_LENGTHS", False)
+    monkeypatch.setattr(padding, "PAD_LENGTHS", False)
     plain = run()
     assert seen[2:] == [19, 19]
     for i, (a, b) in enumerate(zip(padded, plain)):
         assert_close(a, b, 1e-5, f"output {i}")
 
 
-def test_mamba1_pads_only_on_cuda_by_default(monkeypatch):
-    from qmamba.models import mamba1
-
-    assert mamba1.PAD_LENGTHS is None
-    hidden = torch.randn(1, 19, 4)
-    assert mamba1.pad_to_aligned(hidden, None, 8, 4, keeps_state=False)[0] is hidden  # a CPU: as it is
-    monkeypatch.setattr(mamba1, "PAD_LENGTHS", True)
-    assert mamba1.pad_to_aligned(hidden, None, 8, 4, keeps_state=False)[0].shape[1] in (24, 32)
-
-
 def test_mamba1_right_padding_keeps_training_gradients(monkeypatch):
-    from qmamba.models import mamba1
-
     model = tiny(MAMBA1).double()
     ids = torch.randint(0, 97, (2, 21))
     seen = _padding_lengths(monkeypatch)
-    monkeypatch.setattr(mamba1, "PAD_LENGTHS", True)
+    monkeypatch.setattr(padding, "PAD_LENGTHS", True)
 
     def grads():
         model.zero_grad()
@@ -164,12 +150,46 @@ def test_mamba1_right_padding_keeps_training_gradients(monkeypatch):
         return [p.grad.clone() for p in model.parameters()]
 
     padded = grads()
-    monkeypatch.setattr(mamba1, "PAD_LENGTHS", False)
+    monkeypatch.setattr(padding, "PAD_LENGTHS", False)
     plain = grads()
     m = length_multiple(2, 64, 8, grad=True)
     assert seen == [-(-21 // m) * m] * 2 + [21, 21]
     for (name, _), a, b in zip(model.named_parameters(), padded, plain):
         assert_close(a, b, 1e-6, name)  # the scan state is fp32 inside
+
+
+def test_a_mamba1_stack_pads_a_sequence_once(monkeypatch):
+    # the stack pads the embeddings and the mask once and crops once; every layer runs the padded sequence as it is
+    model = tiny(MAMBA1, n_layer=4)
+    ids = torch.randint(1, 97, (2, 19))
+    seen = _padding_lengths(monkeypatch)
+    pads, inner = [], torch.nn.functional.pad
+
+    def spy(t, pad, *args, **kwargs):
+        pads.append(tuple(pad))
+        return inner(t, pad, *args, **kwargs)
+    monkeypatch.setattr(torch.nn.functional, "pad", spy)
+    monkeypatch.setattr(padding, "PAD_LENGTHS", True)
+    with torch.no_grad():
+        logits = model(ids, attention_mask=torch.ones_like(ids), cache=model.allocate_inference_cache(2)).logits
+    m = length_multiple(2, 64, 8, grad=False)
+    k = -(-19 // m) * m - 19
+    assert logits.shape[:2] == (2, 19) and seen == [19 + k] * 4
+    assert [p for p in pads if p in ((0, 0, 0, k), (0, k))] == [(0, 0, 0, k), (0, k)]  # the embeddings, the mask
+
+
+def test_a_mamba1_mixer_on_its_own_pads_its_sequence(monkeypatch):
+    # outside a stack (Q-Mamba's queries) the mixer pads and crops the sequence itself, with the same outputs
+    mixer = tiny(MAMBA1).backbone.layers[0].mixer
+    hidden = torch.randn(2, 19, 32)
+    seen = _padding_lengths(monkeypatch)
+    monkeypatch.setattr(padding, "PAD_LENGTHS", True)
+    with torch.no_grad():
+        padded = mixer(hidden)
+        monkeypatch.setattr(padding, "PAD_LENGTHS", False)
+        plain = mixer(hidden)
+    assert seen == [-(-19 // length_multiple(2, 64, 8, grad=False)) * length_multiple(2, 64, 8, grad=False), 19]
+    assert_close(padded, plain, 1e-5, "output")
 
 
 @pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])
@@ -245,23 +265,3 @@ def test_eos_stops_rows_and_pads_them():
     out = model.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0)[0, 5:]
     first = int((greedy == eos).nonzero()[0])
     assert out.tolist() == greedy[: first + 1].tolist()  # stops right after the first eos
-
-
-@pytest.mark.parametrize("batch", [1, 3])
-def test_channel_projections_are_linear_layers_laid_out_along_the_sequence(batch):
-    """Mamba-1's in_proj / x_proj / dt_proj give (b, out, l) with stride 1 along l at every batch size (the scan
-    kernels read along l), equal to F.linear, with gradients to both operands."""
-    from qmamba.models.mamba1 import linear_channels_first, project_channels
-
-    lin = torch.nn.Linear(6, 10, bias=True, dtype=torch.float64)
-    hidden = torch.randn(batch, 7, 6, dtype=torch.float64, requires_grad=True)
-    y = linear_channels_first(hidden, lin)
-    assert y.shape == (batch, 10, 7) and y.stride(-1) == 1
-    assert_close(y, lin(hidden).transpose(1, 2), 1e-12, "in_proj")
-    w = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(batch, 10, 7, dtype=torch.float64, requires_grad=True)
-    out = project_channels(w, x)
-    assert out.shape == (batch, 4, 7) and out.is_contiguous()
-    assert_close(out, torch.einsum("oc,bcl->bol", w, x), 1e-12, "x_proj")
-    assert torch.autograd.gradcheck(project_channels, (w, x)) and torch.autograd.gradcheck(
-        lambda h: linear_channels_first(h, lin), (hidden,))

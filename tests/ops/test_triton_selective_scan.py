@@ -197,17 +197,6 @@ def test_minus_inf_dt_on_a_padded_tail_keeps_the_state(poisoned, monkeypatch, se
     assert_close(last, want_last, 1e-4, "last state")
 
 
-def test_length_multiple_follows_the_kernel_that_runs(monkeypatch):
-    from qmamba.ops.selective_scan import length_multiple
-
-    assert length_multiple(1, 5120, 16, grad=False) == 16  # chunked: strides divisible by 16
-    assert length_multiple(64, 5120, 16, grad=False) == 8  # sequential: 16-byte rows for the GEMMs
-    assert length_multiple(64, 5120, 16, grad=True) == 16  # training runs chunked
-    assert length_multiple(64, 5120, triton_sequential.MAX_STATE * 2, grad=False) == 16
-    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", None)
-    assert length_multiple(64, 5120, 16, grad=False) == 16
-
-
 def test_gradient_through_last_state_only(poisoned):
     t = _inputs(1, 4, 11, 3)
     _, last1 = selective_scan_triton(**t, delta_softplus=True, return_last_state=True, chunk_size=4)

@@ -41,13 +41,15 @@ class Block(nn.Module):
             self.norm2 = RMSNorm(d_model, eps=norm_eps, rms=rms_norm, device=device, dtype=dtype)
 
     def forward(self, hidden: Tensor, residual: Tensor | None, state: LayerState | None = None,
-                mask: Tensor | None = None, step: bool = False) -> tuple[Tensor, Tensor]:
-        """hidden, residual: (b, l, d). ``step``: one token from ``state`` (l == 1)."""
+                mask: Tensor | None = None, step: bool = False, length: int | None = None) -> tuple[Tensor, Tensor]:
+        """hidden, residual: (b, l, d). ``step``: one token from ``state`` (l == 1). ``length``: the real
+        positions of a sequence the stack right-padded (a Mamba-1 stack, ``MixerModel``), for the mixer."""
         if step and self.mlp is None and self.norm.rms and self.norm.bias is None \
                 and hasattr(self.mixer, "step_with_norm"):  # the mixer fuses the add-norm into its step
             return self.mixer.step_with_norm(hidden, residual, self.norm, self.residual_in_fp32, state)
         hidden, residual = self.norm.add_forward(hidden, residual, self.residual_in_fp32)
-        hidden = self.mixer.step(hidden, state) if step else self.mixer(hidden, state=state, mask=mask)
+        padded = {} if length is None else {"length": length}
+        hidden = self.mixer.step(hidden, state) if step else self.mixer(hidden, state=state, mask=mask, **padded)
         if self.mlp is not None:
             hidden, residual = self.norm2.add_forward(hidden, residual, self.residual_in_fp32)
             hidden = self.mlp(hidden)

@@ -15,14 +15,17 @@ from torch import Tensor, nn
 
 from qmamba.models.cache import LayerState
 from qmamba.ops import causal_conv1d, causal_conv1d_update, gemv, mamba1_decode_ssm, selective_scan, step_in
-from qmamba.ops.selective_scan import length_multiple
+from qmamba.ops.mamba_inner import (
+    linear_channels_first,
+    linear_from_channels,
+    pad_to_aligned,
+    project_channels,
+    skip_padding,
+)
 from qmamba.utils.config import config_from_dict
 
 # Fields of mamba_ssm's Mamba.__init__ that choose kernels or placement, not the math.
 _IGNORED_SSM_KEYS = ("layer", "use_fast_path", "layer_idx", "device", "dtype")
-# right-pad prefill / training lengths to the scan's aligned multiple (``pad_to_aligned``); None: on CUDA only,
-# where the rows' alignment picks the kernels (a CPU would only do more work)
-PAD_LENGTHS: bool | None = None
 
 
 @dataclass
@@ -79,83 +82,24 @@ class SSMParams(nn.Module):
         self.dt_rank, self.d_state = dt_rank, n
 
 
-def project_channels(weight: Tensor, x: Tensor) -> Tensor:
-    """weight (out, c) applied over the channels of x (b, c, l) -> (b, out, l), contiguous along l.
-
-    One GEMM per batch row on x as it lies in memory (the weight broadcast, not copied). torch.matmul would
-    instead fold the rows into one GEMM through a transposing copy (always when x requires grad) and return
-    the result contiguous along the channels, which the scan kernels then read across the grain (measured
-    at batch 1: a quarter of a Mamba-1 layer's prefill time at 800 tokens)."""
-    if x.shape[0] == 1:
-        return torch.mm(weight, x[0]).unsqueeze(0)
-    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
-
-
-def linear_channels_first(hidden: Tensor, linear: nn.Linear) -> Tensor:
-    """linear(hidden) transposed, (b, l, d) -> (b, out, l), with stride 1 along l: the scan kernels walk
-    the sequence. One GEMM over all b * l rows, W (out, d) @ rows^T, whose (out, b l) result is viewed as
-    (b, out, l) with strides (l, b l, 1): no copy at any batch size."""
-    b, l, d = hidden.shape
-    y = torch.mm(linear.weight, hidden.reshape(b * l, d).T).view(-1, b, l).transpose(0, 1)  # (b, out, l)
-    return y if linear.bias is None else y + linear.bias.to(y.dtype)[:, None]
-
-
-def linear_from_channels(y: Tensor, linear: nn.Linear) -> Tensor:
-    """linear over the channels of y (b, c, l) contiguous along l -> (b, l, out). Batch 1 (or training):
-    linear on the transposed view, which cuBLAS reads in place at batch 1. Several rows without grad: one
-    batched GEMM on the transposed views; linear would first copy y contiguous along c (the whole
-    activation, 110 MB per layer for a prefill of 64 x 168 tokens at 2.8B). In training the batched GEMM
-    would materialise the broadcast weight's gradient per row, so that keeps linear; so does a length that
-    is not a multiple of 8, whose rows of y cuBLAS's fast kernels cannot read 16-byte aligned."""
-    b, _, l = y.shape
-    if b == 1 or l % 8 or (torch.is_grad_enabled() and (linear.weight.requires_grad or y.requires_grad)):
-        return linear(y.transpose(1, 2))
-    out = torch.bmm(y.transpose(1, 2), linear.weight.t().expand(b, -1, -1))  # (b, l, out)
-    return out if linear.bias is None else out + linear.bias
-
-
-def pad_to_aligned(hidden: Tensor, mask: Tensor | None, d_inner: int, d_state: int,
-                   keeps_state: bool) -> tuple[Tensor, Tensor | None]:
-    """Right-pad a sequence (b, l, d) with zeros to the length multiple the scan reads aligned rows at
-    (``selective_scan.length_multiple``): (hidden (b, lp, d), mask (b, lp) with 0 on the padding, or None).
-    ``ssm_scan(..., length=l)`` keeps the padding out of a carried state; a state carried with gradients on
-    runs unpadded (its dt stays finite for the backward). Lengths up to 16 run as they are, and on a
-    CPU everything does unless ``PAD_LENGTHS`` says otherwise.
-
-    The channels-first layout puts the length in every row stride: at a length that is not a multiple of 8
-    no row is 16-byte aligned and cuBLAS falls back to its align-1 kernels (a 4-layer prefill of 769 tokens
-    at 2.8B shape on an H100: 4.7 ms of kernels, 768 tokens 1.04). The scan is causal, so real positions never
-    see the padding; their outputs are the same."""
-    b, l, _ = hidden.shape
-    grad = torch.is_grad_enabled()
-    pads = PAD_LENGTHS if PAD_LENGTHS is not None else hidden.device.type == "cuda"
-    if not pads or l <= 16 or (keeps_state and grad):
-        return hidden, mask
-    pad = -l % length_multiple(b, d_inner, d_state, grad)
-    if pad == 0:
-        return hidden, mask
-    return F.pad(hidden, (0, 0, 0, pad)), None if mask is None else F.pad(mask, (0, pad))
-
-
 def ssm_scan(p: SSMParams, x: Tensor, z: Tensor, state: LayerState | None, mask: Tensor | None,
              length: int | None = None) -> Tensor:
-    """conv -> x_proj -> selective scan for one direction; x, z: (b, di, l) -> y (b, di, l).
+    """conv -> x_proj / dt_proj -> selective scan gated by silu(z), for one direction; x, z (b, di, l) -> y (b, di, l).
 
-    ``mask`` (b, l), 1 for real tokens: padded positions neither enter the conv nor change the state.
-    ``length``: the real positions when the tail is right padding (``pad_to_aligned``), which the state skips.
+    ``mask`` (b, l), 1 for real tokens: masked positions neither enter the conv nor change the state.
+    ``length``: the real positions when the tail is right padding (``ops.mamba_inner``), which the state skips.
     """
-    b, di, l = x.shape
-    w = p.conv1d.weight.squeeze(1)  # (di, d_conv)
     if mask is not None:
         x = x * mask[:, None, :].to(x.dtype)
+    x_in = x  # the conv's inputs, the next conv state's source
     init_conv = state.conv_state[:, :, 1:] if state is not None else None
-    x_in = x
-    x = causal_conv1d(x, w, p.conv1d.bias, initial_states=init_conv, activation="silu")  # (b, di, l)
-    x_dbl = project_channels(p.x_proj.weight, x)  # (b, dt_rank + 2n, l), contiguous along l like x
-    dt, B, C = torch.split(x_dbl, [p.dt_rank, p.d_state, p.d_state], dim=1)
-    dt = project_channels(p.dt_proj.weight, dt)  # (b, di, l)
-    if state is not None and mask is None and length is not None and length < l:
-        dt[:, :, length:] = float("-inf")  # softplus(-inf) = 0: exp(0 A) = 1, no input, the state passes through
+    x = causal_conv1d(x, p.conv1d.weight.squeeze(1), p.conv1d.bias, initial_states=init_conv,
+                      activation="silu")  # (b, di, l)
+    x_dbl = project_channels(p.x_proj.weight, x)  # (b, dt_rank + 2n, l)
+    dt, B, C = torch.split(x_dbl, [p.dt_rank, p.d_state, p.d_state], dim=1)  # (b, dt_rank, l), (b, n, l) x 2
+    dt = project_channels(p.dt_proj.weight, dt)  # (b, di, l), dt_proj's bias goes into the scan's softplus
+    if state is not None and mask is None:
+        dt = skip_padding(dt, length)  # the right padding leaves the carried state as it is
     A = -torch.exp(p.A_log.float())  # (di, n)
     dt_bias, softplus = p.dt_proj.bias.float(), True
     if mask is not None:  # dt = 0 on padding: exp(0 * A) = 1 and no input, the state passes through
@@ -165,10 +109,10 @@ def ssm_scan(p: SSMParams, x: Tensor, z: Tensor, state: LayerState | None, mask:
         x, dt, A, B, C, D=p.D.float(), z=z, delta_bias=dt_bias,
         delta_softplus=softplus, initial_state=state.ssm_state if state is not None else None,
         return_last_state=state is not None,
-    )
+    )  # (b, di, l)
     if state is not None:
         y, last = y
-        state.advance(x_in if length is None else x_in[:, :, :length], last)
+        state.advance(x_in if length is None else x_in[:, :, :length], last)  # real inputs only
     return y
 
 
@@ -198,13 +142,20 @@ class Mamba(SSMParams):
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=cfg.bias, device=device, dtype=dtype)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=cfg.bias, device=device, dtype=dtype)
 
-    def forward(self, hidden: Tensor, state: LayerState | None = None, mask: Tensor | None = None) -> Tensor:
-        """hidden (b, l, d) -> (b, l, d); with ``state``, continue from it and leave the new state there."""
+    def forward(self, hidden: Tensor, state: LayerState | None = None, mask: Tensor | None = None,
+                length: int | None = None) -> Tensor:
+        """hidden (b, l, d) -> (b, l, d); with ``state``, continue from it and leave the new state there.
+
+        ``length``: hidden is a sequence right-padded by the stack (``MixerModel``), its first ``length``
+        positions real; the output keeps the padded length. Without it the mixer is the whole pass over its
+        sequence (e.g. Q-Mamba's queries) and pads and crops it itself (``ops.mamba_inner.pad_to_aligned``).
+        """
         l = hidden.shape[1]
-        hidden, mask = pad_to_aligned(hidden, mask, self.d_inner, self.cfg.d_state, state is not None)  # (b, lp, d)
-        x, z = linear_channels_first(hidden, self.in_proj).chunk(2, dim=1)  # (b, di, lp) each
-        y = ssm_scan(self, x, z, state, mask, length=l)  # (b, di, lp)
-        out = linear_from_channels(y, self.out_proj)  # (b, lp, d)
+        if length is None:
+            hidden, mask = pad_to_aligned(hidden, mask, self.d_inner, self.cfg.d_state, state is not None)
+        x, z = linear_channels_first(hidden, self.in_proj).chunk(2, dim=1)  # in_proj: (b, di, lp) each
+        y = ssm_scan(self, x, z, state, mask, length=l if length is None else length)  # (b, di, lp)
+        out = linear_from_channels(y, self.out_proj)  # out_proj: (b, lp, d)
         return out if out.shape[1] == l else out[:, :l]
 
     def step(self, hidden: Tensor, state: LayerState) -> Tensor:

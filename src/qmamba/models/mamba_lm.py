@@ -24,6 +24,7 @@ from qmamba.models.mamba1 import Mamba, Mamba1Config
 from qmamba.models.mamba2 import Mamba2, Mamba2Config
 from qmamba.models.norm import RMSNorm
 from qmamba.ops import gemv
+from qmamba.ops.mamba_inner import pad_to_aligned
 from qmamba.utils.config import config_from_dict, config_to_dict, read_json, write_json
 
 _MIXERS = {"Mamba1": (Mamba, Mamba1Config), "Mamba2": (Mamba2, Mamba2Config)}
@@ -102,15 +103,25 @@ class MixerModel(nn.Module):
             for i in range(config.n_layer)
         )
         self.norm_f = RMSNorm(config.d_model, eps=config.norm_epsilon, rms=config.rms_norm, **fk)
+        # Mamba-1 layers lay the sequence out channels-first: (d_inner, d_state) for its padding rule
+        self.scan_dims = (mixer_cfg.expand * config.d_model, mixer_cfg.d_state) if config.layer == "Mamba1" else None
 
     def forward(self, inputs_embeds: Tensor, cache: MambaCache | None = None, mask: Tensor | None = None,
                 step: bool = False) -> Tensor:
-        """(b, l, d) embeddings -> (b, l, d) final hidden states."""
-        hidden, residual = inputs_embeds, None
+        """(b, l, d) embeddings -> (b, l, d) final hidden states.
+
+        A Mamba-1 stack runs a sequence right-padded once (``ops.mamba_inner.pad_to_aligned``, the embeddings
+        with zeros and the mask with zeros): every layer takes the padded sequence and its real length ``l``,
+        so no carried state sees the padding, and the final hidden states are cropped back to ``l``."""
+        hidden, residual, l, length = inputs_embeds, None, inputs_embeds.shape[1], None
+        if self.scan_dims is not None and not step:
+            hidden, mask = pad_to_aligned(hidden, mask, *self.scan_dims, keeps_state=cache is not None)  # (b, lp, d)
+            length = l
         for i, layer in enumerate(self.layers):
             state = cache.layers[i] if cache is not None else None
-            hidden, residual = layer(hidden, residual, state=state, mask=mask, step=step)
-        return self.norm_f.add_forward(hidden, residual, residual_in_fp32=False)[0]
+            hidden, residual = layer(hidden, residual, state=state, mask=mask, step=step, length=length)
+        hidden = self.norm_f.add_forward(hidden, residual, residual_in_fp32=False)[0]  # (b, lp, d)
+        return hidden if hidden.shape[1] == l else hidden[:, :l]
 
 
 class MambaLM(nn.Module, GenerationMixin):

@@ -18,15 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from qmamba.errors import ConfigError
-from qmamba.models.mamba1 import (
-    Mamba1Config,
-    SSMParams,
-    linear_channels_first,
-    linear_from_channels,
-    pad_to_aligned,
-    ssm_scan,
-)
+from qmamba.models.mamba1 import Mamba1Config, SSMParams, ssm_scan
 from qmamba.models.mamba2 import Mamba2, Mamba2Config, SSDParams, ssd_scan
+from qmamba.ops.mamba_inner import linear_channels_first, linear_from_channels, pad_to_aligned
 
 SCAN_ORDERS = {"bsm": ("forward", "backward"),
                "csm": ("forward", "backward", "column_forward", "column_backward")}
@@ -54,15 +48,16 @@ class MultiScanMamba(nn.Module):
         self.out_proj = nn.Linear(di, d_model, bias=cfg.bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, grid: tuple[int, int] | None = None, active: tuple[str, ...] | None = None) -> Tensor:
-        """x (b, l, d) -> (b, l, d). Forward and backward scans alone run right-padded to aligned rows, as
-        ``Mamba`` does (``pad_to_aligned``), each scan with its padding after the real positions."""
+        """x (b, l, d) -> (b, l, d). Forward and backward scans alone run right-padded to aligned rows, padded
+        once for all scans (``ops.mamba_inner.pad_to_aligned``), each scan with its padding after the real
+        positions. A column order needs the sequence to be its patch grid, so with one active all run unpadded."""
         names = [n for n in self.orders if active is None or n in active]
         if not names:
             raise ConfigError(f"no active scan among {self.orders} (asked for {active})")
         l = x.shape[1]
         if all(n in ("forward", "backward") for n in names):
             x, _ = pad_to_aligned(x, None, self.d_inner, self.d_state, keeps_state=False)  # (b, lp, d)
-        xz = linear_channels_first(x, self.in_proj)  # (b, 2 di, lp), stride 1 along l
+        xz = linear_channels_first(x, self.in_proj)  # in_proj: (b, 2 di, lp)
         ys = []
         for name, params in zip(self.orders, self.scans):
             if name not in names:
@@ -70,15 +65,15 @@ class MultiScanMamba(nn.Module):
             xk, zk = reorder(xz, name, grid, length=l).chunk(2, dim=1)  # (b, di, lp) in scan order
             ys.append(reorder(ssm_scan(params, xk, zk, None, None), name, grid, back=True, length=l))  # raster
         y = ys[0] if len(ys) == 1 else torch.stack(ys).mean(0)  # (b, di, lp)
-        out = linear_from_channels(y, self.out_proj)  # (b, lp, d)
+        out = linear_from_channels(y, self.out_proj)  # out_proj: (b, lp, d)
         return out if out.shape[1] == l else out[:, :l]
 
 
 def reorder(t: Tensor, name: str, grid: tuple[int, int] | None, back: bool = False,
             length: int | None = None) -> Tensor:
     """t (b, c, l) in raster order -> the order scan ``name`` visits (``back``: the inverse). The forward
-    order is t itself and the backward one a flip: no index gather (the Q-Mamba presets' preprocessing at batch
-    64, t (64, 10240, 729): each gather took 2.3 ms; a flip copies at bandwidth). ``length`` < l: the first
+    order is t itself and the backward one a flip: no index gather (a flip copies at bandwidth, a gather does
+    not; benchmarks/profile_vqa.py shows the preprocessing's kernels). ``length`` < l: the first
     ``length`` positions are real and the rest right padding, which the backward order keeps at the end
     (zeros), after its real positions, so that no scan meets padding before a real position."""
     if name == "forward":
