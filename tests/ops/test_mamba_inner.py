@@ -61,3 +61,11 @@ def test_length_multiple_follows_the_kernel_that_runs(monkeypatch):
     assert length_multiple(64, 5120, triton_sequential.MAX_STATE * 2, grad=False) == 16
     monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", None)
     assert length_multiple(64, 5120, 16, grad=False) == 16
+
+
+def test_skip_padding_sets_minus_inf_after_the_real_positions_in_place():
+    dt = torch.randn(2, 3, 8)
+    want = dt.clone()
+    assert padding.skip_padding(dt, None) is dt and padding.skip_padding(dt, 8) is dt and torch.equal(dt, want)
+    assert padding.skip_padding(dt, 5) is dt
+    assert torch.equal(dt[:, :, :5], want[:, :, :5]) and (dt[:, :, 5:] == float("-inf")).all()
