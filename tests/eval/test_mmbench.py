@@ -11,8 +11,7 @@ from PIL import Image
 from qmamba.eval import TASKS, answer_record, score_task
 from qmamba.eval.errors import EvalFileError, PredictionMismatchError
 from qmamba.eval.io import write_tsv
-from qmamba.eval.scoring.mmbench import circular_groups, extract_letter, score_group
-from qmamba.eval.tasks.mmbench import build_prompt, load_image
+from qmamba.eval.tasks.mmbench import build_prompt, circular_groups, extract_letter, load_image, score_group
 from qmamba.eval.xlsx import write_xlsx
 
 SOFA = {"A": "on the floor", "B": "on the sofa", "C": "on the bed", "D": "on the table"}

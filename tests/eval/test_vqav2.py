@@ -9,7 +9,7 @@ from eval_utils import vqa_answers
 
 from qmamba.eval import score_task
 from qmamba.eval.errors import EmptyPredictionsError, EvalFileError, EvalOptionError, PredictionMismatchError
-from qmamba.eval.scoring.vqav2 import question_accuracy
+from qmamba.eval.tasks.vqav2 import question_accuracy
 
 
 @pytest.mark.parametrize("pred, expected", [("yes", 1.0), ("Yes", 0.0), ("yes.", 0.0), (" yes\n", 1.0)])
