@@ -1,4 +1,4 @@
-"""GQA: LLaVA conversion then exact match over balanced questions, binary/open (spec 3)."""
+"""GQA: LLaVA conversion then exact match over balanced questions, binary/open (docs/scoring.md, GQA)."""
 
 from __future__ import annotations
 

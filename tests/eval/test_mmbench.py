@@ -1,4 +1,4 @@
-"""MMBench: the three letter extractors, CircularEval grouping, prompts, images, end to end (spec 7)."""
+"""MMBench: the three letter extractors, CircularEval grouping, prompts, images, end to end (docs/scoring.md, MMBench)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ HEAD, ACA, OC = "vlmevalkit", "vlmevalkit-aca64dbb", "opencompass-2023"
 
 
 @pytest.mark.parametrize("answer, head, aca, oc", [
-    # spec's disagreement examples; False = undecided
+    # docs/scoring.md's disagreement examples; False = undecided
     ("A dog is sitting on the sofa.", "B", "A", "B"),  # HEAD: 'A' not in last 4 tokens -> text; OC: 'A' aborts
     ("B. Because the image is blurry", False, "B", "B"),  # HEAD: 'B' too early, no text match; OC: "B." form
     ("The answer is B because C is wrong.", "B", False, False),  # HEAD's "answer is" regex

@@ -1,4 +1,4 @@
-"""POPE: case-sensitive parsing, metrics, split assignment and label matching (spec 6)."""
+"""POPE: case-sensitive parsing, metrics, split assignment and label matching (docs/scoring.md, POPE)."""
 
 from __future__ import annotations
 

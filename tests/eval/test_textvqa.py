@@ -1,4 +1,4 @@
-"""TextVQA: LLaVA m4c evaluator and eval_textvqa.py matching (spec 5)."""
+"""TextVQA: LLaVA m4c evaluator and eval_textvqa.py matching (docs/scoring.md, TextVQA)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VizWiz: only predictions normalised, U+2019 contractions, unanswerable AP/F1 (spec 4)."""
+"""VizWiz: only predictions normalised, U+2019 contractions, unanswerable AP/F1 (docs/scoring.md, VizWiz-VQA)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VQAv2 official accuracy (vqaEval.py) and score_task end to end (spec 2)."""
+"""VQAv2 official accuracy (vqaEval.py) and score_task end to end (docs/scoring.md, VQAv2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Upload files for the evaluation servers, made as LLaVA's conversion scripts make them (spec 2.3, 3, 4, 7).
+"""Upload files for the evaluation servers, made as LLaVA's conversion scripts make them
+(docs/scoring.md, section "Server uploads").
 
 * ``vqav2_testdev``: ``scripts/convert_vqav2_for_submission.py``: every question id of the test questions
   file, EvalAI-processed answer, ``''`` where unanswered (EvalAI challenge 830).

@@ -80,7 +80,7 @@ def write_results(answers: list[dict[str, Any]], items: list[EvalItem], path: st
 
 # --------------------------------------------------------------------------------------------- scoring
 def prompt_question(prompt: str) -> str | None:
-    """eval_textvqa.py prompt_processor (the two cases of the spec): the question of a LLaVA prompt, lower-cased.
+    """eval_textvqa.py prompt_processor (its two cases): the question of a LLaVA prompt, lower-cased.
 
     3 lines containing "Reference OCR token: " -> line 0; 2 lines -> line 0; anything else -> None.
     """
