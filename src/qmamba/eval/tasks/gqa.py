@@ -102,5 +102,5 @@ def score_files(anns: list[Path], pred_path: Path, records: list[dict], question
     return metrics, rows, counts(len(expected), preds, missing, opts["missing"])
 
 
-TASK = TaskSpec("gqa", load_items, write_results, "testdev_balanced_predictions.json", "accuracy", score_files,
-                {"missing": MISSING})
+TASK = TaskSpec("gqa", load_items, write_results, results_filename="testdev_balanced_predictions.json",
+                main_metric="accuracy", score_files=score_files, options={"missing": MISSING})

@@ -320,5 +320,6 @@ def score_files(anns: list[Path], pred_path: Path, records: list[dict], question
     return metrics, per_q, counts(len(expected), preds, missing, opts["missing"])
 
 
-TASK = TaskSpec("mmbench", load_items, write_results, "results.tsv", "overall", score_files,
-                {"extractor": EXTRACTORS, "missing": MISSING}, max_new_tokens=1024)
+TASK = TaskSpec("mmbench", load_items, write_results, results_filename="results.tsv",
+                main_metric="overall", score_files=score_files, options={"extractor": EXTRACTORS, "missing": MISSING},
+                max_new_tokens=1024)

@@ -243,5 +243,5 @@ def score_files(anns: list[Path], pred_path: Path, records: list[dict], question
     return metrics, rows, counts(n_labels, texts, missing, opts["missing"])
 
 
-TASK = TaskSpec("pope", load_items, write_results, "results.jsonl", "f1_mean_of_splits", score_files,
-                {"missing": ("error", "skip")})
+TASK = TaskSpec("pope", load_items, write_results, results_filename="results.jsonl",
+                main_metric="f1_mean_of_splits", score_files=score_files, options={"missing": ("error", "skip")})

@@ -176,5 +176,5 @@ def score_files(anns: list[Path], pred_path: Path, records: list[dict], question
     return metrics, rows, counts(len(ann), preds, missing, opts["missing"])
 
 
-TASK = TaskSpec("textvqa", load_items, write_results, "results.json", "accuracy", score_files,
-                {"missing": MISSING})
+TASK = TaskSpec("textvqa", load_items, write_results, results_filename="results.json",
+                main_metric="accuracy", score_files=score_files, options={"missing": MISSING})

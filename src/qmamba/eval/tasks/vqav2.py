@@ -147,5 +147,5 @@ def score_files(anns: list[Path], pred_path: Path, records: list[dict], question
     return metrics, rows, counts(len(expected), preds, missing, opts["missing"])
 
 
-TASK = TaskSpec("vqav2", load_items, write_results, "results.json", "overall", score_files,
-                {"pipeline": PIPELINES, "missing": MISSING})
+TASK = TaskSpec("vqav2", load_items, write_results, results_filename="results.json",
+                main_metric="overall", score_files=score_files, options={"pipeline": PIPELINES, "missing": MISSING})
