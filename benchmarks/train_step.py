@@ -12,9 +12,10 @@ import time
 
 import torch
 
-from qmamba.models.freezing import apply_stage
+from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
+from qmamba.stages import apply_stage
 from qmamba.train.config import StageConfig
 from qmamba.train.optim import build_optimizer
 from qmamba.train.parallelize import apply_activation_checkpointing
@@ -29,7 +30,7 @@ def _median_after_first(times: list[float]) -> float:
 def random_batch(model: MultimodalModel, b: int, text_len: int, device) -> dict:
     vocab = model.config.llm.vocab_size
     ids = torch.randint(0, vocab, (b, text_len), device=device)
-    ids[:, 8] = -200  # the image placeholder after a short prefix
+    ids[:, 8] = IMAGE_TOKEN_ID  # the image placeholder after a short prefix
     s = model.config.vision.image_size
     pixels = torch.randn(b, 3 * len(model.config.vision.hf_configs), s, s, device=device)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clamp(min=0),

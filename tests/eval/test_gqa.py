@@ -1,4 +1,4 @@
-"""GQA: LLaVA conversion then exact match over balanced questions, binary/open (spec 3)."""
+"""GQA: LLaVA conversion then exact match over balanced questions, binary/open (docs/scoring.md, GQA)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from qmamba.eval import score_task
 from qmamba.eval.errors import EvalFileError, PredictionMismatchError
-from qmamba.eval.scoring.gqa import llava_convert
+from qmamba.eval.tasks.gqa import llava_convert
 
 
 def _q(answer, structural, balanced=True):

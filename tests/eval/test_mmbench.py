@@ -1,4 +1,4 @@
-"""MMBench: the three letter extractors, CircularEval grouping, prompts, images, end to end (spec 7)."""
+"""MMBench: the three letter extractors, CircularEval grouping, prompts, images, end to end (docs/scoring.md, MMBench)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from PIL import Image
 from qmamba.eval import TASKS, answer_record, score_task
 from qmamba.eval.errors import EvalFileError, PredictionMismatchError
 from qmamba.eval.io import write_tsv
-from qmamba.eval.scoring.mmbench import circular_groups, extract_letter, score_group
-from qmamba.eval.tasks.mmbench import build_prompt, load_image
+from qmamba.eval.tasks.mmbench import build_prompt, circular_groups, extract_letter, load_image, score_group
 from qmamba.eval.xlsx import write_xlsx
 
 SOFA = {"A": "on the floor", "B": "on the sofa", "C": "on the bed", "D": "on the table"}
@@ -20,7 +19,7 @@ HEAD, ACA, OC = "vlmevalkit", "vlmevalkit-aca64dbb", "opencompass-2023"
 
 
 @pytest.mark.parametrize("answer, head, aca, oc", [
-    # spec's disagreement examples; False = undecided
+    # docs/scoring.md's disagreement examples; False = undecided
     ("A dog is sitting on the sofa.", "B", "A", "B"),  # HEAD: 'A' not in last 4 tokens -> text; OC: 'A' aborts
     ("B. Because the image is blurry", False, "B", "B"),  # HEAD: 'B' too early, no text match; OC: "B." form
     ("The answer is B because C is wrong.", "B", False, False),  # HEAD's "answer is" regex

@@ -1,4 +1,4 @@
-"""Normalisation rules of vqaEval.py and LLaVA's EvalAIAnswerProcessor (spec 2.2, 2.3, Appendix A)."""
+"""Normalisation rules of vqaEval.py and LLaVA's EvalAIAnswerProcessor (docs/scoring.md, Answer normalisation)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""POPE: case-sensitive parsing, metrics, split assignment and label matching (spec 6)."""
+"""POPE: case-sensitive parsing, metrics, split assignment and label matching (docs/scoring.md, POPE)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from qmamba.eval import TASKS, answer_record, score_task
 from qmamba.eval.errors import EvalFileError, EvalOptionError, PredictionMismatchError
-from qmamba.eval.scoring.pope import parse_pope_answer, pope_metrics
+from qmamba.eval.tasks.pope import parse_pope_answer, pope_metrics
 
 
 @pytest.mark.parametrize("text, parsed", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmamba.eval.scoring.common import average_precision, f1_binary, leave_one_out_accuracy, percent, round_py2
+from qmamba.eval.tasks.metrics import average_precision, f1_binary, leave_one_out_accuracy, percent, round_py2
 
 
 @pytest.mark.parametrize("m, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])

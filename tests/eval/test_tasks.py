@@ -9,7 +9,7 @@ from eval_utils import vqa_answers
 
 from qmamba.eval import TASKS, answer_record, score_task
 from qmamba.eval.errors import EvalFileError
-from qmamba.eval.scoring.textvqa import prompt_question
+from qmamba.eval.tasks.textvqa import prompt_question
 
 SHORT = "\nAnswer the question using a single word or phrase."
 VIZWIZ = "\nWhen the provided information is insufficient, respond with 'Unanswerable'." + SHORT

@@ -1,4 +1,4 @@
-"""TextVQA: LLaVA m4c evaluator and eval_textvqa.py matching (spec 5)."""
+"""TextVQA: LLaVA m4c evaluator and eval_textvqa.py matching (docs/scoring.md, TextVQA)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from qmamba.eval import score_task
 from qmamba.eval.errors import EvalFileError, PredictionMismatchError
-from qmamba.eval.scoring.textvqa import answer_accuracy, prompt_question
+from qmamba.eval.tasks.textvqa import answer_accuracy, prompt_question
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
 

@@ -1,4 +1,4 @@
-"""VizWiz: only predictions normalised, U+2019 contractions, unanswerable AP/F1 (spec 4)."""
+"""VizWiz: only predictions normalised, U+2019 contractions, unanswerable AP/F1 (docs/scoring.md, VizWiz-VQA)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from qmamba.eval import score_task
 from qmamba.eval.errors import EvalFileError
-from qmamba.eval.scoring.vizwiz import normalize_prediction, score_vizwiz
+from qmamba.eval.tasks.vizwiz import normalize_prediction, score_vizwiz
 
 
 def _ann(image, answers, answerable, answer_type):

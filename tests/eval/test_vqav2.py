@@ -1,4 +1,4 @@
-"""VQAv2 official accuracy (vqaEval.py) and score_task end to end (spec 2)."""
+"""VQAv2 official accuracy (vqaEval.py) and score_task end to end (docs/scoring.md, VQAv2)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from eval_utils import vqa_answers
 
 from qmamba.eval import score_task
 from qmamba.eval.errors import EmptyPredictionsError, EvalFileError, EvalOptionError, PredictionMismatchError
-from qmamba.eval.scoring.vqav2 import question_accuracy
+from qmamba.eval.tasks.vqav2 import question_accuracy
 
 
 @pytest.mark.parametrize("pred, expected", [("yes", 1.0), ("Yes", 0.0), ("yes.", 0.0), (" yes\n", 1.0)])

@@ -11,11 +11,11 @@ from testing_utils import assert_close, tiny_tokenizer
 
 from qmamba.data.processor import Processor
 from qmamba.errors import CheckpointError, InputError
-from qmamba.models.freezing import apply_stage
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import PRESETS, get_preset
 from qmamba.models.splice import IMAGE_TOKEN_ID, splice_visual_tokens
 from qmamba.pipeline import Pipeline
+from qmamba.stages import apply_stage
 
 TINY = [name for name in PRESETS if name.startswith("tiny-")]
 

@@ -18,11 +18,11 @@ from torch import Tensor
 
 from qmamba.bench.options import BenchOptions
 from qmamba.bench.timing import peak_gib, time_ms
+from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.infer.cuda_graph import Captured, GraphDecoder, image_column, last_logits
 from qmamba.infer.generate import GenerationConfig
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
-from qmamba.models.splice import IMAGE_TOKEN_ID
 
 
 def preset_config(preset: str, opts: BenchOptions):
@@ -119,7 +119,7 @@ def vqa_figures(preset: str, opts: BenchOptions, device: torch.device, dtype: to
 def train_step_figures(preset: str, opts: BenchOptions, device: torch.device, batch: int = 4,
                        text_len: int = 512) -> dict:
     """One finetune-stage optimizer step of ``preset`` (fp32 weights, bf16 autocast on a GPU)."""
-    from qmamba.models.freezing import apply_stage
+    from qmamba.stages import apply_stage
     from qmamba.train.config import StageConfig
     from qmamba.train.optim import build_optimizer
     from qmamba.train.parallelize import apply_activation_checkpointing

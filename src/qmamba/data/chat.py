@@ -5,18 +5,18 @@
     assistant turn:  "{msg}<|endoftext|>"
 ``plain`` is Cobra's template for base Mamba LMs: "In: {msg}\\nOut: " then "{msg}<|endoftext|>".
 
-The image placeholder ``<image>`` in a user message becomes the id ``IMAGE_TOKEN_ID`` (-200, as
-LLaVA) in the token sequence; the model replaces it with the connector's visual tokens.
+The image placeholder ``<image>`` in a user message becomes the id ``IMAGE_TOKEN_ID`` (``qmamba.constants``,
+-200 as in LLaVA) in the token sequence; the model replaces it with the connector's visual tokens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.errors import ConfigError, InputError
 
 IMAGE_PLACEHOLDER = "<image>"
-IMAGE_TOKEN_ID = -200
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,7 @@ from typing import Any
 
 import torch
 
-from qmamba.data.chat import IMAGE_TOKEN_ID
-from qmamba.data.dataset import IGNORE_INDEX
+from qmamba.constants import IGNORE_INDEX, IMAGE_TOKEN_ID
 from qmamba.data.processor import pad_rows
 from qmamba.errors import InputError
 

@@ -5,7 +5,8 @@
     ds[i] -> {"input_ids": [int], "labels": [int], "pixel_values": (3k, S, S) | None, "id", "source"}
           or {"bad": reason, "id", "source"}        a missing/corrupt image, a prompt longer than max_length
 
-Stages (labels -100 are ignored; the model shifts labels by one itself):
+Data formats (``qmamba.stages`` says which stage reads which; labels -100 are ignored; the model shifts
+labels by one itself):
     align     IMAGE + caption + eos; labels on caption + eos. The caption is the record's first assistant
               turn; the human prompt is dropped and no chat template is used (Cobra's alignment).
     finetune  the chat template over all turns, tokenized turn by turn; labels on each assistant turn
@@ -34,13 +35,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qmamba.data.chat import IMAGE_TOKEN_ID, ChatTemplate, encode_with_image, get_template, render_turns
+from qmamba.constants import IGNORE_INDEX, IMAGE_TOKEN_ID
+from qmamba.data.chat import ChatTemplate, encode_with_image, get_template, render_turns
 from qmamba.data.image import load_image
 from qmamba.data.llava import BadRecord, Record, load_records
 from qmamba.errors import ConfigError, InputError
+from qmamba.stages import DATA_FORMATS
 
-IGNORE_INDEX = -100
-STAGES = ("align", "finetune")
 IMAGE_POSITIONS = ("placeholder", "prefix")
 
 
@@ -206,8 +207,8 @@ class ConversationDataset(Dataset):
 
 
 def _check_options(stage: str, image_position: str, max_length: int) -> None:
-    if stage not in STAGES:
-        raise ConfigError(f"stage={stage!r}; expected one of {', '.join(STAGES)}")
+    if stage not in DATA_FORMATS:
+        raise ConfigError(f"stage={stage!r}; expected one of {', '.join(DATA_FORMATS)}")
     if image_position not in IMAGE_POSITIONS:
         raise ConfigError(f"image_position={image_position!r}; expected one of {', '.join(IMAGE_POSITIONS)}")
     if not isinstance(max_length, int) or max_length < 2:

@@ -1,6 +1,7 @@
 """Evaluation on VQAv2, GQA, VizWiz, TextVQA, POPE and MMBench, scored as their official scripts score.
 
-``tasks`` loads questions into ``EvalItem``s and writes results files, ``score.score_task`` scores any
+``tasks`` holds one module per benchmark (its questions and prompt, its results file, its scorer and
+the adapter for its official files; the rules are in docs/scoring.md), ``score.score_task`` scores any
 predictions file, ``submission`` writes server uploads, ``report.write_report`` tabulates runs.
 Imports are lazy so ``import qmamba.eval`` stays cheap.
 """

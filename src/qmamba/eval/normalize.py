@@ -1,6 +1,6 @@
 """VQA answer normalisation, rule for rule as the official scripts apply it.
 
-Sources (rules described in shared/specs/eval_scoring.md sections 2.2, 2.3, 4 and Appendix A):
+Sources (the rules are written out in docs/scoring.md, section "Answer normalisation"):
 
 * ``process_punctuation`` / ``process_digit_article``: GT-Vision-Lab/VQA@a013f0043c1e
   ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` (processPunctuation, processDigitArticle).
@@ -34,8 +34,8 @@ NUMBER_MAP = {
 }
 ARTICLES = ("a", "an", "the")
 
-# Appendix A of the spec: 120 entries, identical in vqaEval.py and m4c_evaluator.py. Oddities kept:
-# "somebody'd" maps to "somebodyd", "let's"/"she's" map to themselves, capitalised keys never match.
+# 120 entries, identical in vqaEval.py and m4c_evaluator.py (docs/scoring.md, section "Answer normalisation").
+# Oddities kept: "somebody'd" maps to "somebodyd", "let's"/"she's" map to themselves, capitalised keys never match.
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't",
     "couldve": "could've", "couldnt": "couldn't", "couldn'tve": "couldn't've",

@@ -1,4 +1,5 @@
-"""Upload files for the evaluation servers, made as LLaVA's conversion scripts make them (spec 2.3, 3, 4, 7).
+"""Upload files for the evaluation servers, made as LLaVA's conversion scripts make them
+(docs/scoring.md, section "Server uploads").
 
 * ``vqav2_testdev``: ``scripts/convert_vqav2_for_submission.py``: every question id of the test questions
   file, EvalAI-processed answer, ``''`` where unanswered (EvalAI challenge 830).
@@ -19,9 +20,9 @@ from typing import Any
 from qmamba.eval.errors import EvalFileError, PredictionMismatchError
 from qmamba.eval.io import write_json
 from qmamba.eval.normalize import evalai_process
-from qmamba.eval.score import keyed_predictions, read_prediction_records
-from qmamba.eval.scoring.gqa import llava_convert
 from qmamba.eval.tasks import gqa, mmbench, vizwiz, vqav2
+from qmamba.eval.tasks.gqa import llava_convert
+from qmamba.eval.tasks.matching import keyed_predictions, read_prediction_records
 
 MMBENCH_DROPPED = ("hint", "category", "source", "image", "comment", "l2-category")
 MMBENCH_PREDICTION_COLUMN = 6

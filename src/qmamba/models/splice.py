@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.errors import InputError
-
-IMAGE_TOKEN_ID = -200
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
     qmamba train --config configs/qmamba-256.yaml stages.1.lr=1e-5 run.output_dir=runs/try2
 
-A run is a model spec plus an ordered list of stages; a stage is data (its name picks what trains
-and its defaults), not a copy of code. The resolved config is written to the run directory.
+A run is a model spec plus an ordered list of stages; a stage is data (its name picks what trains,
+its defaults and its data format: ``qmamba.stages``), not a copy of code. The resolved config is
+written to the run directory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 
 from qmamba.errors import ConfigError
-from qmamba.models.freezing import STAGES
+from qmamba.stages import STAGES
 from qmamba.utils.config import config_from_dict, config_to_dict
 
 
@@ -38,14 +39,6 @@ def yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-# The paper's recipe (Q-Mamba Sec. 4.1; LLaVA-style two stages): what a stage gets unless it says otherwise.
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "align": {"lr": 1e-4, "global_batch_size": 256},
-    "finetune": {"lr": 2e-5, "global_batch_size": 128},
-    "full": {"lr": 2e-5, "global_batch_size": 128},
-}
-
-
 @dataclass
 class SourceConfig:
     path: str
@@ -59,7 +52,7 @@ class StageConfig:
     name: str
     sources: list[SourceConfig] = field(default_factory=list)
     epochs: float = 1.0
-    lr: float | None = None  # None: the stage's default
+    lr: float | None = None  # None: the stage's default (qmamba.stages)
     global_batch_size: int | None = None
     micro_batch_size: int = 8
     warmup_ratio: float = 0.03
@@ -76,7 +69,7 @@ class StageConfig:
     def __post_init__(self):
         if self.name not in STAGES:
             raise ConfigError(f"stage name {self.name!r}; expected one of {sorted(STAGES)}")
-        for key, value in STAGE_DEFAULTS[self.name].items():
+        for key, value in STAGES[self.name].defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         if self.optimizer not in ("radam", "adamw"):

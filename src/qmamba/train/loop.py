@@ -19,11 +19,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.data.collate import collate, with_image_row
 from qmamba.data.dataset import ConversationDataset, DataSource
 from qmamba.data.sampler import GroupedBatchSampler
 from qmamba.errors import ConfigError, InputError
-from qmamba.models.freezing import apply_stage
+from qmamba.stages import STAGES, apply_stage
 from qmamba.train import checkpoint as ckpt
 from qmamba.train.build import build_model
 from qmamba.train.config import StageConfig, TrainConfig
@@ -57,7 +58,7 @@ class StageTrainer:
         self.dataset = ConversationDataset(
             sources, self.tokenizer, m.vision.transform, chat_template=m.config.chat_template,
             image_position=m.config.image_position, max_length=s.max_length,
-            stage="align" if s.name == "align" else "finetune", seed=self.cfg.run.seed)
+            stage=STAGES[s.name].data_format, seed=self.cfg.run.seed)
         world = self.env.world_size
         if s.global_batch_size % (s.micro_batch_size * world):
             raise ConfigError(f"stage {s.name}: global_batch_size {s.global_batch_size} is not a multiple of "
@@ -143,7 +144,7 @@ class StageTrainer:
             # FSDP averages gradients over ranks, hence the world-size factor
             (out.loss * self.env.world_size / max(n_total, 1.0)).backward()
             loss_sum += float(out.loss.detach())
-            n_images = int((inputs["input_ids"] == -200).sum()) - batch.get("dummy_rows", 0)
+            n_images = int((inputs["input_ids"] == IMAGE_TOKEN_ID).sum()) - batch.get("dummy_rows", 0)
             tokens += int(inputs["attention_mask"].sum()) - batch.get("dummy_rows", 0) + (
                 self.model.num_visual_tokens - 1) * n_images
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],

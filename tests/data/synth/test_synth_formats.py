@@ -1,4 +1,4 @@
-"""Every evaluation file has the structure of the official file (../shared/specs/eval_scoring.md),
+"""Every evaluation file has the structure of the official file (docs/scoring.md),
 its LLaVA question file matches it, and the ground truth it holds scores 100% as an oracle."""
 
 from __future__ import annotations

@@ -1,8 +1,16 @@
-"""POPE: official label files ``coco_pope_{random,popular,adversarial}.json`` or LLaVA ``llava_pope_test.jsonl``.
+"""POPE: its questions, its results file, and its yes/no metrics as RUCAIBox/POPE ``evaluate.py`` ==
+LLaVA ``llava/eval/eval_pope.py`` (docs/scoring.md, section "POPE").
 
-Label-file ids restart at 1 in every split, so items loaded from label files get the id ``"<split>:<id>"``
-(unique across splits; the scorer reads the split back from it). A file's split is its records'
-``category`` field, else the word random/popular/adversarial in its file name (spec section 6).
+Questions: official label files ``coco_pope_{random,popular,adversarial}.json`` or LLaVA
+``llava_pope_test.jsonl``. Label-file ids restart at 1 in every split, so items loaded from label files get
+the id ``"<split>:<id>"`` (unique across splits; the scorer reads the split back from it). A file's split
+is its records' ``category`` field, else the word random/popular/adversarial in its file name.
+
+Parsing is case-sensitive, as the original: only the words ``No``, ``no`` and ``not`` (after keeping the
+text before the first '.', deleting ',' and splitting on single spaces) make a "no"; "NO", "Not", "No!",
+"no;" and "no\\n" all parse as "yes". Labels: "no" -> negative, anything else -> positive.
+Metrics here are in percent (the scripts print fractions with %.3f); where the scripts would divide by
+zero the value is None.
 """
 
 from __future__ import annotations
@@ -10,11 +18,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qmamba.eval.errors import EvalFileError
+from qmamba.eval.errors import EvalFileError, PredictionMismatchError
 from qmamba.eval.io import read_json_any, require_fields, write_jsonl
-from qmamba.eval.scoring.pope import SPLITS
-from qmamba.eval.tasks.common import SHORT_ANSWER_SUFFIX, EvalItem, check_unique_ids, llava_items
+from qmamba.eval.tasks.common import SHORT_ANSWER_SUFFIX, EvalItem, TaskSpec, check_unique_ids, llava_items
+from qmamba.eval.tasks.matching import check_coverage, counts
 
+SPLITS = ("random", "popular", "adversarial")
+
+
+# ------------------------------------------------------------------------------------------- questions
 LABEL_FORMAT = 'POPE label JSON lines {"question_id", "image", "text", "label"}'
 
 
@@ -82,3 +94,154 @@ def write_results(answers: list[dict[str, Any]], items: list[EvalItem], path: st
             rec["category"] = category[str(a["question_id"])]
         records.append(rec)
     return write_jsonl(path, records)
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def parse_pope_answer(text: str) -> str:
+    """evaluate.py: first sentence, commas deleted, split(' '); 'No'/'not'/'no' among the words -> 'no'."""
+    if "." in text:
+        text = text.split(".")[0]
+    words = text.replace(",", "").split(" ")
+    return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return 100 * num / den if den else None
+
+
+def pope_metrics(preds: list[str], labels: list[str]) -> dict[str, Any]:
+    """Parsed 'yes'/'no' predictions x labels (positive = yes) -> accuracy, precision, recall, F1, yes-ratio."""
+    pos_pred = [p != "no" for p in preds]
+    pos_true = [lab != "no" for lab in labels]
+    tp = sum(p and t for p, t in zip(pos_pred, pos_true))
+    fp = sum(p and not t for p, t in zip(pos_pred, pos_true))
+    tn = sum(not p and not t for p, t in zip(pos_pred, pos_true))
+    fn = sum(not p and t for p, t in zip(pos_pred, pos_true))
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = None
+    if precision is not None and recall is not None and precision + recall > 0:
+        f1 = 2 * precision * recall / (precision + recall)
+    return {
+        "accuracy": _ratio(tp + tn, len(preds)), "precision": precision, "recall": recall, "f1": f1,
+        "yes_ratio": _ratio(sum(pos_pred), len(preds)), "n": len(preds), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)
+
+
+def score_pope(matched: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``matched``: split -> [{"question_id", "prediction" (raw text), "label"}] in label-file order.
+
+    Metrics: per split, ``overall`` (all splits pooled) and the means of the per-split F1 and accuracy
+    (how papers combine the splits is not documented; the report uses ``f1_mean_of_splits``).
+    """
+    per_split, rows, all_preds, all_labels = {}, [], [], []
+    for split, pairs in matched.items():
+        preds = [parse_pope_answer(p["prediction"]) for p in pairs]
+        labels = [p["label"] for p in pairs]
+        per_split[split] = pope_metrics(preds, labels)
+        all_preds += preds
+        all_labels += labels
+        for p, parsed in zip(pairs, preds):
+            correct = (parsed == "no") == (p["label"] == "no")
+            rows.append({**p, "split": split, "parsed": parsed, "score": 100.0 * correct})
+    metrics = {
+        "per_split": per_split,
+        "overall": pope_metrics(all_preds, all_labels),
+        "f1_mean_of_splits": _mean([m["f1"] for m in per_split.values()]),
+        "accuracy_mean_of_splits": _mean([m["accuracy"] for m in per_split.values()]),
+    }
+    return metrics, rows
+
+
+# -------------------------------------------------------------------------------------- official files
+
+
+def _pope_labels(anns: list[Path]) -> dict[str, list[dict]]:
+    """All label files -> {split: records in file order}; a split given twice raises."""
+    if not anns:
+        raise EvalFileError("pope: give the label file of every split scored (coco_pope_<split>.json)")
+    labels: dict[str, list[dict]] = {}
+    for path in anns:
+        for split, recs in label_records_by_split(path).items():
+            if split in labels:
+                raise EvalFileError(f"{path}: split {split!r} was already given by another annotations file")
+            labels[split] = recs
+    return labels
+
+
+def _pope_split(i: int, rec: dict, categories: dict[str, str], labels: dict, pred_path: Path) -> tuple[str, str]:
+    """(split, id within the split): ``category`` field > ``split:id`` id > questions file > the only split."""
+    split, local = parse_item_id(rec["question_id"])
+    split = rec.get("category") or split or categories.get(str(rec["question_id"]))
+    if split is None and len(labels) == 1:
+        split = next(iter(labels))
+    if split is None:
+        raise EvalFileError(f"{pred_path}: record {i} (question_id {rec['question_id']!r}) names no split; add a "
+                            "'category' field, or pass the questions file (llava_pope_test.jsonl) that has one")
+    if split not in labels:
+        raise PredictionMismatchError(f"{pred_path}: record {i} is for split {split!r} but no label file for it "
+                                      f"was given (have {sorted(labels)})")
+    return split, local
+
+
+def _pope_pair(split: str, labels: list[dict], preds: list[dict], pred_path: Path) -> tuple[list, list]:
+    """Pair one split's answers with its labels: by id when every id is a label id, else by position as
+    LLaVA's eval_pope.py (then the counts must agree, and prompts, when given, must match label texts)."""
+    label_ids = [str(r["question_id"]) for r in labels]
+    by_id = {p["_local"]: p for p in preds}
+    if len(by_id) < len(preds):
+        raise PredictionMismatchError(f"{pred_path}: split {split!r} has a question id twice")
+    if not preds or set(by_id) <= set(label_ids):
+        pairs = [(by_id.get(i), r) for i, r in zip(label_ids, labels)]
+    elif len(preds) != len(labels):
+        raise PredictionMismatchError(
+            f"{pred_path}: split {split!r}: the answers' ids are not the label file's ids, so they are paired with "
+            f"labels by position (as LLaVA's eval_pope.py), which needs one answer per label: got {len(preds)} "
+            f"answers for {len(labels)} labels")
+    else:
+        pairs = list(zip(preds, labels))
+        for p, r in pairs:
+            asked = p.get("prompt", "").split("\n")[0]
+            if asked and "text" in r and asked != r["text"]:
+                raise PredictionMismatchError(
+                    f"{pred_path}: split {split!r}: answer {p['question_id']!r} asks {asked!r} but the label in "
+                    f"that position is for {r['text']!r}; answers must follow label-file order")
+    rows = [{"question_id": p["question_id"], "label_question_id": r["question_id"], "prediction": p["text"],
+             "label": r["label"]} for p, r in pairs if p is not None]
+    missing = [item_id(split, r["question_id"]) for p, r in pairs if p is None]
+    return rows, missing
+
+
+def score_files(anns: list[Path], pred_path: Path, records: list[dict], questions: Path | None, opts: dict) -> tuple:
+    """POPE label files (one per split) x answers JSONL."""
+    labels = _pope_labels(anns)
+    require_fields(pred_path, records, ("question_id", "text"), 'POPE answers JSONL {"question_id", "text"}')
+    for i, rec in enumerate(records):
+        if not isinstance(rec["text"], str):
+            raise EvalFileError(f"{pred_path}: record {i} field 'text' is {rec['text']!r}, expected a string")
+    categories = {}
+    if questions is not None:
+        categories = {str(it.question_id): it.meta.get("category") for it in load_items(questions)}
+    by_split: dict[str, list[dict]] = {s: [] for s in labels}
+    for i, rec in enumerate(records):
+        split, local = _pope_split(i, rec, categories, labels, pred_path)
+        by_split[split].append({**rec, "_local": local})
+    matched, missing = {}, []
+    for split, recs in labels.items():
+        rows, miss = _pope_pair(split, recs, by_split[split], pred_path)
+        missing += miss
+        if rows:
+            matched[split] = rows
+    n_labels = sum(len(v) for v in labels.values())
+    if missing and opts["missing"] == "error":
+        check_coverage(pred_path, {}, set(), missing, "the label files", "error")
+    metrics, rows = score_pope(matched)
+    texts = {str(i): r["text"] for i, r in enumerate(records)}
+    return metrics, rows, counts(n_labels, texts, missing, opts["missing"])
+
+
+TASK = TaskSpec("pope", load_items, write_results, results_filename="results.jsonl",
+                main_metric="f1_mean_of_splits", score_files=score_files, options={"missing": ("error", "skip")})

@@ -1,6 +1,6 @@
 """Arithmetic shared by the scorers: the 10-way VQA accuracy, Python-2 rounding, AP and F1.
 
-Implemented from the rules in shared/specs/eval_scoring.md; each function names the script it mirrors.
+Implemented from the rules in docs/scoring.md; each function names the official script it mirrors.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """A training step of fixed shape (forward, loss, backward) replayed from one CUDA graph.
 
-A 64-layer Mamba's training step at batch 1 x 800 tokens launches some 4,000 kernels, and PyTorch's host
-work per launch then sets the pace while the GPU waits. ``CapturedTrainStep`` captures the step once and
-replays it, leaving only the kernels. Its inputs are whatever tensors ``loss_fn`` reads: copy each new
-batch into them (same shapes). Every call leaves fresh gradients in the parameters' ``.grad`` (as a step
-after ``zero_grad(set_to_none=True)``: written, not accumulated), in tensors of the graph's memory pool,
-where the captured activations also stay between steps. Without CUDA the step
-runs eagerly, with the same contract.
+A deep Mamba's training step on a short batch launches thousands of small kernels, and PyTorch's host
+work per launch can then set the pace while the GPU waits. ``CapturedTrainStep`` captures the step once
+and replays it, leaving only the kernels; ``qmamba bench`` uses it to time the step without host
+overhead. Its inputs are whatever tensors ``loss_fn`` reads: copy each new batch into them (same
+shapes). Every call leaves fresh gradients in the parameters' ``.grad`` (as a step after
+``zero_grad(set_to_none=True)``: written, not accumulated), in tensors of the graph's memory pool, where
+the captured activations also stay between steps. Without CUDA the step runs eagerly, with the same
+contract.
 """
 
 from __future__ import annotations
