@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from qmamba.ops import backend
 from qmamba.ops.rms_norm.ref import add_norm_ref
-from qmamba.ops.selective_scan.ref import selective_scan_ref
+from qmamba.ops.selective_scan.chunked import selective_scan_ref
 from qmamba.ops.ssd.ref import ssd_chunk_scan_ref
 from qmamba.ops.state_update.ref import selective_state_update_ref
 
@@ -164,9 +164,9 @@ def main() -> None:
             kernel, tile = item.split("=")
             ssd_triton.TILES[kernel] = tuple(int(v) for v in tile.split("x"))
     if args.scan_bwd_warps:
-        from qmamba.ops.selective_scan import triton_bwd
+        from qmamba.ops.selective_scan import chunk_bwd
 
-        triton_bwd.BWD_WARPS = args.scan_bwd_warps
+        chunk_bwd.BWD_WARPS = args.scan_bwd_warps
     rows = run(only=args.only, peers=not args.no_peers)
     if args.out:
         with open(args.out, "w") as f:

@@ -104,10 +104,10 @@ SCAN_HELP = "Mamba-1 scans without gradients: as dispatched, or one kernel throu
 
 def set_scan(choice: str) -> None:
     """--scan: the sequential forward from any size (sequential), never (chunked), or as dispatched (auto)."""
-    from qmamba.ops.selective_scan import triton_sequential
+    from qmamba.ops.selective_scan import fused_recurrent
 
     if choice != "auto":
-        triton_sequential.MIN_ROW_CHANNELS = 0 if choice == "sequential" else None
+        fused_recurrent.MIN_ROW_CHANNELS = 0 if choice == "sequential" else None
 
 
 def main() -> None:

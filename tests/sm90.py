@@ -56,7 +56,7 @@ KERNELS = {
     "mamba1_decode_rows": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_rows_kernel",
                            {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
                             "state": "*fp32"}),
-    "sequential_scan": ("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd",
+    "sequential_scan": ("qmamba.ops.selective_scan.fused_recurrent:_sequential_fwd",
                         {**_dtypes("*bf16", "u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr"),
                          **_dtypes("*fp32", "bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")}),
 }
@@ -167,7 +167,7 @@ def triton_on_cpu() -> Iterator[None]:
     launches a model makes on the GPU, made by a CPU model)."""
     import dataclasses
 
-    import qmamba.ops.triton_backend  # noqa: F401 (registers the kernels)
+    import qmamba.ops.runtime.triton_backend  # noqa: F401 (registers the kernels)
     from qmamba.ops import backend
 
     saved = {op: impls["triton"] for op, impls in backend._REGISTRY.items() if "triton" in impls}

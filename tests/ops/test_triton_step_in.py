@@ -220,7 +220,7 @@ def test_measured_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplo
 
 @pytest.mark.parametrize("b", [1, 3])
 def test_x_proj_over_more_programs_than_its_sum_can_count_is_composed(monkeypatch, b):
-    from qmamba.ops import atomic_sum
+    from qmamba.ops.runtime import atomic_sum
     from qmamba.ops.step_in import triton as module
 
     monkeypatch.setattr(atomic_sum, "MAX_PARTS", 4)  # 61 rows / 8 a program: 8 programs
@@ -302,7 +302,7 @@ def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatc
 @pytest.mark.parametrize("b,cfg", [(1, {"fuse_xproj": True}), (16, {"fuse_xproj": True, "rows_kernel": True})])
 def test_gpu_x_proj_summed_across_programs_is_the_same_on_every_run(b, cfg):
     # hundreds of programs add into the same x_proj sums in whatever order they finish: the fixed-point sums
-    # (ops/atomic_sum.py) give the same bits every time, as float atomics would not
+    # (ops/runtime/atomic_sum.py) give the same bits every time, as float atomics would not
     t = _inputs(b, 2560, 10240, 5120, 4, torch.bfloat16, n_xp=192)
     runs = []
     for _ in range(20):

@@ -9,7 +9,7 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
                or with ``swap`` (BLOCK_N, BLOCK_K) x (BLOCK_K, 16), the weight on the M side
     split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k, stores its partial sums in
                a slot of its own, and the last slice of a tile to finish adds the slots in slice order
-               (``ops/atomic_sum.py``: the same bits on every run): more programs for weights with few
+               (``ops/runtime/atomic_sum.py``: the same bits on every run): more programs for weights with few
                rows, and still one launch (no memset, no cast)
 
 Which tiles (or cuBLAS) run is measured once per weight shape, dtype and one row or several on first use,
@@ -23,7 +23,7 @@ several rows cuBLAS.
 
 Two options shape the one-row loop: ``dbuf`` issues each tile's load a tile ahead (two tiles live in
 registers; the first before the PDL wait: a weight does not depend on the kernel before), ``prefetch`` asks
-L2 for the tiles that many steps ahead and for the first ones before the PDL wait (``ops/l2_prefetch.py``).
+L2 for the tiles that many steps ahead and for the first ones before the PDL wait (``ops/runtime/l2_prefetch.py``).
 Falls back to ``F.linear`` for more than 16 rows, mixed dtypes, or a weight not contiguous along k.
 """
 
@@ -35,10 +35,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, l2_prefetch, pdl
-from qmamba.ops.atomic_sum import store_then_last_sums
-from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
-from qmamba.ops.l2_prefetch import prefetch_tile
+from qmamba.ops import backend
+from qmamba.ops.runtime import l2_prefetch, pdl
+from qmamba.ops.runtime.atomic_sum import store_then_last_sums
+from qmamba.ops.runtime.l2_prefetch import prefetch_tile
+from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
+from qmamba.ops.runtime.timing import graph_us, weight_copies
 
 MAX_ROWS = 16
 
@@ -70,7 +72,7 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
     if DBUF and BLOCK_M == 1:  # the first tile, also before the wait; then each load a tile ahead
         w_next = tl.load(w_rows + (k_lo + tl.arange(0, BLOCK_K))[None, :],
                          mask=mask_n[:, None] & (k_lo + tl.arange(0, BLOCK_K) < k_hi)[None, :], other=0.0)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if BLOCK_M == 1:

@@ -28,8 +28,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
+from qmamba.ops import backend
 from qmamba.ops.rms_norm.ref import add_norm_ref, rms_norm_gated_ref
+from qmamba.ops.runtime import pdl
 
 MAX_N = 8192
 
@@ -121,7 +122,7 @@ def _gated_fwd_kernel(
     HAS_Z: tl.constexpr, GATE_IN: tl.constexpr, GATE_OUT: tl.constexpr, STORE_STATS: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
 ):
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # (ROWS,)

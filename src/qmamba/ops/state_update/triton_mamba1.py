@@ -32,7 +32,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
+from qmamba.ops import backend
+from qmamba.ops.runtime import pdl
 from qmamba.ops.state_update.triton import block_rows
 
 
@@ -63,7 +64,7 @@ def _mamba1_decode_kernel(
     s_ptrs = state + pid_b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
     if ONE_TILE:
         S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -127,7 +128,7 @@ def _mamba1_decode_rows_kernel(
     s_ptrs = state + rows[:, None, None] * s_b + offs_d[None, :, None] * s_d + offs_n[None, None, :] * s_n
     mask3 = mask_m[:, None, None] & mask_d[None, :, None] & mask_n[None, None, :]  # (BM, BD, BN)
     S = tl.load(s_ptrs, mask=mask3, other=0.0).to(tl.float32)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 

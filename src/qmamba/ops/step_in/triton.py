@@ -9,7 +9,7 @@ Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
     3. rounds the in_proj outputs to the weight dtype; conv rows [conv_lo, conv_lo + c) roll their channel's
        conv state, append the new input and store silu(conv + bias); the other rows store the output as is;
     4. with x_proj (Mamba-1): its conv channels' share of x_proj (n_xp x BLOCK_N weights times their
-       outputs), summed across programs in the launch (``ops/atomic_sum.py``) through a per-device scratch
+       outputs), summed across programs in the launch (``ops/runtime/atomic_sum.py``) through a per-device scratch
        that every launch leaves zeroed, so launches must not overlap in time (one stream).
 Larger batches take ``step_in_composed`` (the same ops unfused).
 """
@@ -24,12 +24,14 @@ import triton.language as tl
 from torch import Tensor
 from triton.compiler.errors import CompilationError
 
-from qmamba.ops import atomic_sum, backend, l2_prefetch, pdl
-from qmamba.ops.atomic_sum import add_then_last_stores
+from qmamba.ops import backend
 from qmamba.ops.gemv import gemv
-from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
-from qmamba.ops.l2_prefetch import prefetch_tile
 from qmamba.ops.rms_norm import add_norm
+from qmamba.ops.runtime import atomic_sum, l2_prefetch, pdl
+from qmamba.ops.runtime.atomic_sum import add_then_last_stores
+from qmamba.ops.runtime.l2_prefetch import prefetch_tile
+from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
+from qmamba.ops.runtime.timing import graph_us, weight_copies
 from qmamba.ops.step_in.ref import step_in_composed
 from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
 
@@ -74,14 +76,14 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
     mask_n = offs_n < n_out
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn
     pf_rows = w_ptr + tl.minimum(offs_n, n_out - 1).to(tl.int64)[:, None] * swn  # in bounds, for prefetches
-    if PREFETCH > 0:  # in_proj's first tiles (ops/l2_prefetch.py), before waiting on the previous kernel
+    if PREFETCH > 0:  # in_proj's first tiles (ops/runtime/l2_prefetch.py), before waiting on the previous kernel
         for ahead in tl.static_range(PREFETCH):
             if ahead * BLOCK_K < d:
                 prefetch_tile(pf_rows, ahead * BLOCK_K, d, BLOCK_K, LINES)
     if DBUF:  # in_proj's first tile, before the wait too (weights do not depend on the previous kernel)
         w_next = tl.load(w_rows + tl.arange(0, BLOCK_K)[None, :],
                          mask=mask_n[:, None] & (tl.arange(0, BLOCK_K) < d)[None, :], other=0.0)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if NORMED:  # h is add_norm's output: no norm here, the residual was stored by add_norm

@@ -23,8 +23,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
-from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
+from qmamba.ops import backend
+from qmamba.ops.runtime import pdl
+from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
+from qmamba.ops.runtime.timing import graph_us, weight_copies
 from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
 
 # the one-row GEMV tiles that won ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
@@ -43,7 +45,7 @@ def _step_out_kernel(y_ptr, z_ptr, nw_ptr, w_ptr, b_ptr, out_ptr, n, k, swn, eps
     if DBUF:  # the first tile before the wait: the weight does not depend on the kernel before
         w_next = tl.load(w_rows + tl.arange(0, BLOCK_K)[None, :],
                          mask=mask_n[:, None] & (tl.arange(0, BLOCK_K) < k)[None, :], other=0.0)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)

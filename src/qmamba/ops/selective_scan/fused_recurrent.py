@@ -37,7 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
-from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
+from qmamba.ops.common.kernel_math import LOG2E, softplus
+from qmamba.ops.common.launch import bc_strides
 
 BLOCK_D, WARPS = 16, 1
 AHEAD = False  # True: each position's loads are issued a position ahead, before the previous one's arithmetic
@@ -92,7 +93,7 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
     mask = mask_d[:, None] & mask_n[None, :]
     h = tl.zeros((BLOCK_D, NS), tl.float32)
     A2 = tl.load(A_ptr + offs_d.to(tl.int64)[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask, other=0.0)
-    A2 = A2.to(tl.float32) * _LOG2E  # 0 on padding: padded states stay 0
+    A2 = A2.to(tl.float32) * LOG2E  # 0 on padding: padded states stay 0
     if HAS_H0:
         h0 = h0_ptr + pid_b * s0_b + offs_d.to(tl.int64)[:, None] * s0_d + offs_n[None, :] * s0_n
         h = tl.load(h0, mask=mask, other=0.0).to(tl.float32)
@@ -115,7 +116,7 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
         uf = u.to(tl.float32)
         dtf = dt.to(tl.float32) + bias
         if SOFTPLUS:
-            dtf = _softplus(dtf)
+            dtf = softplus(dtf)
         h = tl.exp2(A2 * dtf[:, None]) * h + (dtf * uf)[:, None] * Bt.to(tl.float32)[None, :]
         y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1) + Dv * uf  # (BD,)
         if HAS_Z:
