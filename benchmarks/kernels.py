@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from qmamba.ops import backend
 from qmamba.ops.rms_norm.ref import add_norm_ref
 from qmamba.ops.selective_scan.chunked import selective_scan_ref
-from qmamba.ops.ssd.ref import ssd_chunk_scan_ref
+from qmamba.ops.ssd.chunked import ssd_chunk_scan_ref
 from qmamba.ops.state_update.ref import selective_state_update_ref
 
 
@@ -158,11 +158,11 @@ def main() -> None:
                         help="SSD (rows a block x warps) per kernel in place of the defaults, e.g. out=32x8,bwd=16x8")
     args = parser.parse_args()
     if args.ssd_tiles:
-        from qmamba.ops.ssd import triton as ssd_triton
+        from qmamba.ops.ssd import chunk as ssd_chunk
 
         for item in args.ssd_tiles.split(","):
             kernel, tile = item.split("=")
-            ssd_triton.TILES[kernel] = tuple(int(v) for v in tile.split("x"))
+            ssd_chunk.TILES[kernel] = tuple(int(v) for v in tile.split("x"))
     if args.scan_bwd_warps:
         from qmamba.ops.selective_scan import chunk_bwd
 

@@ -95,9 +95,9 @@ def test_sequential_scan():
 
 # Kernels that spill at the configuration they run with, and the stack a thread may use there (bytes): the
 # Mamba-2 SSD output and backward kernels at headdim 64 / d_state 128 (smaller tiles that do not spill ran
-# slower on an H100: ``ssd.triton.TILES``' comment), the gated norm's backward over 5120
+# slower on an H100: ``ssd.chunk.TILES``' comment), the gated norm's backward over 5120
 # channels at 16 warps. Any other kernel must not spill, these no more than this.
-KNOWN_SPILLS = {"qmamba.ops.ssd.triton_fwd:_output_kernel": 352, "qmamba.ops.ssd.triton_bwd:_chunk_bwd_kernel": 384,
+KNOWN_SPILLS = {"qmamba.ops.ssd.chunk_fwd:output_kernel": 352, "qmamba.ops.ssd.chunk_bwd:chunk_bwd_kernel": 384,
                 "qmamba.ops.rms_norm.triton:_gated_bwd_kernel": 48}
 
 MODEL_CASES = {  # layer, batch, length, backward
