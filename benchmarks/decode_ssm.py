@@ -21,8 +21,8 @@ from tables import finish
 
 from qmamba.bench.peers import peer_available
 from qmamba.ops.runtime.timing import graph_us
-from qmamba.ops.state_update.ref import mamba1_decode_ssm_ref
-from qmamba.ops.state_update.triton_mamba1 import decode_config, mamba1_decode_ssm, rows_config
+from qmamba.ops.state_update.mamba1_step import decode_config, mamba1_decode_ssm, rows_config
+from qmamba.ops.state_update.naive import mamba1_decode_ssm_ref
 
 D_INNER, D_STATE, DT_RANK = 5120, 16, 160
 

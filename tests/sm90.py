@@ -50,10 +50,10 @@ KERNELS = {
                       **_dtypes("*fp32", "r_ptr", "ro_ptr"), "acc_ptr": "*i64", "cnt_ptr": "*i32", "eps": "fp32"}),
     "step_out": ("qmamba.ops.step_out.triton:_step_out_kernel",
                  {**_dtypes("*bf16", "y_ptr", "z_ptr", "nw_ptr", "w_ptr", "b_ptr", "out_ptr"), "eps": "fp32"}),
-    "mamba1_decode": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel",
+    "mamba1_decode": ("qmamba.ops.state_update.mamba1_step:_mamba1_decode_kernel",
                       {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
                        "state": "*fp32"}),  # the only fp32 operand: a 32-bit load is the state's
-    "mamba1_decode_rows": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_rows_kernel",
+    "mamba1_decode_rows": ("qmamba.ops.state_update.mamba1_step:_mamba1_decode_rows_kernel",
                            {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
                             "state": "*fp32"}),
     "sequential_scan": ("qmamba.ops.selective_scan.fused_recurrent:_sequential_fwd",

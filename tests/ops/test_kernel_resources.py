@@ -20,7 +20,7 @@ from sm90 import KERNELS, recording, resources, resources_of, triton_on_cpu  # n
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig  # noqa: E402
 from qmamba.ops.gemv import triton as gemv_triton  # noqa: E402
 from qmamba.ops.selective_scan import fused_recurrent as seq  # noqa: E402
-from qmamba.ops.state_update.triton_mamba1 import ROWS_FROM, decode_config, rows_config  # noqa: E402
+from qmamba.ops.state_update.mamba1_step import ROWS_FROM, decode_config, rows_config  # noqa: E402
 from qmamba.ops.step_in import triton as step_in_triton  # noqa: E402
 from qmamba.ops.step_out import triton as step_out_triton  # noqa: E402
 

@@ -33,8 +33,8 @@ import triton.language as tl
 from torch import Tensor
 
 from qmamba.ops import backend
+from qmamba.ops.common.launch import block_rows
 from qmamba.ops.runtime import pdl
-from qmamba.ops.state_update.triton import block_rows
 
 
 @triton.jit
@@ -235,5 +235,3 @@ def rows_config(batch: int, d: int, n: int, r: int) -> dict:
     return {"BLOCK_M": ROW_BLOCK, "BLOCK_D": 16, "BLOCK_N": n_pad, "BLOCK_R": block_r, "ONE_TILE": block_r >= r,
             "num_warps": 4}
 
-
-backend.register("mamba1_decode_ssm", "triton", mamba1_decode_ssm, devices=("cuda",))

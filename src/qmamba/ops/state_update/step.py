@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
+from qmamba.ops.common.launch import block_rows
 from qmamba.ops.runtime import pdl
 
 
@@ -74,15 +74,6 @@ def _strides(t: Tensor | None, ndim: int) -> tuple[int, ...]:
     return tuple(t.stride()) if t is not None else (0,) * ndim
 
 
-def block_rows(rows: int, n_pad: int, programs_per_tile: int, max_elements: int) -> int:
-    """Tile height over ``rows`` state rows of ``n_pad`` elements: at most ``max_elements`` state elements a
-    program, halved until the grid (``programs_per_tile`` * tiles programs) covers about two waves."""
-    block = min(triton.next_power_of_2(rows), max(1, max_elements // n_pad))
-    while block > 4 and programs_per_tile * triton.cdiv(rows, block) < 264:
-        block //= 2
-    return block
-
-
 def selective_state_update(
     state: Tensor,
     x: Tensor,
@@ -126,6 +117,3 @@ def selective_state_update(
         num_warps=4 if block_p * n_pad >= 2048 else 2, **pdl.launch_options(use_pdl),
     )
     return out if heads else out.squeeze(1)
-
-
-backend.register("selective_state_update", "triton", selective_state_update, devices=("cuda",))
