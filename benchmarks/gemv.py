@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tables import finish
 
-from qmamba.ops.gemv.triton import candidates, choose, gemv
+from qmamba.ops.gemv.tiled import candidates, choose, gemv
 from qmamba.ops.runtime.timing import graph_us
 
 SHAPES = {  # name: (n, k)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from qmamba.ops import backend
-from qmamba.ops.rms_norm.ref import add_norm_ref
+from qmamba.ops.rms_norm.naive import add_norm_ref
 from qmamba.ops.selective_scan.chunked import selective_scan_ref
 from qmamba.ops.ssd.chunked import ssd_chunk_scan_ref
 from qmamba.ops.state_update.naive import selective_state_update_ref

@@ -17,8 +17,8 @@ import torch
 from tables import finish
 
 from qmamba.ops.runtime.timing import graph_us
-from qmamba.ops.step_in import triton as fused
-from qmamba.ops.step_in.ref import step_in_composed, step_in_ref
+from qmamba.ops.step_in import fused
+from qmamba.ops.step_in.naive import step_in_composed, step_in_ref
 
 SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows or 0)
     "mamba1": (2560, 10240, 0, 5120, 192),

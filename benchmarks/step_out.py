@@ -16,8 +16,8 @@ import torch
 from tables import finish
 
 from qmamba.ops.runtime.timing import graph_us, weight_copies
-from qmamba.ops.step_out import triton as fused
-from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
+from qmamba.ops.step_out import fused
+from qmamba.ops.step_out.naive import step_out_composed, step_out_ref
 
 SHAPES = {"mamba2": (5120, 2560)}  # name: (d_ssm, d_model)
 

@@ -38,17 +38,17 @@ def _dtypes(dtype: str, *names: str) -> dict[str, str]:
 # module:kernel and the argument types (bf16 activations and weights; other arguments i32) of the kernels the
 # tests compile: the decode step's, and the sequential scan
 KERNELS = {
-    "gemv": ("qmamba.ops.gemv.triton:_gemv_kernel",
+    "gemv": ("qmamba.ops.gemv.tiled:_gemv_kernel",
              {**_dtypes("*bf16", "x_ptr", "w_ptr", "b_ptr", "y_ptr"), "acc_ptr": "*fp32", "cnt_ptr": "*i32"}),
-    "step_in": ("qmamba.ops.step_in.triton:_step_in_kernel",
+    "step_in": ("qmamba.ops.step_in.fused:_step_in_kernel",
                 {**_dtypes("*bf16", "h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr",
                            "xw_ptr", "xo_ptr"),
                  **_dtypes("*fp32", "r_ptr", "ro_ptr"), "acc_ptr": "*i64", "cnt_ptr": "*i32", "eps": "fp32"}),
-    "step_in_rows": ("qmamba.ops.step_in.triton_rows:_step_in_rows_kernel",
+    "step_in_rows": ("qmamba.ops.step_in.fused_rows:_step_in_rows_kernel",
                      {**_dtypes("*bf16", "h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr",
                                 "xw_ptr", "xo_ptr"),
                       **_dtypes("*fp32", "r_ptr", "ro_ptr"), "acc_ptr": "*i64", "cnt_ptr": "*i32", "eps": "fp32"}),
-    "step_out": ("qmamba.ops.step_out.triton:_step_out_kernel",
+    "step_out": ("qmamba.ops.step_out.fused:_step_out_kernel",
                  {**_dtypes("*bf16", "y_ptr", "z_ptr", "nw_ptr", "w_ptr", "b_ptr", "out_ptr"), "eps": "fp32"}),
     "mamba1_decode": ("qmamba.ops.state_update.mamba1_step:_mamba1_decode_kernel",
                       {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),

@@ -1,6 +1,6 @@
 """Mamba-1 selective scan forward, one position after another: for inference on many rows (a batched prefill).
 
-The chunk-parallel forward of ``triton.py`` exists so that batch 1 fills the GPU: it launches channel blocks
+The chunk-parallel forward of ``chunk.py`` exists so that batch 1 fills the GPU: it launches channel blocks
 x chunks x rows programs and pays for it with three kernels (chunk states from zero, the carry, the rescan)
 and an associative scan per state and chunk. When rows x channel blocks alone fill the GPU none of that is
 needed. Here a program owns BLOCK_D channels of one row, grid (cdiv(d, BLOCK_D), b), holds their whole state

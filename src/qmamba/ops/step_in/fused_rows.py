@@ -1,5 +1,5 @@
 """``step_in`` in Triton for 2 to 16 rows (a decode step at a small batch): the same four steps as the one-row
-kernel of ``triton.py``, each over all rows at once.
+kernel of ``fused.py``, each over all rows at once.
 
 Grid (cdiv(n_out, BLOCK_N),). Every program
     1. walks hidden + residual of every row in (BLOCK_M, BLOCK_K) tiles for the rows' sums of squares
@@ -9,7 +9,7 @@ Grid (cdiv(n_out, BLOCK_N),). Every program
     3. rounds to the weight dtype; for conv rows rolls each batch row's conv state (a (BLOCK_M, BLOCK_N, W)
        tile), appends the new input and stores silu(conv + bias);
     4. with x_proj (Mamba-1): its conv channels' share of x_proj for all rows, one dot
-       (BLOCK_M, BLOCK_N) x (BLOCK_N, XP_PAD), summed across programs as in ``triton.py``.
+       (BLOCK_M, BLOCK_N) x (BLOCK_N, XP_PAD), summed across programs as in ``fused.py``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ anything else runs the unfused ops (``step_out_composed``). Several rows run the
 tensor-core version walking the whole k per program measured 85 us at 16 rows on an H100 against 16.5 for the
 norm kernel and gemv's split-k tiles. Which runs for one row, the kernel with one of
 ``TILES`` or the unfused ops, is measured once per out_proj on first use, as ``ops.gemv`` measures its tiles
-(``ops/graph_timing.py``): a GPU where the extra reads cost more than the launch saves keeps the unfused ops.
+(``ops/runtime/measured_choice.py``): a GPU where the extra reads cost more than the launch saves keeps the unfused ops.
 Before any measurement (inside a capture, off the GPU) the unfused ops run.
 """
 
@@ -23,11 +23,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
 from qmamba.ops.runtime import pdl
 from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
 from qmamba.ops.runtime.timing import graph_us, weight_copies
-from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
+from qmamba.ops.step_out.naive import step_out_composed, step_out_ref
 
 # the one-row GEMV tiles that won ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
 TILES = ({"block_n": 8, "block_k": 256}, {"block_n": 4, "block_k": 512}, {"block_n": 8, "block_k": 512, "dbuf": True},
@@ -131,6 +130,3 @@ def step_out(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: 
     if cfg is None:
         return step_out_composed(y, z, norm_weight, eps, out_weight, out_bias, group_size, norm_before_gate)
     return _launch(y, z, norm_weight, eps, out_weight, out_bias, cfg)
-
-
-backend.register("step_out", "triton", step_out, devices=("cuda",))

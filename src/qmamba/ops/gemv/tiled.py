@@ -14,7 +14,7 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
 
 Which tiles (or cuBLAS) run is measured once per weight shape, dtype and one row or several on first use,
 outside CUDA-graph capture: each candidate is checked on the real weight, then timed as a decode step runs
-it (``ops/graph_timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each
+it (``ops/runtime/timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each
 read from HBM, consecutive launches overlapping through PDL), and ``F.linear`` is a candidate, so nothing
 gets slower. For several rows, tiles of 32 and 64 features tied or lost to cuBLAS on an H200 for every
 decode weight (out_proj's 2560 features make only 80 or 40 programs); the candidates are the narrower and
@@ -35,7 +35,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
 from qmamba.ops.runtime import l2_prefetch, pdl
 from qmamba.ops.runtime.atomic_sum import store_then_last_sums
 from qmamba.ops.runtime.l2_prefetch import prefetch_tile
@@ -243,6 +242,3 @@ def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, config: dict | N
         if config is None:
             return F.linear(x, weight, bias)
     return _launch(x2, weight, bias, config or default_config(m, n, k)).view(*x.shape[:-1], n)
-
-
-backend.register("gemv", "triton", gemv, devices=("cuda",))

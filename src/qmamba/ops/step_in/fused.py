@@ -1,4 +1,4 @@
-"""``step_in`` in Triton for one row (2..16 rows: ``triton_rows.py``): the block's residual add + RMSNorm,
+"""``step_in`` in Triton for one row (2..16 rows: ``fused_rows.py``): the block's residual add + RMSNorm,
 in_proj and the conv update of a Mamba decode step in one kernel (three launches and two round trips through
 memory fewer).
 
@@ -24,7 +24,6 @@ import triton.language as tl
 from torch import Tensor
 from triton.compiler.errors import CompilationError
 
-from qmamba.ops import backend
 from qmamba.ops.gemv import gemv
 from qmamba.ops.rms_norm import add_norm
 from qmamba.ops.runtime import atomic_sum, l2_prefetch, pdl
@@ -32,8 +31,8 @@ from qmamba.ops.runtime.atomic_sum import add_then_last_stores
 from qmamba.ops.runtime.l2_prefetch import prefetch_tile
 from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
 from qmamba.ops.runtime.timing import graph_us, weight_copies
-from qmamba.ops.step_in.ref import step_in_composed
-from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
+from qmamba.ops.step_in.fused_rows import ROWS, launch_rows
+from qmamba.ops.step_in.naive import step_in_composed
 
 log = logging.getLogger("qmamba")
 _UNCOMPILABLE: set[tuple] = set()  # kernel variants this Triton could not compile: composed from then on
@@ -232,7 +231,7 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
             in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
             conv_lo: int = 0, residual_in_fp32: bool = True, xproj_weight: Tensor | None = None, **config):
     """Arguments and results as ``step_in_ref``; one row in one kernel, 2..16 rows in the rows kernel
-    (``triton_rows.py``), anything else composed. Without a ``config``, ``measured_config``'s choice runs;
+    (``fused_rows.py``), anything else composed. Without a ``config``, ``measured_config``'s choice runs;
     a ``config`` given replaces it with ``ONE_ROW`` (``SEVERAL_ROWS`` for several rows) and overrides those
     (block_n, block_k, num_warps, num_stages; for several rows ``prenorm``: add_norm first, then the rows
     kernel on its output, so the programs do not each re-read every row's hidden + residual)."""
@@ -325,6 +324,3 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
         LINES=l2_prefetch.lines(min(block_k, triton.next_power_of_2(d)), in_weight.element_size()), PDL=use_pdl,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
-
-
-backend.register("step_in", "triton", step_in, devices=("cuda",))

@@ -28,8 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
-from qmamba.ops.rms_norm.ref import add_norm_ref, rms_norm_gated_ref
+from qmamba.ops.rms_norm.naive import add_norm_ref, rms_norm_gated_ref
 from qmamba.ops.runtime import pdl
 
 MAX_N = 8192
@@ -381,7 +380,3 @@ def rms_norm_gated_triton(
         return rms_norm_gated_ref(x, weight, z, eps, group_size, norm_before_gate)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, z))
     return _RMSNormGatedFn.apply(x, weight, z, eps, gs, norm_before_gate, need_grad)
-
-
-backend.register("add_norm", "triton", add_norm_triton, devices=("cuda",))
-backend.register("rms_norm_gated", "triton", rms_norm_gated_triton, devices=("cuda",))
