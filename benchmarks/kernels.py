@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from qmamba.ops import backend
 from qmamba.ops.rms_norm.naive import add_norm_ref
+from qmamba.ops.runtime.timing import bench_ms
 from qmamba.ops.selective_scan.chunked import selective_scan_ref
 from qmamba.ops.ssd.chunked import ssd_chunk_scan_ref
 from qmamba.ops.state_update.naive import selective_state_update_ref
@@ -30,12 +31,6 @@ def _peer(module: str, name: str):
         return getattr(mod, name)
     except Exception:  # a peer that does not import is simply not timed
         return None
-
-
-def _time(fn: Callable[[], object]) -> float:
-    import triton.testing
-
-    return float(triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median"))
 
 
 def _fwd_bwd(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor]) -> Callable[[], None]:
@@ -127,9 +122,9 @@ def run(dtype=torch.bfloat16, only: str = "", peers: bool = True) -> list[dict]:
                 continue
             try:
                 with torch.no_grad():
-                    row[f"{who} fwd"] = _time(fn)
+                    row[f"{who} fwd"] = bench_ms(fn)
                 if inputs:
-                    row[f"{who} fwd+bwd"] = _time(_fwd_bwd(fn, inputs))
+                    row[f"{who} fwd+bwd"] = bench_ms(_fwd_bwd(fn, inputs))
             except Exception as err:  # keep the other figures
                 row[f"{who} error"] = f"{type(err).__name__}: {str(err)[:200]}"
         rows.append(row)

@@ -18,6 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from qmamba.bench.peers import MambaSSMRunner, peer_available
 from qmamba.models.mamba_lm import MambaLM
 from qmamba.models.presets import LLM_PRESETS
+from qmamba.ops.runtime.timing import wall_ms
 
 SHAPES = {"mamba1": "mamba-2.8b", "mamba2": "mamba2-2.7b"}
 
@@ -67,19 +68,6 @@ def host_table(fn, label: str, rows: int) -> str:
     lines = [f"## {label}: {total:.2f} ms of host time", "| op | self ms | calls |", "| --- | ---: | ---: |"]
     lines += [f"| {e.key[:80]} | {e.self_cpu_time_total / 1e3:.3f} | {e.count} |" for e in events[:rows]]
     return "\n".join(lines)
-
-
-def wall_ms(fn, runs: int = 10) -> float:
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(runs):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / runs
 
 
 def profile_model(name: str, forward, params, ids: torch.Tensor, prefill, decode, rows: int) -> list[str]:

@@ -15,8 +15,8 @@ import json
 
 import torch
 import triton
-from profile_lm import wall_ms as ms
 
+from qmamba.ops.runtime.timing import wall_ms as ms
 from qmamba.ops.selective_scan import fused_recurrent as seq
 from qmamba.ops.selective_scan.chunk import selective_scan_triton
 

@@ -2,6 +2,8 @@
 
     time_ms(fn, device, warmup, repeats)   median milliseconds of fn() after ``warmup`` untimed calls
                                            (CUDA events on a GPU, ``perf_counter`` on CPU)
+    wall_ms(fn, runs)                      mean milliseconds of ``runs`` back-to-back calls (GPU), launches
+                                           overlapping as in a loop of calls
     graph_us(fn, copies, x, reps)          microseconds per call of fn(x, w), w cycling through ``copies``,
                                            replayed from one CUDA graph (a kernel as a decode step runs it)
     weight_copies(like)                    stand-ins for distinct layers' weights, for ``graph_us``
@@ -52,6 +54,20 @@ def time_ms(fn: Callable[[], object], device: torch.device, warmup: int = 2, rep
             times.append((time.perf_counter() - t) * 1e3)
     synchronize(device)
     return statistics.median(times)
+
+
+def wall_ms(fn: Callable[[], object], runs: int = 10, warmup: int = 3) -> float:
+    """Mean milliseconds of one ``fn()`` over ``runs`` calls made back to back between two CUDA events."""
+    for _ in range(warmup):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(runs):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / runs
 
 
 def graph_us(fn, copies: list[Tensor], x, reps: int = 5) -> float:
