@@ -16,14 +16,14 @@ Which tiles (or cuBLAS) run is measured once per weight shape, dtype and one row
 outside CUDA-graph capture: each candidate is checked on the real weight, then timed as a decode step runs
 it (``ops/runtime/timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each
 read from HBM, consecutive launches overlapping through PDL), and ``F.linear`` is a candidate, so nothing
-gets slower. For several rows, tiles of 32 and 64 features tied or lost to cuBLAS on an H200 for every
-decode weight (out_proj's 2560 features make only 80 or 40 programs); the candidates are the narrower and
-split-k tiles that give every SM work. Captured before any measurement: one row takes ``default_config``,
-several rows cuBLAS.
+gets slower. For several rows the candidates are the narrower and split-k tiles that give every SM work
+(out_proj's 2560 features make only 80 or 40 programs of 32 or 64 features). Captured before any
+measurement: one row takes ``default_config``, several rows cuBLAS.
 
 Two options shape the one-row loop: ``dbuf`` issues each tile's load a tile ahead (two tiles live in
 registers; the first before the PDL wait: a weight does not depend on the kernel before), ``prefetch`` asks
-L2 for the tiles that many steps ahead and for the first ones before the PDL wait (``ops/runtime/l2_prefetch.py``).
+L2 for the tiles that many steps ahead and for the first ones before the PDL wait
+(``ops/runtime/l2_prefetch.py``).
 Falls back to ``F.linear`` for more than 16 rows, mixed dtypes, or a weight not contiguous along k.
 """
 
@@ -136,16 +136,15 @@ def default_config(m: int, n: int, k: int) -> dict:
 
 
 def candidates(n: int, k: int, m: int = 1) -> list[dict]:
-    """The configurations measured on first use. One row: the winners of ``benchmarks/gemv.py``'s sweep on an
-    H200 for the decode weights (in_proj 10240 x 2560: (8, 256) 14.1 us, cuBLAS 15.2; out_proj 2560 x 5120:
-    (8, 512) double-buffered 9.0, cuBLAS 10.8; prefetching into L2 never won), and split-k ones for weights
-    of few rows (each compiles once, then is cached). Several rows: ``rows_candidates``."""
+    """The configurations measured on first use. One row: the tiles chosen by ``benchmarks/gemv.py``'s sweep
+    over the decode weights, and split-k ones for weights of few rows (each compiles once, then is cached).
+    Several rows: ``rows_candidates``."""
     if m > 1:
         return rows_candidates(k)
     bk = lambda want: min(want, max(16, triton.next_power_of_2(k)))  # noqa: E731
     out = [{"block_n": bn, "block_k": bk(kk), "num_warps": 4, "num_stages": 1, "dbuf": dbuf}
            for bn, kk, dbuf in ((8, 256, False), (4, 512, False), (8, 512, True), (16, 256, True), (16, 512, True))]
-    if n <= 4096:  # few rows: split k, or long tiles prefetched well ahead (x_proj 192 x 5120: 3.1 us, split-k 4.5)
+    if n <= 4096:  # few rows: split k, or long tiles prefetched well ahead
         out += [{"block_n": 8, "block_k": bk(256), "num_warps": 4, "num_stages": 3, "split_k": sk}
                 for sk in (2, 4, 8) if k // sk >= 256]
         out.append({"block_n": 8, "block_k": bk(1024), "num_warps": 4, "num_stages": 1, "prefetch": 8})
@@ -154,9 +153,9 @@ def candidates(n: int, k: int, m: int = 1) -> list[dict]:
 
 def rows_candidates(k: int) -> list[dict]:
     """2..16 rows: tensor-core tiles of 16 features (in_proj 640 programs, out_proj 160), alone or with k
-    split 2 to 16 ways (x_proj's 12 tiles: 6.6 us on an H100 at 4 slices of 10 k tiles each, a chain of
-    loads), and the 32-feature tile; and swapped tiles (``swap``: y^T = W x^T, 64 features the M side of a
-    warpgroup MMA on Hopper; in_proj 19.4 us against cuBLAS's 20.0), alone or with k split in 2, 4 or 8."""
+    split 2 to 16 ways (x_proj's 12 tiles: 4 slices of 10 k tiles each, a chain of loads), and the
+    32-feature tile; and swapped tiles (``swap``: y^T = W x^T, 64 features the M side of a warpgroup MMA on
+    Hopper), alone or with k split in 2, 4 or 8."""
     bk = min(128, max(16, triton.next_power_of_2(k)))
     out = [{"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3} for bn in (16, 32)]
     out += [{"block_n": 16, "block_k": bk, "num_warps": 4, "num_stages": 3, "split_k": sk}

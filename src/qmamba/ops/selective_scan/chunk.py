@@ -55,7 +55,7 @@ from qmamba.ops.selective_scan.chunk_tiles import (
 from qmamba.ops.selective_scan.chunked import selective_scan_ref
 from qmamba.ops.selective_scan.fused_recurrent import scan_sequential, use_sequential
 
-FWD_BLOCK_D, FWD_WARPS = 16, 4  # fwd tiles (BLOCK_D, T) = (16, 64): 8 fp32 per thread, ~96 registers
+FWD_BLOCK_D, FWD_WARPS = 16, 4  # fwd tiles (BLOCK_D, T) = (16, 64): 8 fp32 per thread
 MAX_STATE = 256
 
 

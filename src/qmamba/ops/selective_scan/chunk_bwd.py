@@ -47,9 +47,7 @@ from qmamba.ops.selective_scan.chunk_tiles import (
     tile_offsets,
 )
 
-# bwd tiles (16, T = 64), 8 fp32 per thread with 4 warps: compiled for sm_90 by Triton 3.9 with the JIT's
-# specialisations (unit strides constant, 16-divisible arguments marked), 168 registers a thread, no stack
-# (`benchmarks/kernels.py --scan-bwd-warps 8` times 8 warps)
+# bwd tiles (16, T = 64), 8 fp32 per thread with 4 warps (`benchmarks/kernels.py --scan-bwd-warps 8` times 8 warps)
 BWD_BLOCK_D, BWD_WARPS = 16, 4
 PARTIAL_BC_MAX_BYTES = 1 << 28  # dB, dC per-block partials up to this size (deterministic), else atomics
 

@@ -12,23 +12,11 @@ Each position reads one value per channel of u, delta and z (strided along d: th
 positions stay in L1) and the n values of B and C. Triton lays the (BLOCK_D, NS) state out as the loads of
 A and the states make it (n contiguous): four states a lane, each channel spread over lanes, so the sum over
 states takes shuffles and each channel's softplus and gate run on every lane that holds one of its states.
-Compiled for sm_90 with the JIT's specialisations (n = 16, one warp) the loop is 254 instructions per 16
-channels and position (92 registers a thread), 234 per 32.
-
-Holding the state as NS vectors (BLOCK_D,) instead, one whole channel a lane (no shuffles, 204 instructions
-per 32 channels), ran 1.4 to 2.8x slower on an H100 on every shape of ``benchmarks/scan_fwd.py``; holding
-the 2-D state transposed compiles to the same layout (Triton picks it from the loads): neither is kept.
 
 Nothing is saved for a backward: ``selective_scan_triton`` takes this path only when no input needs a
-gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``.
-
-Measured with ``benchmarks/scan_fwd.py`` on an H200 (bf16, n = 16, ms per scan, chunked -> sequential with
-tiles (16 channels, 1 warp)): 16 x 5120 x 168 positions 1.14 -> 0.38, 64 x 5120 x 168 4.50 -> 1.30,
-64 x 5120 x 809 19.0 -> 6.5 (batched LM prefills), but 4 x 5120 x 800 0.44 -> 0.58 and 64 x 1536 x 128
-0.35 -> 0.39: too few rows x channels leave the GPU's warps waiting on each position's dependency. On an
-H100 with today's chunked kernels the two tie from 16 x 5120 x 168 up (0.38 / 0.38, 1.33 / 1.34, 6.73 / 6.70),
-the sequential one wins 8 x 1536 x 128 (the projector of 8 images: 0.22 -> 0.07) and loses 4 x 5120 x 800
-(0.45 -> 0.49).
+gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``: with too few rows x channels the
+GPU's warps wait on each position's dependency. Tiles and ``MIN_ROW_CHANNELS`` chosen by
+``benchmarks/scan_fwd.py``.
 """
 
 from __future__ import annotations

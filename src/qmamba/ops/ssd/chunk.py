@@ -40,11 +40,8 @@ from qmamba.ops.ssd.chunked import ssd_chunk_scan_ref
 _DOT = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 # (rows a block, warps) of a kernel ("states", "out", "bwd") in place of _Cfg's choice, for sweeps
-# (`benchmarks/kernels.py --ssd-tiles`). Compiled for sm_90 at the 2.7B shape in bf16 (headdim 64, d_state
-# 128) the defaults spill: "out" (64, 8) 255 registers + 352 bytes of stack a thread, "bwd" (32, 8) 255 +
-# 384; (32, 8) and (16, 8) compile to 214 and 220 registers and none, yet run slower: on an H100 the
-# (1, 800, 80 x 64, n 128) chunk scan took 0.181 ms forward and 1.446 forward + backward with the defaults,
-# 0.199 and 1.641 with those tiles. The defaults stay.
+# (`benchmarks/kernels.py --ssd-tiles`, which chose the defaults; the spills they allow are listed in
+# tests/ops/test_kernel_resources.py)
 TILES: dict[str, tuple[int, int]] = {}
 
 

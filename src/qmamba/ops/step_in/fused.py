@@ -147,18 +147,11 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
     return _SCRATCH[device]
 
 
-# Defaults, from benchmarks/step_in.py on an H200 (Mamba-2.8B / Mamba2-2.7B shapes, in a CUDA graph, us per
-# call with Mamba-1's x_proj after the kernel; the unfused ops: 25.5 / 21.9 for one row, 31.6 / 27.2 for 16).
-# One row: add_norm first (prenorm), then the kernel on its output with tiles (16, 256): 21.9 / 18.4; the
-# norm inside every program (16, 512): 24.0 / 19.8. Prefetching in_proj into L2 (2 or 8 tiles ahead) cost
-# 2-10 us in every tiling. With x_proj inside the kernel (every conv program adding its share into the same
-# n_xp sums) Mamba-1 took 27.7, so x_proj runs after it (fuse_xproj). Several rows: the rows kernel on
-# add_norm's output, tiles (64, 128), took 24.8 for Mamba-2 but 38.5 for Mamba-1 with x_proj fused, so it runs
-# only without x_proj in it (rows_kernel: None, True or False forces it; fuse_xproj False: the rows kernel,
-# then x_proj on its conv rows); without prenorm every program re-reads all rows' hidden + residual (50-70).
-# Re-measured on an H200 (both shapes together, one row): the default 40.1 us; the norm folded into in_proj's
-# walk (sum of squares alongside, the sums scaled by 1 / rms at the end: one walk, no add_norm launch) 42.3.
-# These are the defaults before anything is measured; ``measured_config`` times the variants on first use.
+# The defaults before anything is measured (chosen by benchmarks/step_in.py); ``measured_config`` times the
+# variants on first use. One row: add_norm first (prenorm), then the kernel on its output; x_proj runs after
+# the kernel (fuse_xproj False). Several rows: the rows kernel on add_norm's output runs only without x_proj in
+# it (rows_kernel: None, True or False forces it; fuse_xproj False: the rows kernel, then x_proj on its conv
+# rows); without prenorm every program re-reads all rows' hidden + residual.
 ONE_ROW = {"block_n": 16, "block_k": 256, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prenorm": True,
            "prefetch": 0, "dbuf": False}
 SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": True,
@@ -170,9 +163,7 @@ ONE_ROW_TILES = ({}, {"block_n": 8}, {"dbuf": True}, {"block_n": 8, "block_k": 5
 
 def rows_variants(has_xproj: bool) -> tuple[dict, ...]:
     """The ways 2..16 rows can run, over ``SEVERAL_ROWS``, timed on first use: the unfused ops, and the rows
-    kernel with 64 or 32 features a program (Mamba-1: x_proj after it). On an H100 at 16 rows (us) Mamba-2's
-    unfused ops took 25.8, the rows kernel 28.8 with 64 features and 26.6 with 32; on an H200 the rows
-    kernel won (24.8 against 27.2); Mamba-1's three tied within 1 us on the H100 (32.0 to 32.8)."""
+    kernel with 64 or 32 features a program (Mamba-1: x_proj after it)."""
     kernel = {"rows_kernel": True, **({"fuse_xproj": False} if has_xproj else {})}
     return {"rows_kernel": False}, kernel, {**kernel, "block_n": 32}
 
@@ -187,8 +178,7 @@ def measured_config(hidden, residual, norm_weight, eps, in_weight, in_bias, conv
     rows, SEVERAL_ROWS with the fastest of ``rows_variants`` at this number of rows. Measured once on first
     use as ``ops.gemv`` measures its tiles (in a CUDA graph over stand-in copies of the weight, on probe rows
     and a scratch conv state: the real state does not move), each checked against the composed ops first.
-    The best differ by in_proj and by card: one row on an H200 (us), Mamba-1's took 20.2 with 8 features a
-    program, 21.8 with 16; Mamba-2's 18.3 with 16. Before any measurement (off the GPU, inside a capture):
+    The best differ by in_proj and by card. Before any measurement (off the GPU, inside a capture):
     the default (ONE_ROW, SEVERAL_ROWS)."""
     b = hidden.shape[0]
     default = ONE_ROW if b == 1 else SEVERAL_ROWS

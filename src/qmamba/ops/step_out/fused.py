@@ -8,11 +8,11 @@ end: out = W (g * norm_weight) / rms (+ bias), products accumulated elementwise 
 and z whole (from L2): the price of not waiting for a norm kernel.
 
 Fused: one row, one group (group_size None or k), the gate before the norm (Mamba-2's default), one dtype;
-anything else runs the unfused ops (``step_out_composed``). Several rows run the unfused ops too: a
-tensor-core version walking the whole k per program measured 85 us at 16 rows on an H100 against 16.5 for the
-norm kernel and gemv's split-k tiles. Which runs for one row, the kernel with one of
-``TILES`` or the unfused ops, is measured once per out_proj on first use, as ``ops.gemv`` measures its tiles
-(``ops/runtime/measured_choice.py``): a GPU where the extra reads cost more than the launch saves keeps the unfused ops.
+anything else runs the unfused ops (``step_out_composed``). Several rows run the unfused ops too (the norm
+kernel and gemv's split-k tiles). Which runs for one row, the kernel with one of ``TILES`` or the unfused ops,
+is measured once per out_proj on first use, as ``ops.gemv`` measures its tiles
+(``ops/runtime/measured_choice.py``): a GPU where the extra reads cost more than the launch saves keeps the
+unfused ops.
 Before any measurement (inside a capture, off the GPU) the unfused ops run.
 """
 
@@ -28,7 +28,7 @@ from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, faste
 from qmamba.ops.runtime.timing import graph_us, weight_copies
 from qmamba.ops.step_out.naive import step_out_composed, step_out_ref
 
-# the one-row GEMV tiles that won ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
+# the one-row GEMV tiles chosen by ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
 TILES = ({"block_n": 8, "block_k": 256}, {"block_n": 4, "block_k": 512}, {"block_n": 8, "block_k": 512, "dbuf": True},
          {"block_n": 16, "block_k": 256, "dbuf": True})
 _CHOSEN: dict[tuple, dict | None] = choice_cache("step_out")  # (out_proj, dtype, device, bias?) -> tiles
