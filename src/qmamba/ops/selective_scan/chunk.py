@@ -12,8 +12,9 @@ programs and nothing of size (b, d, l, n) is ever stored:
 1. ``_chunk_state_fwd``: the state each chunk reaches from a zero state, in closed form
    sum_t exp(A (S_end - S_t)) dt_t B_t u_t (S: cumulative dt inside the chunk), and the chunk's
    dt sum.  -> states (b, nc, n, d), dtsum (b, nc, d)
-2. ``chunk_carry`` (``chunk_tiles.py``, grid (cdiv(n d, BLOCK), b)): walks the chunks in order, h = exp(A dtsum_c) h
-   + end_c, overwriting ``states`` with the state entering each chunk; writes the last state.
+2. ``chunk_carry`` (``chunk_tiles.py``, grid (cdiv(n d, BLOCK), b)): walks the chunks in order,
+   h = exp(A dtsum_c) h + end_c, overwriting ``states`` with the state entering each chunk; writes the last
+   state.
 3. ``_chunk_out_fwd``: rescans every chunk from its entry state (tl.associative_scan over T of
    the pairs (exp(dt A), dt B u)) and writes out = (sum_n C h + D u) * silu(z).
 
