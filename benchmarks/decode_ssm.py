@@ -5,7 +5,7 @@ state: the one-row kernel, the rows kernel as configured and a sweep of its tile
 mamba_ssm's layer does) when installed.
 
 Each figure is one call inside a captured CUDA graph of many, cycling through enough state copies that none
-is in L2 (as in a 64-layer decode step; ``ops/graph_timing.py``). Prints a table, writes JSON with --out.
+is in L2 (as in a 64-layer decode step; ``ops/runtime/timing.py``). Prints a table, writes JSON with --out.
 
     python benchmarks/decode_ssm.py [--batch 1 2 4 8 16 64] [--out decode_ssm.json]
 """
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from tables import finish
 
 from qmamba.bench.peers import peer_available
-from qmamba.ops.graph_timing import graph_us
-from qmamba.ops.state_update.ref import mamba1_decode_ssm_ref
-from qmamba.ops.state_update.triton_mamba1 import decode_config, mamba1_decode_ssm, rows_config
+from qmamba.ops.runtime.timing import graph_us
+from qmamba.ops.state_update.mamba1_step import decode_config, mamba1_decode_ssm, rows_config
+from qmamba.ops.state_update.naive import mamba1_decode_ssm_ref
 
 D_INNER, D_STATE, DT_RANK = 5120, 16, 160
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tables import finish
 
-from qmamba.ops.gemv.triton import candidates, choose, gemv
-from qmamba.ops.graph_timing import graph_us
+from qmamba.ops.gemv.tiled import candidates, choose, gemv
+from qmamba.ops.runtime.timing import graph_us
 
 SHAPES = {  # name: (n, k)
     "in_proj (mamba1)": (10240, 2560),

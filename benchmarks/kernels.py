@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from qmamba.ops import backend
-from qmamba.ops.rms_norm.ref import add_norm_ref
-from qmamba.ops.selective_scan.ref import selective_scan_ref
-from qmamba.ops.ssd.ref import ssd_chunk_scan_ref
-from qmamba.ops.state_update.ref import selective_state_update_ref
+from qmamba.ops.rms_norm.naive import add_norm_ref
+from qmamba.ops.runtime.timing import bench_ms
+from qmamba.ops.selective_scan.chunked import selective_scan_ref
+from qmamba.ops.ssd.chunked import ssd_chunk_scan_ref
+from qmamba.ops.state_update.naive import selective_state_update_ref
 
 
 def _peer(module: str, name: str):
@@ -30,12 +31,6 @@ def _peer(module: str, name: str):
         return getattr(mod, name)
     except Exception:  # a peer that does not import is simply not timed
         return None
-
-
-def _time(fn: Callable[[], object]) -> float:
-    import triton.testing
-
-    return float(triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median"))
 
 
 def _fwd_bwd(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor]) -> Callable[[], None]:
@@ -127,9 +122,9 @@ def run(dtype=torch.bfloat16, only: str = "", peers: bool = True) -> list[dict]:
                 continue
             try:
                 with torch.no_grad():
-                    row[f"{who} fwd"] = _time(fn)
+                    row[f"{who} fwd"] = bench_ms(fn)
                 if inputs:
-                    row[f"{who} fwd+bwd"] = _time(_fwd_bwd(fn, inputs))
+                    row[f"{who} fwd+bwd"] = bench_ms(_fwd_bwd(fn, inputs))
             except Exception as err:  # keep the other figures
                 row[f"{who} error"] = f"{type(err).__name__}: {str(err)[:200]}"
         rows.append(row)
@@ -158,15 +153,15 @@ def main() -> None:
                         help="SSD (rows a block x warps) per kernel in place of the defaults, e.g. out=32x8,bwd=16x8")
     args = parser.parse_args()
     if args.ssd_tiles:
-        from qmamba.ops.ssd import triton as ssd_triton
+        from qmamba.ops.ssd import chunk as ssd_chunk
 
         for item in args.ssd_tiles.split(","):
             kernel, tile = item.split("=")
-            ssd_triton.TILES[kernel] = tuple(int(v) for v in tile.split("x"))
+            ssd_chunk.TILES[kernel] = tuple(int(v) for v in tile.split("x"))
     if args.scan_bwd_warps:
-        from qmamba.ops.selective_scan import triton_bwd
+        from qmamba.ops.selective_scan import chunk_bwd
 
-        triton_bwd.BWD_WARPS = args.scan_bwd_warps
+        chunk_bwd.BWD_WARPS = args.scan_bwd_warps
     rows = run(only=args.only, peers=not args.no_peers)
     if args.out:
         with open(args.out, "w") as f:

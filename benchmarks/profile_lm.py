@@ -18,6 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from qmamba.bench.peers import MambaSSMRunner, peer_available
 from qmamba.models.mamba_lm import MambaLM
 from qmamba.models.presets import LLM_PRESETS
+from qmamba.ops.runtime.timing import wall_ms
 
 SHAPES = {"mamba1": "mamba-2.8b", "mamba2": "mamba2-2.7b"}
 
@@ -69,19 +70,6 @@ def host_table(fn, label: str, rows: int) -> str:
     return "\n".join(lines)
 
 
-def wall_ms(fn, runs: int = 10) -> float:
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(runs):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / runs
-
-
 def profile_model(name: str, forward, params, ids: torch.Tensor, prefill, decode, rows: int) -> list[str]:
     def train():
         loss = forward(ids).float().logsumexp(-1).mean()
@@ -104,10 +92,10 @@ SCAN_HELP = "Mamba-1 scans without gradients: as dispatched, or one kernel throu
 
 def set_scan(choice: str) -> None:
     """--scan: the sequential forward from any size (sequential), never (chunked), or as dispatched (auto)."""
-    from qmamba.ops.selective_scan import triton_sequential
+    from qmamba.ops.selective_scan import fused_recurrent
 
     if choice != "auto":
-        triton_sequential.MIN_ROW_CHANNELS = 0 if choice == "sequential" else None
+        fused_recurrent.MIN_ROW_CHANNELS = 0 if choice == "sequential" else None
 
 
 def main() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from profile_lm import SCAN_HELP, SCANS, _table, report, set_scan, wall_ms
+from profile_lm import SCAN_HELP, SCANS, _table, report, set_scan
 
 from qmamba.bench.multimodal import build_multimodal, vqa_inputs
 from qmamba.bench.options import BenchOptions
+from qmamba.ops.runtime.timing import wall_ms
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Mamba-1 selective scan forward without gradients: the chunk-parallel kernels beside the sequential one
-(``ops/selective_scan/triton_sequential.py``) over a sweep of block sizes,
+(``ops/selective_scan/fused_recurrent.py``) over a sweep of block sizes,
 with each position's loads in order or issued a position ahead, on the shapes of a prefill
 (inputs laid out as the Mamba-1 layer passes them), bf16, n = 16. Prints a table and the programs
 (rows x channel blocks) from which the sequential kernel won; writes JSON with --out.
@@ -15,10 +15,10 @@ import json
 
 import torch
 import triton
-from profile_lm import wall_ms as ms
 
-from qmamba.ops.selective_scan import triton_sequential as seq
-from qmamba.ops.selective_scan.triton import selective_scan_triton
+from qmamba.ops.runtime.timing import wall_ms as ms
+from qmamba.ops.selective_scan import fused_recurrent as seq
+from qmamba.ops.selective_scan.chunk import selective_scan_triton
 
 SHAPES = [  # (rows, channels, positions): LM prefills at 2.8B, the Q-Mamba projector's layers at batch 64
     (1, 5120, 800), (4, 5120, 800), (16, 5120, 168), (64, 5120, 168), (64, 5120, 809), (64, 1536, 128),

@@ -3,7 +3,7 @@ Mamba-2.8B / Mamba2-2.7B shapes, bf16: the unfused ops (cuBLAS for several rows)
 (``measured_config``, timed on first use) and a sweep of the fused kernels' tile configs, for 1 and 16 rows.
 
 Each figure is one call inside a captured CUDA graph of many, cycling through enough in_proj copies that none
-is in L2 (as in a 64-layer decode step; ``ops/graph_timing.py``). Prints a table, writes JSON with --out.
+is in L2 (as in a 64-layer decode step; ``ops/runtime/timing.py``). Prints a table, writes JSON with --out.
 
     python benchmarks/step_in.py [--rows 1 16] [--out step_in.json]
 """
@@ -16,9 +16,9 @@ import itertools
 import torch
 from tables import finish
 
-from qmamba.ops.graph_timing import graph_us
-from qmamba.ops.step_in import triton as fused
-from qmamba.ops.step_in.ref import step_in_composed, step_in_ref
+from qmamba.ops.runtime.timing import graph_us
+from qmamba.ops.step_in import fused
+from qmamba.ops.step_in.naive import step_in_composed, step_in_ref
 
 SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows or 0)
     "mamba1": (2560, 10240, 0, 5120, 192),

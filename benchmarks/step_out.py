@@ -3,7 +3,7 @@ bf16, one row: the unfused ops (rms_norm_gated, then gemv as it chooses) beside 
 its tiles and what step_out chooses (measured on first use). Several rows always run the unfused ops.
 
 Each figure is one call inside a captured CUDA graph of many, cycling through enough out_proj copies that none
-is in L2 (as in a 64-layer decode step; ``ops/graph_timing.py``). Prints a table, writes JSON with --out.
+is in L2 (as in a 64-layer decode step; ``ops/runtime/timing.py``). Prints a table, writes JSON with --out.
 
     python benchmarks/step_out.py [--out step_out.json]
 """
@@ -15,9 +15,9 @@ import argparse
 import torch
 from tables import finish
 
-from qmamba.ops.graph_timing import graph_us, weight_copies
-from qmamba.ops.step_out import triton as fused
-from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
+from qmamba.ops.runtime.timing import graph_us, weight_copies
+from qmamba.ops.step_out import fused
+from qmamba.ops.step_out.naive import step_out_composed, step_out_ref
 
 SHAPES = {"mamba2": (5120, 2560)}  # name: (d_ssm, d_model)
 

@@ -38,25 +38,25 @@ def _dtypes(dtype: str, *names: str) -> dict[str, str]:
 # module:kernel and the argument types (bf16 activations and weights; other arguments i32) of the kernels the
 # tests compile: the decode step's, and the sequential scan
 KERNELS = {
-    "gemv": ("qmamba.ops.gemv.triton:_gemv_kernel",
+    "gemv": ("qmamba.ops.gemv.tiled:_gemv_kernel",
              {**_dtypes("*bf16", "x_ptr", "w_ptr", "b_ptr", "y_ptr"), "acc_ptr": "*fp32", "cnt_ptr": "*i32"}),
-    "step_in": ("qmamba.ops.step_in.triton:_step_in_kernel",
+    "step_in": ("qmamba.ops.step_in.fused:_step_in_kernel",
                 {**_dtypes("*bf16", "h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr",
                            "xw_ptr", "xo_ptr"),
                  **_dtypes("*fp32", "r_ptr", "ro_ptr"), "acc_ptr": "*i64", "cnt_ptr": "*i32", "eps": "fp32"}),
-    "step_in_rows": ("qmamba.ops.step_in.triton_rows:_step_in_rows_kernel",
+    "step_in_rows": ("qmamba.ops.step_in.fused_rows:_step_in_rows_kernel",
                      {**_dtypes("*bf16", "h_ptr", "nw_ptr", "w_ptr", "b_ptr", "cs_ptr", "cw_ptr", "cb_ptr", "y_ptr",
                                 "xw_ptr", "xo_ptr"),
                       **_dtypes("*fp32", "r_ptr", "ro_ptr"), "acc_ptr": "*i64", "cnt_ptr": "*i32", "eps": "fp32"}),
-    "step_out": ("qmamba.ops.step_out.triton:_step_out_kernel",
+    "step_out": ("qmamba.ops.step_out.fused:_step_out_kernel",
                  {**_dtypes("*bf16", "y_ptr", "z_ptr", "nw_ptr", "w_ptr", "b_ptr", "out_ptr"), "eps": "fp32"}),
-    "mamba1_decode": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_kernel",
+    "mamba1_decode": ("qmamba.ops.state_update.mamba1_step:_mamba1_decode_kernel",
                       {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
                        "state": "*fp32"}),  # the only fp32 operand: a 32-bit load is the state's
-    "mamba1_decode_rows": ("qmamba.ops.state_update.triton_mamba1:_mamba1_decode_rows_kernel",
+    "mamba1_decode_rows": ("qmamba.ops.state_update.mamba1_step:_mamba1_decode_rows_kernel",
                            {**_dtypes("*bf16", "x", "dt_low", "dt_w", "dt_bias", "A_log", "B", "C", "D", "z", "out"),
                             "state": "*fp32"}),
-    "sequential_scan": ("qmamba.ops.selective_scan.triton_sequential:_sequential_fwd",
+    "sequential_scan": ("qmamba.ops.selective_scan.fused_recurrent:_sequential_fwd",
                         {**_dtypes("*bf16", "u_ptr", "dl_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr"),
                          **_dtypes("*fp32", "bias_ptr", "A_ptr", "D_ptr", "h0_ptr", "last_ptr")}),
 }
@@ -167,7 +167,7 @@ def triton_on_cpu() -> Iterator[None]:
     launches a model makes on the GPU, made by a CPU model)."""
     import dataclasses
 
-    import qmamba.ops.triton_backend  # noqa: F401 (registers the kernels)
+    import qmamba.ops.runtime.triton_backend  # noqa: F401 (registers the kernels)
     from qmamba.ops import backend
 
     saved = {op: impls["triton"] for op, impls in backend._REGISTRY.items() if "triton" in impls}

@@ -1,4 +1,4 @@
-"""The in-launch sums across programs (ops/atomic_sum.py): step_in's fixed-point sums are exact to 2^-32 and
+"""The in-launch sums across programs (ops/runtime/atomic_sum.py): step_in's fixed-point sums are exact to 2^-32 and
 order-free, store NaN rather than a wrapped number, and leave their scratch zeroed; split-k's slot sums add in
 slot order. Interpreter on CPU, compiled on GPU."""
 
@@ -10,7 +10,7 @@ import torch
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
-from qmamba.ops.atomic_sum import add_then_last_stores, store_then_last_sums  # noqa: E402
+from qmamba.ops.runtime.atomic_sum import add_then_last_stores, store_then_last_sums  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -18,11 +18,11 @@ triton = pytest.importorskip("triton")
 from sm90 import KERNELS, recording, resources, resources_of, triton_on_cpu  # noqa: E402
 
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig  # noqa: E402
-from qmamba.ops.gemv import triton as gemv_triton  # noqa: E402
-from qmamba.ops.selective_scan import triton_sequential as seq  # noqa: E402
-from qmamba.ops.state_update.triton_mamba1 import ROWS_FROM, decode_config, rows_config  # noqa: E402
-from qmamba.ops.step_in import triton as step_in_triton  # noqa: E402
-from qmamba.ops.step_out import triton as step_out_triton  # noqa: E402
+from qmamba.ops.gemv import tiled as gemv_triton  # noqa: E402
+from qmamba.ops.selective_scan import fused_recurrent as seq  # noqa: E402
+from qmamba.ops.state_update.mamba1_step import ROWS_FROM, decode_config, rows_config  # noqa: E402
+from qmamba.ops.step_in import fused as step_in_triton  # noqa: E402
+from qmamba.ops.step_out import fused as step_out_triton  # noqa: E402
 
 DECODE_WEIGHTS = [(10240, 2560), (2560, 5120), (192, 5120), (50280, 2560)]  # in_proj, out_proj, x_proj, lm_head
 
@@ -95,10 +95,10 @@ def test_sequential_scan():
 
 # Kernels that spill at the configuration they run with, and the stack a thread may use there (bytes): the
 # Mamba-2 SSD output and backward kernels at headdim 64 / d_state 128 (smaller tiles that do not spill ran
-# slower on an H100: ``ssd.triton.TILES``' comment), the gated norm's backward over 5120
+# slower on an H100: ``ssd.chunk.TILES``' comment), the gated norm's backward over 5120
 # channels at 16 warps. Any other kernel must not spill, these no more than this.
-KNOWN_SPILLS = {"qmamba.ops.ssd.triton_fwd:_output_kernel": 352, "qmamba.ops.ssd.triton_bwd:_chunk_bwd_kernel": 384,
-                "qmamba.ops.rms_norm.triton:_gated_bwd_kernel": 48}
+KNOWN_SPILLS = {"qmamba.ops.ssd.chunk_fwd:output_kernel": 352, "qmamba.ops.ssd.chunk_bwd:chunk_bwd_kernel": 384,
+                "qmamba.ops.rms_norm.rowwise:_gated_bwd_kernel": 48}
 
 MODEL_CASES = {  # layer, batch, length, backward
     "mamba1-train-800": ("Mamba1", 1, 800, True),  # chunked scan forward and backward
@@ -123,7 +123,7 @@ def _record(layer: str, batch: int, length: int, backward: bool):
 def test_model_kernels(case):
     launches = _record(*MODEL_CASES[case])
     kernels = {launch.kernel for launch in launches}
-    assert {"qmamba.ops.rms_norm.triton:_add_norm_fwd_kernel", "qmamba.ops.causal_conv1d.triton:_conv_fwd_kernel"} \
+    assert {"qmamba.ops.rms_norm.rowwise:_add_norm_fwd_kernel", "qmamba.ops.causal_conv1d.direct:_conv_fwd_kernel"} \
         <= kernels, kernels  # the recording saw the layer's kernels
     spills = []
     for launch, res in zip(launches, resources_of(launches)):

@@ -54,12 +54,12 @@ def test_length_multiple_follows_the_kernel_that_runs(monkeypatch):
     pytest.importorskip("triton")
     from qmamba.ops.mamba_inner import length_multiple
 
-    triton_sequential = padding.sequential_scan_module()
+    fused_recurrent = padding.sequential_scan_module()
     assert length_multiple(1, 5120, 16, grad=False) == 16  # chunked: strides divisible by 16
     assert length_multiple(64, 5120, 16, grad=False) == 8  # sequential: 16-byte rows for the GEMMs
     assert length_multiple(64, 5120, 16, grad=True) == 16  # training runs chunked
-    assert length_multiple(64, 5120, triton_sequential.MAX_STATE * 2, grad=False) == 16
-    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", None)
+    assert length_multiple(64, 5120, fused_recurrent.MAX_STATE * 2, grad=False) == 16
+    monkeypatch.setattr(fused_recurrent, "MIN_ROW_CHANNELS", None)
     assert length_multiple(64, 5120, 16, grad=False) == 16
 
 

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from qmamba.ops import pdl
+from qmamba.ops.runtime import pdl
 
 
 def test_off_on_cpu_and_options_only_when_on():

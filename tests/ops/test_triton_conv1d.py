@@ -10,8 +10,8 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close, assert_grads_match, poison_empty  # noqa: E402
 
-from qmamba.ops.causal_conv1d.ref import causal_conv1d_ref, causal_conv1d_update_ref  # noqa: E402
-from qmamba.ops.causal_conv1d.triton import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
+from qmamba.ops.causal_conv1d.direct import causal_conv1d_triton, causal_conv1d_update_triton  # noqa: E402
+from qmamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref  # noqa: E402
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

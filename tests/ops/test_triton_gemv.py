@@ -9,9 +9,9 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close  # noqa: E402
 
-from qmamba.ops.gemv import triton as triton_gemv  # noqa: E402
-from qmamba.ops.gemv.ref import gemv_ref  # noqa: E402
-from qmamba.ops.gemv.triton import gemv  # noqa: E402
+from qmamba.ops.gemv import tiled as triton_gemv  # noqa: E402
+from qmamba.ops.gemv.naive import gemv_ref  # noqa: E402
+from qmamba.ops.gemv.tiled import gemv  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -10,8 +10,8 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close, assert_grads_match, poison_empty  # noqa: E402
 
-from qmamba.ops.rms_norm.ref import add_norm_ref, rms_norm_gated_ref  # noqa: E402
-from qmamba.ops.rms_norm.triton import add_norm_triton, rms_norm_gated_triton  # noqa: E402
+from qmamba.ops.rms_norm.naive import add_norm_ref, rms_norm_gated_ref  # noqa: E402
+from qmamba.ops.rms_norm.rowwise import add_norm_triton, rms_norm_gated_triton  # noqa: E402
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

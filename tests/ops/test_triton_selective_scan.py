@@ -13,10 +13,10 @@ triton = pytest.importorskip("triton")
 from testing_utils import assert_close  # noqa: E402
 
 from qmamba.ops import backend  # noqa: E402
-from qmamba.ops.selective_scan import triton as scan_triton  # noqa: E402
-from qmamba.ops.selective_scan import triton_bwd, triton_sequential  # noqa: E402
-from qmamba.ops.selective_scan.ref import selective_scan_ref  # noqa: E402
-from qmamba.ops.selective_scan.triton import selective_scan_triton  # noqa: E402
+from qmamba.ops.selective_scan import chunk as scan_triton  # noqa: E402
+from qmamba.ops.selective_scan import chunk_bwd, fused_recurrent, register_triton  # noqa: E402
+from qmamba.ops.selective_scan.chunk import selective_scan_triton  # noqa: E402
+from qmamba.ops.selective_scan.chunked import selective_scan_ref  # noqa: E402
 
 
 def _inputs(b, d, l, n, groups=(0, 0), dtype=torch.float32, device="cpu", optional=True):
@@ -66,7 +66,7 @@ class _PoisonedTorch:
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    for module in (scan_triton, triton_bwd, triton_sequential):
+    for module in (scan_triton, chunk_bwd, fused_recurrent):
         monkeypatch.setattr(module, "torch", _PoisonedTorch())
 
 
@@ -86,7 +86,7 @@ def test_matches_ref_fp32(poisoned, b, d, l, n, groups, chunk, optional):
 
 def test_atomic_dB_dC(poisoned, monkeypatch):
     """Past PARTIAL_BC_MAX_BYTES the d-blocks add dB and dC atomically into (b, g, n, l)."""
-    monkeypatch.setattr(triton_bwd, "PARTIAL_BC_MAX_BYTES", 0)
+    monkeypatch.setattr(chunk_bwd, "PARTIAL_BC_MAX_BYTES", 0)
     _compare(_inputs(2, 40, 20, 3, (2, 0)), 1e-4, chunk_size=8)
 
 
@@ -154,28 +154,28 @@ def _recorded_grids(monkeypatch, kernel) -> list:
 )
 @pytest.mark.parametrize("ahead", [False, True])
 def test_sequential_inference_matches_ref(poisoned, monkeypatch, b, d, l, n, groups, optional, ahead):
-    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
-    monkeypatch.setattr(triton_sequential, "AHEAD", ahead)
-    grids = _recorded_grids(monkeypatch, triton_sequential._sequential_fwd)
+    monkeypatch.setattr(fused_recurrent, "MIN_ROW_CHANNELS", 1)
+    monkeypatch.setattr(fused_recurrent, "AHEAD", ahead)
+    grids = _recorded_grids(monkeypatch, fused_recurrent._sequential_fwd)
     _compare_inference(_inputs(b, d, l, n, groups, optional=optional), 1e-4, softplus=optional)
     assert len(grids) == 1
 
 
 def test_sequential_mamba1_layout(poisoned, monkeypatch):
-    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
+    monkeypatch.setattr(fused_recurrent, "MIN_ROW_CHANNELS", 1)
     _compare_inference(_mamba1_layout(2, 6, 18, 4), 1e-4)
 
 
 def test_sequential_only_for_inference_on_enough_rows(monkeypatch):
     t = _inputs(3, 40, 9, 4)  # 3 rows x 40 channels
-    use = triton_sequential.use_sequential
+    use = fused_recurrent.use_sequential
     assert not use(t["u"], 4, t["delta"], min_row_channels=120)  # needs a gradient
     with torch.no_grad():
         assert use(t["u"], 4, t["delta"], min_row_channels=120) and not use(t["u"], 4, min_row_channels=121)
-        assert not use(t["u"], triton_sequential.MAX_STATE + 1, min_row_channels=1)
+        assert not use(t["u"], fused_recurrent.MAX_STATE + 1, min_row_channels=1)
         # by default from 16 rows of Mamba-2.8B's 5120 channels (a batched prefill), not 4
         assert use(torch.empty(16, 5120, 1), 16) and not use(torch.empty(4, 5120, 1), 16)
-        monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", None)
+        monkeypatch.setattr(fused_recurrent, "MIN_ROW_CHANNELS", None)
         assert not use(torch.empty(64, 5120, 1), 16)
 
 
@@ -184,7 +184,7 @@ def test_minus_inf_dt_on_a_padded_tail_keeps_the_state(poisoned, monkeypatch, se
     """Mamba-1 runs an odd-length prefill right-padded with dt = -inf on the padding (softplus -> dt = 0):
     the real positions' outputs and the last state are those of the unpadded sequence, with no inf or NaN."""
     if sequential:
-        monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
+        monkeypatch.setattr(fused_recurrent, "MIN_ROW_CHANNELS", 1)
     l, lp = 21, 32
     t = {k: v.detach() for k, v in _inputs(2, 6, lp, 4).items()}
     t["delta"][:, :, l:] = float("-inf")
@@ -216,6 +216,7 @@ def test_unsupported_arguments_fall_back_to_ref():
 
 
 def test_registered_for_cuda():
+    register_triton()
     assert backend.available("selective_scan")["triton"] == ("cuda",)
 
 
@@ -259,6 +260,6 @@ def test_gpu_mamba1_layout(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("ahead", [False, True])
 def test_gpu_sequential_inference_matches_ref(monkeypatch, b, d, l, n, groups, dtype, ahead):
-    monkeypatch.setattr(triton_sequential, "MIN_ROW_CHANNELS", 1)
-    monkeypatch.setattr(triton_sequential, "AHEAD", ahead)
+    monkeypatch.setattr(fused_recurrent, "MIN_ROW_CHANNELS", 1)
+    monkeypatch.setattr(fused_recurrent, "AHEAD", ahead)
     _compare_inference(_inputs(b, d, l, n, groups, dtype=dtype, device="cuda"), 1e-3 if dtype == torch.float32 else 2e-2)

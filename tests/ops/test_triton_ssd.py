@@ -12,8 +12,8 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close, poison_empty  # noqa: E402
 
-from qmamba.ops.ssd.ref import ssd_chunk_scan_ref  # noqa: E402
-from qmamba.ops.ssd.triton import ssd_chunk_scan  # noqa: E402
+from qmamba.ops.ssd.chunk import ssd_chunk_scan  # noqa: E402
+from qmamba.ops.ssd.chunked import ssd_chunk_scan_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -9,9 +9,9 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close  # noqa: E402
 
-from qmamba.ops.state_update.ref import mamba1_decode_ssm_ref, selective_state_update_ref  # noqa: E402
-from qmamba.ops.state_update.triton import selective_state_update  # noqa: E402
-from qmamba.ops.state_update.triton_mamba1 import mamba1_decode_ssm  # noqa: E402
+from qmamba.ops.state_update.mamba1_step import mamba1_decode_ssm  # noqa: E402
+from qmamba.ops.state_update.naive import mamba1_decode_ssm_ref, selective_state_update_ref  # noqa: E402
+from qmamba.ops.state_update.step import selective_state_update  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -140,7 +140,7 @@ def test_mamba1_fused_decode_matches_reference(b, d, n, r, dtype, tol, optional)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_mamba1_decode_kernels_agree_on_every_row(dtype, tol):
     """The one-row kernel (forced) and the rows kernel give the same step on 5 rows, each row its own."""
-    from qmamba.ops.state_update.triton_mamba1 import decode_config, rows_config
+    from qmamba.ops.state_update.mamba1_step import decode_config, rows_config
 
     state, x, dt_low, dt_weight, dt_bias, A_log, B, C, D, z = _decode_args(5, 48, 16, 20, dtype)
     outs = []

@@ -12,10 +12,10 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close  # noqa: E402
 
-from qmamba.ops.causal_conv1d.ref import causal_conv1d_update_ref  # noqa: E402
-from qmamba.ops.rms_norm.ref import add_norm_ref  # noqa: E402
-from qmamba.ops.step_in.ref import step_in_ref  # noqa: E402
-from qmamba.ops.step_in.triton import step_in  # noqa: E402
+from qmamba.ops.causal_conv1d.naive import causal_conv1d_update_ref  # noqa: E402
+from qmamba.ops.rms_norm.naive import add_norm_ref  # noqa: E402
+from qmamba.ops.step_in.fused import step_in  # noqa: E402
+from qmamba.ops.step_in.naive import step_in_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -66,7 +66,7 @@ def test_matches_ref_bf16():
 
 @pytest.mark.parametrize("d,n_out,n_conv,conv_lo,n_xp", [(40, 48, 24, 0, 11), (33, 70, 35, 0, 20), (40, 61, 30, 13, 7)])
 def test_x_proj_matches_ref_and_leaves_its_scratch_zeroed(d, n_out, n_conv, conv_lo, n_xp):
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     t = _inputs(1, d, n_out, n_conv, 4, torch.float32, n_xp=n_xp)
     for _ in range(2):  # the second launch starts from the scratch the first one left
@@ -80,7 +80,7 @@ def test_x_proj_matches_ref_and_leaves_its_scratch_zeroed(d, n_out, n_conv, conv
 @pytest.mark.parametrize("residual,bias,conv_bias,prenorm", [(True, False, True, False), (False, True, False, False),
                                                              (True, True, False, True)])
 def test_rows_kernel_matches_ref(b, d, n_out, n_conv, conv_lo, n_xp, residual, bias, conv_bias, prenorm):
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     t = _inputs(b, d, n_out, n_conv, 4, torch.float32, residual, bias, conv_bias, n_xp=n_xp)
     for _ in range(2):  # the second launch starts from the scratch the first one left
@@ -97,7 +97,7 @@ def test_rows_kernel_bf16():  # Triton's interpreter has no bf16 dot
 
 @pytest.mark.parametrize("b", [1, 3])
 def test_defaults_x_proj_after_the_kernel_on_add_norms_output_and_several_rows_composed(b, monkeypatch):
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     if b > 1:  # with x_proj: composed
         monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
@@ -109,7 +109,7 @@ def test_defaults_x_proj_after_the_kernel_on_add_norms_output_and_several_rows_c
 
 
 def test_several_rows_without_x_proj_take_the_rows_kernel_on_add_norms_output(monkeypatch):
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     calls = []
     real = module.launch_rows
@@ -119,7 +119,7 @@ def test_several_rows_without_x_proj_take_the_rows_kernel_on_add_norms_output(mo
 
 
 def test_several_rows_with_x_proj_after_take_the_rows_kernel_then_x_proj(monkeypatch):
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     calls = []
     real = module.launch_rows
@@ -132,7 +132,7 @@ def test_measured_config_keeps_the_fastest_one_row_variant_once_and_leaves_the_s
     """The variant timed fastest is kept (here the second: fake timings), each variant is checked and timed
     on probe rows and a scratch conv state, the real state and rows do not move, and the choice is measured
     once per in_proj."""
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     timings, calls = iter([5.0, 3.0, 4.0, 6.0]), []
 
@@ -161,7 +161,7 @@ def test_measured_config_for_several_rows_keeps_the_fastest_way_per_number_of_ro
     """2..16 rows: the unfused ops, the rows kernel with 64 or 32 features (Mamba-1: x_proj after it) are each
     checked and timed (fake timings: the second wins at 3 rows, the first at 5), measured once per number of
     rows; step_in with no config then runs the choice, against the reference."""
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     timings, calls = iter([5.0, 3.0, 4.0, 1.0, 3.0, 2.0]), []
     launched = []
@@ -195,7 +195,7 @@ def test_measured_config_for_several_rows_keeps_the_fastest_way_per_number_of_ro
 
 
 def test_measured_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplog):
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     timings = iter([RuntimeError("capture failed"), 7.0, 2.0, 9.0])
 
@@ -220,8 +220,8 @@ def test_measured_config_skips_a_variant_that_cannot_be_timed(monkeypatch, caplo
 
 @pytest.mark.parametrize("b", [1, 3])
 def test_x_proj_over_more_programs_than_its_sum_can_count_is_composed(monkeypatch, b):
-    from qmamba.ops import atomic_sum
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.runtime import atomic_sum
+    from qmamba.ops.step_in import fused as module
 
     monkeypatch.setattr(atomic_sum, "MAX_PARTS", 4)  # 61 rows / 8 a program: 8 programs
     monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
@@ -231,7 +231,7 @@ def test_x_proj_over_more_programs_than_its_sum_can_count_is_composed(monkeypatc
 
 
 def test_more_than_16_rows_are_composed(monkeypatch):
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     monkeypatch.setattr(module, "launch_rows", None)  # would fail if called
     monkeypatch.setattr(module, "_launch", None)
@@ -263,12 +263,12 @@ def test_gpu_full_size_bf16(b, cfg, d, n_out, n_conv, conv_lo, n_xp):
     for _ in range(3):
         _compare(t, 2e-2, conv_lo, **cfg)
     if b == 1 and not cfg:  # the first call measured the one-row variants for this in_proj and kept one
-        from qmamba.ops.step_in import triton as module
+        from qmamba.ops.step_in import fused as module
 
         chosen = module._CHOSEN[((n_out, d), conv_lo, n_conv, torch.bfloat16, t["hidden"].device, 1, n_xp > 0)]
         assert chosen in [{**module.ONE_ROW, **tiles} for tiles in module.ONE_ROW_TILES]
     if b == 16 and not cfg:  # and at 16 rows one of the ways several rows can run
-        from qmamba.ops.step_in import triton as module
+        from qmamba.ops.step_in import fused as module
 
         chosen = module._CHOSEN[((n_out, d), conv_lo, n_conv, torch.bfloat16, t["hidden"].device, 16, n_xp > 0)]
         assert chosen in [{**module.SEVERAL_ROWS, **v} for v in module.rows_variants(n_xp > 0)]
@@ -279,7 +279,7 @@ def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatc
 
     from triton.compiler.errors import CompilationError
 
-    from qmamba.ops.step_in import triton as module
+    from qmamba.ops.step_in import fused as module
 
     calls = []
 
@@ -302,7 +302,7 @@ def test_a_kernel_triton_cannot_compile_falls_back_to_the_unfused_ops(monkeypatc
 @pytest.mark.parametrize("b,cfg", [(1, {"fuse_xproj": True}), (16, {"fuse_xproj": True, "rows_kernel": True})])
 def test_gpu_x_proj_summed_across_programs_is_the_same_on_every_run(b, cfg):
     # hundreds of programs add into the same x_proj sums in whatever order they finish: the fixed-point sums
-    # (ops/atomic_sum.py) give the same bits every time, as float atomics would not
+    # (ops/runtime/atomic_sum.py) give the same bits every time, as float atomics would not
     t = _inputs(b, 2560, 10240, 5120, 4, torch.bfloat16, n_xp=192)
     runs = []
     for _ in range(20):

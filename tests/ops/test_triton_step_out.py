@@ -11,9 +11,9 @@ triton = pytest.importorskip("triton")
 
 from testing_utils import assert_close  # noqa: E402
 
-from qmamba.ops.step_out import triton as module  # noqa: E402
-from qmamba.ops.step_out.ref import step_out_ref  # noqa: E402
-from qmamba.ops.step_out.triton import TILES, step_out  # noqa: E402
+from qmamba.ops.step_out import fused as module  # noqa: E402
+from qmamba.ops.step_out.fused import TILES, step_out  # noqa: E402
+from qmamba.ops.step_out.naive import step_out_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -45,7 +45,7 @@ def run_bench(options: BenchOptions, log=print, checkpoint=None) -> dict:
     from qmamba.bench.lm import guarded, run_lm_section
     from qmamba.bench.multimodal import train_step_figures, vqa_figures
     from qmamba.bench.qmamba_runner import active_backend
-    from qmamba.bench.timing import free_memory
+    from qmamba.ops.runtime.timing import free_memory
 
     device = resolve_device(options.device)
     opts = options.resolved(device.type == "cuda")
@@ -79,7 +79,7 @@ def run_bench(options: BenchOptions, log=print, checkpoint=None) -> dict:
                                                lambda p=preset: train_step_figures(p, opts, device), errors)
         done(f"vqa-train {preset}", results["vqa_train"][preset])
         free_memory(device)
-    from qmamba.ops.graph_timing import measured_choices
+    from qmamba.ops.runtime.measured_choice import measured_choices
 
     results["choices"] = measured_choices()  # which tiles / paths the decode ops measured fastest on this device
     for op, chosen in results["choices"].items():

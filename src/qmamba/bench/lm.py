@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qmamba.bench.options import BenchOptions
-from qmamba.bench.timing import free_memory, peak_gib, time_ms
+from qmamba.ops.runtime.timing import free_memory, peak_gib, time_ms
 
 
 class LMRunner:

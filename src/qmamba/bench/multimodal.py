@@ -17,12 +17,12 @@ import torch
 from torch import Tensor
 
 from qmamba.bench.options import BenchOptions
-from qmamba.bench.timing import peak_gib, time_ms
 from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.infer.cuda_graph import Captured, GraphDecoder, image_column, last_logits
 from qmamba.infer.generate import GenerationConfig
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
+from qmamba.ops.runtime.timing import peak_gib, time_ms
 
 
 def preset_config(preset: str, opts: BenchOptions):

@@ -83,7 +83,7 @@ class QMambaRunner(LMRunner):
 
     def extra(self, opts: BenchOptions, device: torch.device) -> dict:
         """The eager prefill, and the graph step alone (no prefill, no host work): the floor of decode ms/token."""
-        from qmamba.bench.timing import time_ms
+        from qmamba.ops.runtime.timing import time_ms
 
         out = {"backend": active_backend(device, self.backend), "cuda_graphs": self.decoder.use_graphs}
         ids = torch.randint(0, self.model.config.vocab_size, (1, opts.prompt_len), device=device)

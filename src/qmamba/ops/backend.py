@@ -111,5 +111,5 @@ def _load_optional_backends() -> None:
 
     if not torch.cuda.is_available() or importlib.util.find_spec("triton") is None:
         return
-    if importlib.util.find_spec("qmamba.ops.triton_backend") is not None:
-        importlib.import_module("qmamba.ops.triton_backend")
+    if importlib.util.find_spec("qmamba.ops.runtime.triton_backend") is not None:
+        importlib.import_module("qmamba.ops.runtime.triton_backend")

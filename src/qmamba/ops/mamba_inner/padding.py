@@ -23,10 +23,10 @@ def sequential_scan_module():
     """The module of the sequential selective-scan kernel (its choice ``sequential_for``), or None without
     Triton. The one place the padding rule imports a kernel from."""
     try:
-        from qmamba.ops.selective_scan import triton_sequential
+        from qmamba.ops.selective_scan import fused_recurrent
     except ImportError:  # no Triton: the reference scan
         return None
-    return triton_sequential
+    return fused_recurrent
 
 
 def length_multiple(rows: int, channels: int, d_state: int, grad: bool) -> int:

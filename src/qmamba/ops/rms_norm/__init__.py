@@ -1,10 +1,22 @@
-"""Residual-add + RMSNorm/LayerNorm, and the gated RMSNorm of Mamba-2."""
+"""Residual-add + RMSNorm/LayerNorm, and the gated RMSNorm of Mamba-2.
+
+    naive.py    ``add_norm_ref``, ``rms_norm_gated_ref`` in PyTorch (the ground truth and ``ref``)
+    rowwise.py  the Triton kernels: row blocks forward, per-program partial sums backward
+"""
 
 from qmamba.ops import backend
-from qmamba.ops.rms_norm.ref import add_norm_ref, rms_norm_gated_ref
+from qmamba.ops.rms_norm.naive import add_norm_ref, rms_norm_gated_ref
 
 backend.register("add_norm", "ref", add_norm_ref)
 backend.register("rms_norm_gated", "ref", rms_norm_gated_ref)
+
+
+def register_triton() -> None:
+    """Register the Triton kernels (``ops/runtime/triton_backend.py`` calls this when Triton and a GPU are there)."""
+    from qmamba.ops.rms_norm.rowwise import add_norm_triton, rms_norm_gated_triton
+
+    backend.register("add_norm", "triton", add_norm_triton, devices=("cuda",))
+    backend.register("rms_norm_gated", "triton", rms_norm_gated_triton, devices=("cuda",))
 
 
 def add_norm(x, weight, bias=None, residual=None, **kwargs):
@@ -17,4 +29,4 @@ def rms_norm_gated(x, weight, z=None, **kwargs):
     return backend.resolve("rms_norm_gated", x.device.type)(x, weight, z, **kwargs)
 
 
-__all__ = ["add_norm", "add_norm_ref", "rms_norm_gated", "rms_norm_gated_ref"]
+__all__ = ["add_norm", "add_norm_ref", "register_triton", "rms_norm_gated", "rms_norm_gated_ref"]

@@ -1,4 +1,6 @@
-"""The chunked selective scan with a hand-written backward: the CPU (and fallback) training path.
+"""Mamba-1 selective scan, chunked, in pure PyTorch with a hand-written backward: the ``ref`` backend (the CPU
+and fallback training path). ``selective_scan_ref`` has mamba_ssm's ``selective_scan_fn`` signature (shapes in
+``naive.py``); chunks of about sqrt(l) steps unless ``chunk_size`` is given.
 
     h_t = exp(dt_t A) * h_{t-1} + du_t B_t        y_t = <C_t, h_t>        (du = dt * u)
 
@@ -16,10 +18,13 @@ dL/dC) run slice by slice or as batched matrix products, never as broadcast temp
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from qmamba.ops.selective_scan.naive import finish, prepare_delta
 
 
 def to_chunks(t: Tensor, T: int) -> Tensor:
@@ -147,3 +152,32 @@ class ChunkedScan(torch.autograd.Function):
 def chunked_scan(dt: Tensor, du: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, T: int):
     """y (b, d, l) and the last state (b, d, n), fp32; B and C (b, g, n, l). See the module docstring."""
     return ChunkedScan.apply(dt.contiguous(), du.contiguous(), A.contiguous(), B, C, h0, T)
+
+
+def _chunk_size(l: int, chunk_size: int | None) -> int:
+    return chunk_size or max(8, 2 ** round(math.log2(max(l, 1)) / 2))  # about sqrt(l) steps per chunk
+
+
+def selective_scan_ref(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+    chunk_size: int | None = None,
+):
+    """Chunked selective scan; returns out (b, d, l) and, if asked, last_state (b, d, n) in fp32."""
+    b, d, l = u.shape
+    u32 = u.float()
+    delta = prepare_delta(delta, delta_bias, delta_softplus)
+    B4, C4 = (M.float() if M.dim() == 4 else M.float().unsqueeze(1) for M in (B, C))  # (b, g, n, l)
+    h0 = initial_state.float() if initial_state is not None else None
+    y, last = chunked_scan(delta, delta * u32, A.float(), B4, C4, h0, _chunk_size(l, chunk_size))
+    out = finish(y, u32, D, z, u.dtype)
+    return (out, last) if return_last_state else out

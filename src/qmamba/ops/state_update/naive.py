@@ -1,4 +1,5 @@
-"""One-token SSM state update (decode step), pure PyTorch. Updates ``state`` in place.
+"""One-token SSM state update (decode step), pure PyTorch: the ground truth and the ``ref`` backend. Updates
+``state`` in place.
 
 Mamba-1:  state (b, d, n), x/dt/z (b, d), A (d, n), B/C (b, n), D/dt_bias (d,)
 Mamba-2:  state (b, h, p, n), x/dt/z (b, h, p), A (h, p, n), B/C (b, g, n), D/dt_bias (h, p)

@@ -1,4 +1,4 @@
-"""Mamba-1 selective scan, pure PyTorch.
+"""Mamba-1 selective scan, the ground truth: the token-by-token recurrence in pure PyTorch.
 
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t          (per channel d, state n)
     y_t = <C_t, h_t> + D * u_t,   out_t = y_t * silu(z_t)
@@ -8,60 +8,27 @@ Shapes follow mamba_ssm's ``selective_scan_fn``:
     B, C: (b, n, l), or (b, g, n, l) with the d channels split into g equal groups
     initial_state, last_state: (b, d, n)
 
-``selective_scan_ref`` is the chunked scan used for training and prefill on any device
-(``chunked.py``: every chunk scanned at once, the chunk-entry states carried across chunks, one
-autograd node with a hand-written backward).
-``selective_scan_sequential`` is the plain token-by-token loop, kept as the ground truth.
+``selective_scan_sequential`` is the plain token-by-token loop, slow, for tests. The ``ref`` backend runs
+``selective_scan_ref`` (``chunked.py``), the chunked scan with the same signature; both share
+``prepare_delta`` and ``finish`` from here.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qmamba.ops.selective_scan.chunked import chunked_scan
 
-
-def _prepare_delta(delta: Tensor, delta_bias, delta_softplus) -> Tensor:
+def prepare_delta(delta: Tensor, delta_bias, delta_softplus) -> Tensor:
+    """dt = delta (+ delta_bias) (softplus), fp32 (b, d, l)."""
     delta = delta.float()
     if delta_bias is not None:
         delta = delta + delta_bias.float()[:, None]
     return F.softplus(delta) if delta_softplus else delta  # (b, d, l)
 
 
-def _chunk_size(l: int, chunk_size: int | None) -> int:
-    return chunk_size or max(8, 2 ** round(math.log2(max(l, 1)) / 2))  # about sqrt(l) steps per chunk
-
-
-def selective_scan_ref(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    initial_state: Tensor | None = None,
-    return_last_state: bool = False,
-    chunk_size: int | None = None,
-):
-    """Chunked selective scan; returns out (b, d, l) and, if asked, last_state (b, d, n) in fp32."""
-    b, d, l = u.shape
-    u32 = u.float()
-    delta = _prepare_delta(delta, delta_bias, delta_softplus)
-    B4, C4 = (M.float() if M.dim() == 4 else M.float().unsqueeze(1) for M in (B, C))  # (b, g, n, l)
-    h0 = initial_state.float() if initial_state is not None else None
-    y, last = chunked_scan(delta, delta * u32, A.float(), B4, C4, h0, _chunk_size(l, chunk_size))
-    out = _finish(y, u32, D, z, u.dtype)
-    return (out, last) if return_last_state else out
-
-
-def _finish(y: Tensor, u32: Tensor, D, z, dtype) -> Tensor:
+def finish(y: Tensor, u32: Tensor, D, z, dtype) -> Tensor:
     """y (+ D u) (* silu(z)), cast to the input dtype."""
     if D is not None:
         y = y + u32 * D.float()[:, None]
@@ -86,7 +53,7 @@ def selective_scan_sequential(
     """Token-by-token selective scan (the textbook recurrence); slow, for tests."""
     b, d, l = u.shape
     u32 = u.float()
-    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    delta = prepare_delta(delta, delta_bias, delta_softplus)
     dA = torch.exp(delta.unsqueeze(-1) * A.float()[:, None, :])  # (b, d, l, n)
     Bs, Cs = (_per_channel(M.float(), d) for M in (B, C))  # (b, 1 or d, l, n)
     dBu = (delta * u32).unsqueeze(-1) * Bs
@@ -95,7 +62,7 @@ def selective_scan_sequential(
     for a_t, x_t, c_t in zip(dA.unbind(2), dBu.unbind(2), Cs.unbind(2)):
         h = a_t * h + x_t
         ys.append((h * c_t).sum(-1))  # (b, d)
-    out = _finish(torch.stack(ys, dim=-1), u32, D, z, u.dtype)
+    out = finish(torch.stack(ys, dim=-1), u32, D, z, u.dtype)
     return (out, h) if return_last_state else out
 
 

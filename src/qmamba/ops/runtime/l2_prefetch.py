@@ -3,7 +3,7 @@
 A batch-1 decode step reads every weight once from HBM, and a GEMV program that loads a tile, then waits for
 it, then multiplies, keeps only one tile per program in flight. Prefetching the tiles ``PREFETCH`` steps
 ahead into L2 keeps more bytes in flight without holding them in registers. Launched with PDL
-(``ops/pdl.py``), a kernel may also prefetch its first tiles *before* waiting on the kernel before it: the
+(``ops/runtime/pdl.py``), a kernel may also prefetch its first tiles *before* waiting on the kernel before it: the
 weights do not depend on that kernel, so the memory bus keeps streaming through the previous kernel's tail.
 A prefetch is a hint: it changes no value, only when bytes arrive. Not in Triton's interpreter (no PTX),
 so callers pass ``PREFETCH = 0`` there (``enabled``).

@@ -1,15 +1,15 @@
-"""Forward kernels of the Triton SSD chunked scan (see ``triton.py`` for the whole algorithm).
+"""Forward kernels of the Triton SSD chunked scan (see ``chunk.py`` for the whole algorithm).
 
 Per head (scalar decay A), chunks of T steps, a_t = dt_t * A, cum_t = a_1 + ... + a_t inside a chunk:
 
-``_states_kernel``  grid (b * h, cdiv(n, BLOCK_N)); sequential over the chunks of one head.
+``states_kernel``  grid (b * h, cdiv(n, BLOCK_N)); sequential over the chunks of one head.
     Processes dt (bias, softplus, clamp) and writes dt (b, h, nc * T) and cum (b, h, nc * T), fp32,
     zero past the sequence end. Keeps the state columns S (p, BLOCK_N) in registers and, per chunk,
     writes the chunk's entry state, then
         S = exp(cum_T) * S + sum_t (x_t * dt_t * exp(cum_T - cum_t))^T B_t       # (p x T) @ (T x n)
     States go to (b, nc, h, p, n), the final one to (b, h, p, n), fp32.
 
-``_output_kernel``  grid (b * h, nc, T / BLOCK_T); one block of BLOCK_T rows of one chunk, all p.
+``output_kernel``  grid (b * h, nc, T / BLOCK_T); one block of BLOCK_T rows of one chunk, all p.
     y_t = exp(cum_t) C_t S_entry^T                                              # (BT x n) @ (n x p)
         + sum_{s <= t} (C_t . B_s) exp(cum_t - cum_s) dt_s x_s                  # flash-style loop over s blocks
         + D x_t,   out = y * silu(z)   (y before the gate is also written when z is given, for backward)
@@ -24,16 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _mm(a, b, DOT: tl.constexpr, PREC: tl.constexpr, EMU: tl.constexpr):
-    """a @ b on operands cast to DOT, fp32 accumulation.
-
-    EMU (Triton's CPU interpreter only, whose bf16 ``tl.dot`` is wrong): round to DOT, multiply in fp32.
-    """
-    if EMU:
-        return tl.dot(a.to(DOT).to(tl.float32), b.to(DOT).to(tl.float32), input_precision=PREC)
-    return tl.dot(a.to(DOT), b.to(DOT), input_precision=PREC)
+from qmamba.ops.common.kernel_math import mm
 
 
 @triton.jit
@@ -50,7 +41,7 @@ def _process_dt(raw, bias, lo, hi, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.co
 
 
 @triton.jit
-def _states_kernel(
+def states_kernel(
     x, dt, A, B, dt_bias, init, dt_out, cum_out, states, final,
     l, h, p, n, nc, group_ratio, lo, hi,
     x_b, x_l, x_h, x_p, dt_b, dt_l, dt_h, b_b, b_l, b_g, b_n, i_b, i_h, i_p, i_n,
@@ -101,15 +92,15 @@ def _states_kernel(
             Bt = tl.load(B_c + tk[:, None] * b_l + offs_n[None, :] * b_n,
                          mask=mask_t[:, None] & (offs_n[None, :] < n), other=0.0)  # (BT, BN)
             xw = tl.trans(xt.to(tl.float32) * w[:, None])  # (BP, BT)
-            acc += _mm(xw, Bt, DOT, PREC, EMU)  # (BP, BN)
+            acc += mm(xw, Bt, DOT, PREC, EMU)  # (BP, BN)
             if PREC != "ieee":  # low-precision operands: add xw's rounding error back (keeps the states fp32-exact)
-                acc += _mm(xw - xw.to(DOT).to(tl.float32), Bt, DOT, PREC, EMU)
+                acc += mm(xw - xw.to(DOT).to(tl.float32), Bt, DOT, PREC, EMU)
         S = tl.exp(cum_end) * S + acc
     tl.store(final + (pid_b * h + pid_h) * p * n + st_pn, S, mask=mask_pn)
 
 
 @triton.jit
-def _output_kernel(
+def output_kernel(
     x, B, C, D, z, dt_buf, cum_buf, states, out, out_x,
     l, h, p, n, nc, group_ratio,
     x_b, x_l, x_h, x_p, b_b, b_l, b_g, b_n, c_b, c_l, c_g, c_n, d_h, d_p, z_b, z_l, z_h, z_p,
@@ -134,7 +125,7 @@ def _output_kernel(
                  mask=mask_t[:, None] & mask_n[None, :], other=0.0)  # (BT, BN)
     S = tl.load(states + ((pid_b * nc + pid_c) * h + pid_h) * p * n + offs_p[:, None] * n + offs_n[None, :],
                 mask=mask_p[:, None] & mask_n[None, :], other=0.0)  # (BP, BN) entry state
-    acc = _mm(Ct, tl.trans(S), DOT, PREC, EMU) * tl.exp(cum_t)[:, None]  # (BT, BP)
+    acc = mm(Ct, tl.trans(S), DOT, PREC, EMU) * tl.exp(cum_t)[:, None]  # (BT, BP)
     for j in range(pid_i + 1):
         offs_s = j * BLOCK_T + offs_t
         mask_s = offs_s < l - pid_c * T
@@ -146,8 +137,8 @@ def _output_kernel(
                      other=0.0)  # (BS, BP)
         causal = ti[:, None] >= offs_s[None, :]  # (BT, BS)
         decay = tl.exp(tl.where(causal, cum_t[:, None] - cum_s[None, :], float("-inf")))
-        w = _mm(Ct, tl.trans(Bs), DOT, PREC, EMU) * decay * dt_s[None, :]  # (BT, BS)
-        acc += _mm(w, xs, DOT, PREC, EMU)  # (BT, BP)
+        w = mm(Ct, tl.trans(Bs), DOT, PREC, EMU) * decay * dt_s[None, :]  # (BT, BS)
+        acc += mm(w, xs, DOT, PREC, EMU)  # (BT, BP)
     mask = mask_t[:, None] & mask_p[None, :]
     if HAS_D:
         xt = tl.load(x + ti[:, None] * x_l + offs_p[None, :] * x_p, mask=mask, other=0.0).to(tl.float32)

@@ -1,18 +1,18 @@
-"""Mamba-2 SSD chunked scan in Triton; same contract as ``ssd_chunk_scan_ref`` (forward and gradients).
+"""Mamba-2 SSD scan, chunk-parallel, in Triton; same contract as ``ssd_chunk_scan_ref`` (forward and gradients).
 
 Shapes: x, z, y (b, l, h, p); dt (b, l, h); A (h,); B, C (b, l, g, n); D (h,) or (h, p); dt_bias (h,);
 initial / final states (b, h, p, n). Chunks of T = chunk_size steps, nc = cdiv(l, T) of them.
 
-Forward, two launches (kernels in ``triton_fwd.py``):
-  1. ``_states_kernel`` (b * h, n blocks): dt processing + in-chunk cumsum of dt * A (written for the
+Forward, two launches (kernels in ``chunk_fwd.py``):
+  1. ``states_kernel`` (b * h, n blocks): dt processing + in-chunk cumsum of dt * A (written for the
      other kernels), then the chunk states and the state passing in one sequential sweep over chunks.
-  2. ``_output_kernel`` (b * h, nc, T / BLOCK_T): intra-chunk (C B^T masked by the decay) @ (x dt)
+  2. ``output_kernel`` (b * h, nc, T / BLOCK_T): intra-chunk (C B^T masked by the decay) @ (x dt)
      plus the inter-chunk C @ entry state, D and the z gate.
-Backward, four launches (``triton_bwd.py``): the states are recomputed by (1), then
-  3. ``_dstates_kernel`` passes the state gradient backward over the chunks,
-  4. ``_chunk_bwd_kernel`` (b * h, nc, T / BLOCK_T) gives dx, dz, per-head dB / dC, d(dt) through x dt,
+Backward, four launches (``chunk_bwd.py``): the states are recomputed by (1), then
+  3. ``dstates_kernel`` passes the state gradient backward over the chunks,
+  4. ``chunk_bwd_kernel`` (b * h, nc, T / BLOCK_T) gives dx, dz, per-head dB / dC, d(dt) through x dt,
      and d cum per row,
-  5. ``_ddt_kernel`` (b * h, nc) turns d cum into d dt and dA and goes back through softplus and dt_bias,
+  5. ``ddt_kernel`` (b * h, nc) turns d cum into d dt and dA and goes back through softplus and dt_bias,
 and a few torch reductions sum the per-head dB / dC over each group and the partial dA / dD / d dt_bias.
 
 Precision: with bf16 / fp16 inputs the dots take bf16 / fp16 operands with fp32 accumulation, except
@@ -33,18 +33,15 @@ import triton.language as tl
 from torch import Tensor
 
 from qmamba.ops import backend
-from qmamba.ops.ssd.ref import ssd_chunk_scan_ref
-from qmamba.ops.ssd.triton_bwd import _chunk_bwd_kernel, _ddt_kernel, _dstates_kernel
-from qmamba.ops.ssd.triton_fwd import _output_kernel, _states_kernel
+from qmamba.ops.ssd.chunk_bwd import chunk_bwd_kernel, ddt_kernel, dstates_kernel
+from qmamba.ops.ssd.chunk_fwd import output_kernel, states_kernel
+from qmamba.ops.ssd.chunked import ssd_chunk_scan_ref
 
 _DOT = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 # (rows a block, warps) of a kernel ("states", "out", "bwd") in place of _Cfg's choice, for sweeps
-# (`benchmarks/kernels.py --ssd-tiles`). Compiled for sm_90 at the 2.7B shape in bf16 (headdim 64, d_state
-# 128) the defaults spill: "out" (64, 8) 255 registers + 352 bytes of stack a thread, "bwd" (32, 8) 255 +
-# 384; (32, 8) and (16, 8) compile to 214 and 220 registers and none, yet run slower: on an H100 the
-# (1, 800, 80 x 64, n 128) chunk scan took 0.181 ms forward and 1.446 forward + backward with the defaults,
-# 0.199 and 1.641 with those tiles. The defaults stay.
+# (`benchmarks/kernels.py --ssd-tiles`, which chose the defaults; the spills they allow are listed in
+# tests/ops/test_kernel_resources.py)
 TILES: dict[str, tuple[int, int]] = {}
 
 
@@ -85,7 +82,7 @@ def _run_states(cfg: _Cfg, x, dt, A, B, dt_bias, init, softplus):
     states = torch.empty(cfg.b, cfg.nc, cfg.h, cfg.p, cfg.n, **f32)
     final = torch.empty(cfg.b, cfg.h, cfg.p, cfg.n, **f32)
     init_strides = init.stride() if init is not None else (0, 0, 0, 0)
-    _states_kernel[(cfg.b * cfg.h, cfg.nnb)](
+    states_kernel[(cfg.b * cfg.h, cfg.nnb)](
         x, dt, A, B, dt_bias if dt_bias is not None else A, init if init is not None else x,
         dt_buf, cum_buf, states, final,
         cfg.l, cfg.h, cfg.p, cfg.n, cfg.nc, cfg.h // cfg.g, cfg.lo, cfg.hi,
@@ -111,7 +108,7 @@ def _forward(cfg: _Cfg, x, dt, A, B, C, D, z, dt_bias, init, softplus):
     z_strides = z.stride() if z is not None else (0, 0, 0, 0)
     bt, warps = cfg.tiles["out"]
     grid = (cfg.b * cfg.h, cfg.nc, cfg.T // bt)
-    _output_kernel[grid](
+    output_kernel[grid](
         x, B, C, D if D is not None else x, z if z is not None else x, dt_buf, cum_buf, states, out,
         out_x if out_x is not None else out,
         cfg.l, cfg.h, cfg.p, cfg.n, cfg.nc, cfg.h // cfg.g,
@@ -127,7 +124,7 @@ def _run_dstates(cfg: _Cfg, dout, z, C, cum_buf, states, final, dfinal):
     dstates = torch.empty_like(states)
     dinit = torch.empty_like(final)
     last_term = torch.empty(cfg.b, cfg.h, cfg.nc, cfg.nnb, dtype=torch.float32, device=dout.device)
-    _dstates_kernel[(cfg.b * cfg.h, cfg.nnb)](
+    dstates_kernel[(cfg.b * cfg.h, cfg.nnb)](
         dout, z if z is not None else dout, C, cum_buf, states, final,
         dfinal if dfinal is not None else final, dstates, dinit, last_term,
         cfg.l, cfg.h, cfg.p, cfg.n, cfg.nc, cfg.h // cfg.g, *dout.stride(), *C.stride(),
@@ -149,7 +146,7 @@ def _run_chunk_bwd(cfg: _Cfg, x, B, C, D, z, dout, out_x, dt_buf, cum_buf, state
     dCh = torch.empty_like(dBh)
     ddt_x, dcum = torch.empty_like(cum_buf), torch.empty_like(cum_buf)
     dD = torch.empty(cfg.b, cfg.nc, nblk, cfg.h, cfg.BP, **f32) if D is not None else None
-    _chunk_bwd_kernel[(cfg.b * cfg.h, cfg.nc, nblk)](
+    chunk_bwd_kernel[(cfg.b * cfg.h, cfg.nc, nblk)](
         x, B, C, D if D is not None else x, z if z is not None else dout, dout,
         out_x if out_x is not None else dout, dt_buf, cum_buf, states, dstates,
         dx, dz if dz is not None else dx, dBh, dCh, ddt_x, dcum, dD if dD is not None else dBh,
@@ -166,7 +163,7 @@ def _run_ddt(cfg: _Cfg, dt, A, dt_bias, dt_buf, ddt_x, dcum, last_term, softplus
     ddt = torch.empty(dt.shape, dtype=dt.dtype, device=dt.device)
     dA_part = torch.empty(cfg.b, cfg.h, cfg.nc, dtype=torch.float32, device=dt.device)
     dbias_part = torch.empty_like(dA_part)
-    _ddt_kernel[(cfg.b * cfg.h, cfg.nc)](
+    ddt_kernel[(cfg.b * cfg.h, cfg.nc)](
         dt, A, dt_bias if dt_bias is not None else A, dt_buf, ddt_x, dcum, last_term, ddt, dA_part, dbias_part,
         cfg.l, cfg.h, cfg.nc, cfg.nnb, cfg.lo, cfg.hi, *dt.stride(), *ddt.stride(),
         HAS_BIAS=dt_bias is not None, SOFTPLUS=softplus, CLAMP=cfg.clamp, T=cfg.T, num_warps=4,
@@ -240,6 +237,3 @@ def ssd_chunk_scan(
     y, final = _SSDChunkScan.apply(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states,
                                    dt_softplus, tuple(dt_limit))
     return (y, final) if return_final_states else y
-
-
-backend.register("ssd_chunk_scan", "triton", ssd_chunk_scan, devices=("cuda",))

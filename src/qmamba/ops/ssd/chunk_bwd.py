@@ -1,14 +1,14 @@
-"""Backward kernels of the Triton SSD chunked scan (see ``triton.py`` for the whole algorithm).
+"""Backward kernels of the Triton SSD chunked scan (see ``chunk.py`` for the whole algorithm).
 
 dy = dout * silu(z) is the gradient of the pre-gate output; S_c the entry state of chunk c (recomputed
-by the forward ``_states_kernel``), dS_c the gradient of chunk c's exit state.
+by the forward ``states_kernel``), dS_c the gradient of chunk c's exit state.
 
-``_dstates_kernel``  grid (b * h, cdiv(n, BLOCK_N)); sequential over the chunks, last to first:
+``dstates_kernel``  grid (b * h, cdiv(n, BLOCK_N)); sequential over the chunks, last to first:
     dS_c is written (b, nc, h, p, n) fp32, then dS_{c-1} = exp(cum_T) dS_c + sum_t exp(cum_t) dy_t^T C_t.
     What is left at the end is d(initial_states). Also writes the partial sums <dS_c, S_{c+1}> (the
     decay-of-the-chunk term of d cum_T) to (b, h, nc, n_blocks).
 
-``_chunk_bwd_kernel``  grid (b * h, nc, T / BLOCK_T); rows i of one chunk, all p and n. With
+``chunk_bwd_kernel``  grid (b * h, nc, T / BLOCK_T); rows i of one chunk, all p and n. With
     w(t, s) = exp(cum_t - cum_s) for s <= t inside the chunk:
         dxdt_s = sum_{t>=s} (C_t . B_s) w dy_t + exp(cum_T - cum_s) dS B_s     (loop over t blocks >= i)
         dB_s   = sum_{t>=s} (dy_t . xdt_s) w C_t + exp(cum_T - cum_s) xdt_s dS (same loop)
@@ -17,7 +17,7 @@ by the forward ``_states_kernel``), dS_c the gradient of chunk c's exit state.
         d cum_t = C_t . dC_t - B_t . dB_t      (row sums minus column sums of the decayed products)
     dB and dC are written per head (b, l, h, n) fp32 and summed over the heads of a group outside.
 
-``_ddt_kernel``  grid (b * h, nc): d a_t = sum_{t' >= t} d cum_t' + <dS_c, S_{c+1}>, then
+``ddt_kernel``  grid (b * h, nc): d a_t = sum_{t' >= t} d cum_t' + <dS_c, S_{c+1}>, then
     d dt = d(dt from xdt) + A d a, dA = sum d a dt, and back through clamp, softplus and dt_bias.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from qmamba.ops.ssd.triton_fwd import _mm
+from qmamba.ops.common.kernel_math import mm
 
 
 @triton.jit
@@ -40,7 +40,7 @@ def _load_dy(dout, z, off, mask, HAS_Z: tl.constexpr):
 
 
 @triton.jit
-def _dstates_kernel(
+def dstates_kernel(
     dout, z, C, cum_buf, states, final, dfinal, dstates, dinit, last_term,
     l, h, p, n, nc, group_ratio,
     o_b, o_l, o_h, o_p, c_b, c_l, c_g, c_n,
@@ -83,7 +83,7 @@ def _dstates_kernel(
                           HAS_Z)  # (BT, BP)
             Ct = tl.load(C_c + tk[:, None] * c_l + offs_n[None, :] * c_n, mask=mask_t[:, None] & mask_n[None, :],
                          other=0.0)  # (BT, BN)
-            acc += _mm(tl.trans(dy * tl.exp(cum)[:, None]), Ct, DOT, PREC, EMU)  # (BP, BN)
+            acc += mm(tl.trans(dy * tl.exp(cum)[:, None]), Ct, DOT, PREC, EMU)  # (BP, BN)
         dS = tl.exp(tl.load(cum_buf + buf + c * T + T - 1)) * dS + acc
     tl.store(dinit + head_off + st_pn, dS, mask=mask_pn)
 
@@ -102,11 +102,11 @@ def _later_block(j, ti, cum_i, dt_i, B_i, x_i, dxdt, dB_i, d_cum, cum_c, C_c, do
     dy_j = _load_dy(dout_c, z_c, t64[:, None] * o_l + offs_p[None, :] * o_p,
                     mask_j[:, None] & (offs_p < p)[None, :], HAS_Z)  # (BT, BP)
     decay = tl.exp(tl.where(tj[None, :] >= ti[:, None], cum_j[None, :] - cum_i[:, None], float("-inf")))
-    cb = _mm(B_i, tl.trans(C_j), DOT, PREC, EMU) * decay  # (BS, BT)
-    g = _mm(x_i, tl.trans(dy_j), DOT, PREC, EMU) * dt_i[:, None]  # (BS, BT): x dt after the product
+    cb = mm(B_i, tl.trans(C_j), DOT, PREC, EMU) * decay  # (BS, BT)
+    g = mm(x_i, tl.trans(dy_j), DOT, PREC, EMU) * dt_i[:, None]  # (BS, BT): x dt after the product
     d_cum -= tl.sum(tl.where(tj[None, :] > ti[:, None], cb * g, 0.0), 1)
-    dxdt += _mm(cb, dy_j, DOT, PREC, EMU)  # (BS, BP)
-    dB_i += _mm(g * decay, C_j, DOT, PREC, EMU)  # (BS, BN)
+    dxdt += mm(cb, dy_j, DOT, PREC, EMU)  # (BS, BP)
+    dB_i += mm(g * decay, C_j, DOT, PREC, EMU)  # (BS, BN)
     return dxdt, dB_i, d_cum
 
 
@@ -125,10 +125,10 @@ def _earlier_block(j, ti, cum_i, C_i, dy_i, dC_i, d_cum, cum_c, dt_c, B_c, x_c, 
     x_j = tl.load(x_c + s64[:, None] * x_l + offs_p[None, :] * x_p, mask=mask_j[:, None] & (offs_p < p)[None, :],
                   other=0.0)  # (BS, BP)
     decay = tl.exp(tl.where(ti[:, None] >= sj[None, :], cum_i[:, None] - cum_j[None, :], float("-inf")))
-    g = _mm(dy_i, tl.trans(x_j), DOT, PREC, EMU) * (decay * dt_j[None, :])  # (BT, BS)
-    cb = _mm(C_i, tl.trans(B_j), DOT, PREC, EMU)  # (BT, BS)
+    g = mm(dy_i, tl.trans(x_j), DOT, PREC, EMU) * (decay * dt_j[None, :])  # (BT, BS)
+    cb = mm(C_i, tl.trans(B_j), DOT, PREC, EMU)  # (BT, BS)
     d_cum += tl.sum(tl.where(ti[:, None] > sj[None, :], cb * g, 0.0), 1)
-    dC_i += _mm(g, B_j, DOT, PREC, EMU)  # (BT, BN)
+    dC_i += mm(g, B_j, DOT, PREC, EMU)  # (BT, BN)
     return dC_i, d_cum
 
 
@@ -148,9 +148,9 @@ def _dC_rows(x_c, B_c, C_c, dout_c, z_c, cum_c, dt_c, states, dC, ti, l_c, pid_i
                     mask_i[:, None] & (offs_p < p)[None, :], HAS_Z).to(DOT)  # (BT, BP)
     S = tl.load(states + offs_p[:, None] * n + offs_n[None, :], mask=(offs_p < p)[:, None] & (offs_n < n)[None, :],
                 other=0.0)  # (BP, BN) entry state
-    dC_i = _mm(dy_i, S, DOT, PREC, EMU)  # (BT, BN)
+    dC_i = mm(dy_i, S, DOT, PREC, EMU)  # (BT, BN)
     if PREC != "ieee":  # low-precision operands: add S's rounding error back (this term cancels in d cum)
-        dC_i += _mm(dy_i, S - S.to(DOT).to(tl.float32), DOT, PREC, EMU)
+        dC_i += mm(dy_i, S - S.to(DOT).to(tl.float32), DOT, PREC, EMU)
     dC_i *= tl.exp(cum_i)[:, None]
     d_cum = tl.sum(C_i.to(tl.float32) * dC_i, 1)
     for j in range(pid_i + 1):  # s blocks at or before the rows i (as t)
@@ -162,7 +162,7 @@ def _dC_rows(x_c, B_c, C_c, dout_c, z_c, cum_c, dt_c, states, dC, ti, l_c, pid_i
 
 
 @triton.jit
-def _chunk_bwd_kernel(
+def chunk_bwd_kernel(
     x, B, C, D, z, dout, out_x, dt_buf, cum_buf, states, dstates,
     dx, dz, dB, dC, ddt_x, dcum, dD,
     l, h, p, n, nc, group_ratio,
@@ -198,12 +198,12 @@ def _chunk_bwd_kernel(
     dS = tl.load(dstates + st_off + offs_p[:, None] * n + offs_n[None, :], mask=mask_p[:, None] & mask_n[None, :],
                  other=0.0)  # (BP, BN)
     w_end = tl.exp(tl.load(cum_buf + buf + T - 1) - cum_i)[:, None]
-    dxdt = _mm(B_i, tl.trans(dS), DOT, PREC, EMU)  # (BT, BP)
+    dxdt = mm(B_i, tl.trans(dS), DOT, PREC, EMU)  # (BT, BP)
     if PREC != "ieee":  # low-precision operands: add dS's rounding error back, this term cancels in d cum
-        dxdt += _mm(B_i, tl.trans(dS - dS.to(DOT).to(tl.float32)), DOT, PREC, EMU)
+        dxdt += mm(B_i, tl.trans(dS - dS.to(DOT).to(tl.float32)), DOT, PREC, EMU)
     dxdt *= w_end
     d_cum -= tl.sum(x_i.to(tl.float32) * dt_i[:, None] * dxdt, 1)
-    dB_i = _mm(x_i, dS, DOT, PREC, EMU) * (dt_i[:, None] * w_end)  # (BT, BN)
+    dB_i = mm(x_i, dS, DOT, PREC, EMU) * (dt_i[:, None] * w_end)  # (BT, BN)
     for j in range(pid_i, T // BLOCK_T):  # t blocks at or after the rows i (as s)
         dxdt, dB_i, d_cum = _later_block(
             j, ti, cum_i, dt_i, B_i, x_i, dxdt, dB_i, d_cum, cum_buf + buf, C, dout, z, l_c,
@@ -236,7 +236,7 @@ def _store_dz(dout_ptrs, z_ptrs, out_x_ptrs, dz_ptrs, mask):
 
 
 @triton.jit
-def _ddt_kernel(
+def ddt_kernel(
     dt, A, dt_bias, dt_buf, ddt_x, dcum, last_term, ddt, dA_part, dbias_part,
     l, h, nc, nnb, lo, hi,
     dt_b, dt_l, dt_h, g_b, g_l, g_h,

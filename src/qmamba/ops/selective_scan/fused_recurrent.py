@@ -1,6 +1,6 @@
 """Mamba-1 selective scan forward, one position after another: for inference on many rows (a batched prefill).
 
-The chunk-parallel forward of ``triton.py`` exists so that batch 1 fills the GPU: it launches channel blocks
+The chunk-parallel forward of ``chunk.py`` exists so that batch 1 fills the GPU: it launches channel blocks
 x chunks x rows programs and pays for it with three kernels (chunk states from zero, the carry, the rescan)
 and an associative scan per state and chunk. When rows x channel blocks alone fill the GPU none of that is
 needed. Here a program owns BLOCK_D channels of one row, grid (cdiv(d, BLOCK_D), b), holds their whole state
@@ -12,23 +12,11 @@ Each position reads one value per channel of u, delta and z (strided along d: th
 positions stay in L1) and the n values of B and C. Triton lays the (BLOCK_D, NS) state out as the loads of
 A and the states make it (n contiguous): four states a lane, each channel spread over lanes, so the sum over
 states takes shuffles and each channel's softplus and gate run on every lane that holds one of its states.
-Compiled for sm_90 with the JIT's specialisations (n = 16, one warp) the loop is 254 instructions per 16
-channels and position (92 registers a thread), 234 per 32.
-
-Holding the state as NS vectors (BLOCK_D,) instead, one whole channel a lane (no shuffles, 204 instructions
-per 32 channels), ran 1.4 to 2.8x slower on an H100 on every shape of ``benchmarks/scan_fwd.py``; holding
-the 2-D state transposed compiles to the same layout (Triton picks it from the loads): neither is kept.
 
 Nothing is saved for a backward: ``selective_scan_triton`` takes this path only when no input needs a
-gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``.
-
-Measured with ``benchmarks/scan_fwd.py`` on an H200 (bf16, n = 16, ms per scan, chunked -> sequential with
-tiles (16 channels, 1 warp)): 16 x 5120 x 168 positions 1.14 -> 0.38, 64 x 5120 x 168 4.50 -> 1.30,
-64 x 5120 x 809 19.0 -> 6.5 (batched LM prefills), but 4 x 5120 x 800 0.44 -> 0.58 and 64 x 1536 x 128
-0.35 -> 0.39: too few rows x channels leave the GPU's warps waiting on each position's dependency. On an
-H100 with today's chunked kernels the two tie from 16 x 5120 x 168 up (0.38 / 0.38, 1.33 / 1.34, 6.73 / 6.70),
-the sequential one wins 8 x 1536 x 128 (the projector of 8 images: 0.22 -> 0.07) and loses 4 x 5120 x 800
-(0.45 -> 0.49).
+gradient, n <= MAX_STATE, and rows x channels reach ``MIN_ROW_CHANNELS``: with too few rows x channels the
+GPU's warps wait on each position's dependency. Tiles and ``MIN_ROW_CHANNELS`` chosen by
+``benchmarks/scan_fwd.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from qmamba.ops.selective_scan.triton import _LOG2E, _softplus, bc_strides
+from qmamba.ops.common.kernel_math import LOG2E, softplus
+from qmamba.ops.common.launch import bc_strides
 
 BLOCK_D, WARPS = 16, 1
 AHEAD = False  # True: each position's loads are issued a position ahead, before the previous one's arithmetic
@@ -92,7 +81,7 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
     mask = mask_d[:, None] & mask_n[None, :]
     h = tl.zeros((BLOCK_D, NS), tl.float32)
     A2 = tl.load(A_ptr + offs_d.to(tl.int64)[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask, other=0.0)
-    A2 = A2.to(tl.float32) * _LOG2E  # 0 on padding: padded states stay 0
+    A2 = A2.to(tl.float32) * LOG2E  # 0 on padding: padded states stay 0
     if HAS_H0:
         h0 = h0_ptr + pid_b * s0_b + offs_d.to(tl.int64)[:, None] * s0_d + offs_n[None, :] * s0_n
         h = tl.load(h0, mask=mask, other=0.0).to(tl.float32)
@@ -115,7 +104,7 @@ def _sequential_fwd(u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
         uf = u.to(tl.float32)
         dtf = dt.to(tl.float32) + bias
         if SOFTPLUS:
-            dtf = _softplus(dtf)
+            dtf = softplus(dtf)
         h = tl.exp2(A2 * dtf[:, None]) * h + (dtf * uf)[:, None] * Bt.to(tl.float32)[None, :]
         y = tl.sum(h * Ct.to(tl.float32)[None, :], axis=1) + Dv * uf  # (BD,)
         if HAS_Z:

@@ -1,8 +1,7 @@
-"""Timing a kernel as a decode step runs it: many launches replayed from one CUDA graph, each on a different
-copy of its weight, so every launch reads the weight from HBM (a 64-layer step never finds a layer's weights
-in L2) and consecutive launches overlap as they do in the step (PDL edges, no host in between). ``fastest``
-is the choice the decode ops make with it, once per shape (``measure_once``): ``ops.gemv``'s tiles, ``ops.step_in``'s
-tiles and ways for several rows, ``ops.step_out``'s kernel or the unfused ops.
+"""The choice a decode op measures once per shape, on first use: ``fastest`` keeps the candidate that matches
+a reference and is timed fastest (timed as a decode step runs it, ``timing.graph_us``), ``measure_once``
+caches it per key: ``ops.gemv``'s tiles, ``ops.step_in``'s tiles and ways for several rows, ``ops.step_out``'s
+kernel or the unfused ops. ``measured_choices`` reports every cache (the bench writes it beside its figures).
 """
 
 from __future__ import annotations
@@ -13,36 +12,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from qmamba.utils.graph_capture import capture
-
 log = logging.getLogger("qmamba")
 _CACHES: dict[str, dict] = {}  # op name -> its cache of measured choices (``choice_cache``)
-
-
-def graph_us(fn, copies: list[Tensor], x, reps: int = 5) -> float:
-    """Microseconds per call of fn(x, w) for w cycling through ``copies``, replayed from one CUDA graph."""
-    for w in copies[:2]:
-        fn(x, w)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    capture(graph, lambda: [fn(x, w) for _ in range(reps) for w in copies])  # a failed capture is closed
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (3 * reps * len(copies))
-
-
-def weight_copies(like: Tensor, past_bytes: int = 300 << 20) -> list[Tensor]:
-    """Views shaped like ``like`` into one uninitialised buffer, enough of them to exceed ``past_bytes``
-    (at least two): stand-ins for distinct layers' weights when only the time matters."""
-    count = max(2, -(-past_bytes // (like.numel() * like.element_size())))
-    buf = torch.empty(count * like.numel(), device=like.device, dtype=like.dtype)
-    return [chunk.view(like.shape) for chunk in buf.split(like.numel())]
 
 
 def close_enough(got: Tensor, want: Tensor) -> bool:

@@ -8,11 +8,11 @@ end: out = W (g * norm_weight) / rms (+ bias), products accumulated elementwise 
 and z whole (from L2): the price of not waiting for a norm kernel.
 
 Fused: one row, one group (group_size None or k), the gate before the norm (Mamba-2's default), one dtype;
-anything else runs the unfused ops (``step_out_composed``). Several rows run the unfused ops too: a
-tensor-core version walking the whole k per program measured 85 us at 16 rows on an H100 against 16.5 for the
-norm kernel and gemv's split-k tiles. Which runs for one row, the kernel with one of
-``TILES`` or the unfused ops, is measured once per out_proj on first use, as ``ops.gemv`` measures its tiles
-(``ops/graph_timing.py``): a GPU where the extra reads cost more than the launch saves keeps the unfused ops.
+anything else runs the unfused ops (``step_out_composed``). Several rows run the unfused ops too (the norm
+kernel and gemv's split-k tiles). Which runs for one row, the kernel with one of ``TILES`` or the unfused ops,
+is measured once per out_proj on first use, as ``ops.gemv`` measures its tiles
+(``ops/runtime/measured_choice.py``): a GPU where the extra reads cost more than the launch saves keeps the
+unfused ops.
 Before any measurement (inside a capture, off the GPU) the unfused ops run.
 """
 
@@ -23,11 +23,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
-from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
-from qmamba.ops.step_out.ref import step_out_composed, step_out_ref
+from qmamba.ops.runtime import pdl
+from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
+from qmamba.ops.runtime.timing import graph_us, weight_copies
+from qmamba.ops.step_out.naive import step_out_composed, step_out_ref
 
-# the one-row GEMV tiles that won ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
+# the one-row GEMV tiles chosen by ``benchmarks/gemv.py``'s sweeps on out_proj-like weights (ops/gemv)
 TILES = ({"block_n": 8, "block_k": 256}, {"block_n": 4, "block_k": 512}, {"block_n": 8, "block_k": 512, "dbuf": True},
          {"block_n": 16, "block_k": 256, "dbuf": True})
 _CHOSEN: dict[tuple, dict | None] = choice_cache("step_out")  # (out_proj, dtype, device, bias?) -> tiles
@@ -43,7 +44,7 @@ def _step_out_kernel(y_ptr, z_ptr, nw_ptr, w_ptr, b_ptr, out_ptr, n, k, swn, eps
     if DBUF:  # the first tile before the wait: the weight does not depend on the kernel before
         w_next = tl.load(w_rows + tl.arange(0, BLOCK_K)[None, :],
                          mask=mask_n[:, None] & (tl.arange(0, BLOCK_K) < k)[None, :], other=0.0)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     part = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
@@ -129,6 +130,3 @@ def step_out(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: 
     if cfg is None:
         return step_out_composed(y, z, norm_weight, eps, out_weight, out_bias, group_size, norm_before_gate)
     return _launch(y, z, norm_weight, eps, out_weight, out_bias, cfg)
-
-
-backend.register("step_out", "triton", step_out, devices=("cuda",))

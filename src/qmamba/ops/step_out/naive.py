@@ -7,9 +7,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from qmamba.ops.gemv import gemv
-from qmamba.ops.gemv.ref import gemv_ref
+from qmamba.ops.gemv.naive import gemv_ref
 from qmamba.ops.rms_norm import rms_norm_gated
-from qmamba.ops.rms_norm.ref import rms_norm_gated_ref
+from qmamba.ops.rms_norm.naive import rms_norm_gated_ref
 
 
 def step_out_ref(y: Tensor, z: Tensor, norm_weight: Tensor, eps: float, out_weight: Tensor,

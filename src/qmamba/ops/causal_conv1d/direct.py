@@ -38,8 +38,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend
-from qmamba.ops.causal_conv1d.ref import causal_conv1d_ref, causal_conv1d_update_ref
+from qmamba.ops.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
 
 TAPS = 4  # the sequence kernels run 4 taps; a narrower weight is zero-padded on the left
 # (channels, positions) per tile, the contiguous dim first: (64, 16) for channel-last x, (16, 64) else
@@ -384,7 +383,3 @@ def causal_conv1d_update_triton(
         BD=BLOCK_D_UPDATE, num_warps=2,
     )
     return y if out is None or direct else out.copy_(y)
-
-
-backend.register("causal_conv1d", "triton", causal_conv1d_triton, devices=("cuda",))
-backend.register("causal_conv1d_update", "triton", causal_conv1d_update_triton, devices=("cuda",))

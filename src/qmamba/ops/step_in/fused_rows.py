@@ -1,5 +1,5 @@
 """``step_in`` in Triton for 2 to 16 rows (a decode step at a small batch): the same four steps as the one-row
-kernel of ``triton.py``, each over all rows at once.
+kernel of ``fused.py``, each over all rows at once.
 
 Grid (cdiv(n_out, BLOCK_N),). Every program
     1. walks hidden + residual of every row in (BLOCK_M, BLOCK_K) tiles for the rows' sums of squares
@@ -9,7 +9,7 @@ Grid (cdiv(n_out, BLOCK_N),). Every program
     3. rounds to the weight dtype; for conv rows rolls each batch row's conv state (a (BLOCK_M, BLOCK_N, W)
        tile), appends the new input and stores silu(conv + bias);
     4. with x_proj (Mamba-1): its conv channels' share of x_proj for all rows, one dot
-       (BLOCK_M, BLOCK_N) x (BLOCK_N, XP_PAD), summed across programs as in ``triton.py``.
+       (BLOCK_M, BLOCK_N) x (BLOCK_N, XP_PAD), summed across programs as in ``fused.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from qmamba.ops.atomic_sum import add_then_last_stores
+from qmamba.ops.runtime.atomic_sum import add_then_last_stores
 
 ROWS = 16  # BLOCK_M: the rows of a tensor-core dot; batches of 2..16 pad to it
 
@@ -61,7 +61,7 @@ def _step_in_rows_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_
                          HAS_XPROJ: tl.constexpr, XP_PAD: tl.constexpr, W: tl.constexpr, W_PAD: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
                          NORMED: tl.constexpr, PDL: tl.constexpr):
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     pid = tl.program_id(0)

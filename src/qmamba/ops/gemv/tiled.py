@@ -9,21 +9,21 @@ BLOCK_K, loading a (BLOCK_N, BLOCK_K) tile of W (contiguous along k) and the mat
                or with ``swap`` (BLOCK_N, BLOCK_K) x (BLOCK_K, 16), the weight on the M side
     split_k    grid (cdiv(n, BLOCK_N), split_k): each program takes a slice of k, stores its partial sums in
                a slot of its own, and the last slice of a tile to finish adds the slots in slice order
-               (``ops/atomic_sum.py``: the same bits on every run): more programs for weights with few
+               (``ops/runtime/atomic_sum.py``: the same bits on every run): more programs for weights with few
                rows, and still one launch (no memset, no cast)
 
 Which tiles (or cuBLAS) run is measured once per weight shape, dtype and one row or several on first use,
 outside CUDA-graph capture: each candidate is checked on the real weight, then timed as a decode step runs
-it (``ops/graph_timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each
+it (``ops/runtime/timing.py``: launches replayed from a CUDA graph over stand-in copies of the weight, each
 read from HBM, consecutive launches overlapping through PDL), and ``F.linear`` is a candidate, so nothing
-gets slower. For several rows, tiles of 32 and 64 features tied or lost to cuBLAS on an H200 for every
-decode weight (out_proj's 2560 features make only 80 or 40 programs); the candidates are the narrower and
-split-k tiles that give every SM work. Captured before any measurement: one row takes ``default_config``,
-several rows cuBLAS.
+gets slower. For several rows the candidates are the narrower and split-k tiles that give every SM work
+(out_proj's 2560 features make only 80 or 40 programs of 32 or 64 features). Captured before any
+measurement: one row takes ``default_config``, several rows cuBLAS.
 
 Two options shape the one-row loop: ``dbuf`` issues each tile's load a tile ahead (two tiles live in
 registers; the first before the PDL wait: a weight does not depend on the kernel before), ``prefetch`` asks
-L2 for the tiles that many steps ahead and for the first ones before the PDL wait (``ops/l2_prefetch.py``).
+L2 for the tiles that many steps ahead and for the first ones before the PDL wait
+(``ops/runtime/l2_prefetch.py``).
 Falls back to ``F.linear`` for more than 16 rows, mixed dtypes, or a weight not contiguous along k.
 """
 
@@ -35,10 +35,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, l2_prefetch, pdl
-from qmamba.ops.atomic_sum import store_then_last_sums
-from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
-from qmamba.ops.l2_prefetch import prefetch_tile
+from qmamba.ops.runtime import l2_prefetch, pdl
+from qmamba.ops.runtime.atomic_sum import store_then_last_sums
+from qmamba.ops.runtime.l2_prefetch import prefetch_tile
+from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
+from qmamba.ops.runtime.timing import graph_us, weight_copies
 
 MAX_ROWS = 16
 
@@ -70,7 +71,7 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, acc_ptr, cnt_ptr, m, n, k, k_per, s
     if DBUF and BLOCK_M == 1:  # the first tile, also before the wait; then each load a tile ahead
         w_next = tl.load(w_rows + (k_lo + tl.arange(0, BLOCK_K))[None, :],
                          mask=mask_n[:, None] & (k_lo + tl.arange(0, BLOCK_K) < k_hi)[None, :], other=0.0)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if BLOCK_M == 1:
@@ -135,16 +136,15 @@ def default_config(m: int, n: int, k: int) -> dict:
 
 
 def candidates(n: int, k: int, m: int = 1) -> list[dict]:
-    """The configurations measured on first use. One row: the winners of ``benchmarks/gemv.py``'s sweep on an
-    H200 for the decode weights (in_proj 10240 x 2560: (8, 256) 14.1 us, cuBLAS 15.2; out_proj 2560 x 5120:
-    (8, 512) double-buffered 9.0, cuBLAS 10.8; prefetching into L2 never won), and split-k ones for weights
-    of few rows (each compiles once, then is cached). Several rows: ``rows_candidates``."""
+    """The configurations measured on first use. One row: the tiles chosen by ``benchmarks/gemv.py``'s sweep
+    over the decode weights, and split-k ones for weights of few rows (each compiles once, then is cached).
+    Several rows: ``rows_candidates``."""
     if m > 1:
         return rows_candidates(k)
     bk = lambda want: min(want, max(16, triton.next_power_of_2(k)))  # noqa: E731
     out = [{"block_n": bn, "block_k": bk(kk), "num_warps": 4, "num_stages": 1, "dbuf": dbuf}
            for bn, kk, dbuf in ((8, 256, False), (4, 512, False), (8, 512, True), (16, 256, True), (16, 512, True))]
-    if n <= 4096:  # few rows: split k, or long tiles prefetched well ahead (x_proj 192 x 5120: 3.1 us, split-k 4.5)
+    if n <= 4096:  # few rows: split k, or long tiles prefetched well ahead
         out += [{"block_n": 8, "block_k": bk(256), "num_warps": 4, "num_stages": 3, "split_k": sk}
                 for sk in (2, 4, 8) if k // sk >= 256]
         out.append({"block_n": 8, "block_k": bk(1024), "num_warps": 4, "num_stages": 1, "prefetch": 8})
@@ -153,9 +153,9 @@ def candidates(n: int, k: int, m: int = 1) -> list[dict]:
 
 def rows_candidates(k: int) -> list[dict]:
     """2..16 rows: tensor-core tiles of 16 features (in_proj 640 programs, out_proj 160), alone or with k
-    split 2 to 16 ways (x_proj's 12 tiles: 6.6 us on an H100 at 4 slices of 10 k tiles each, a chain of
-    loads), and the 32-feature tile; and swapped tiles (``swap``: y^T = W x^T, 64 features the M side of a
-    warpgroup MMA on Hopper; in_proj 19.4 us against cuBLAS's 20.0), alone or with k split in 2, 4 or 8."""
+    split 2 to 16 ways (x_proj's 12 tiles: 4 slices of 10 k tiles each, a chain of loads), and the
+    32-feature tile; and swapped tiles (``swap``: y^T = W x^T, 64 features the M side of a warpgroup MMA on
+    Hopper), alone or with k split in 2, 4 or 8."""
     bk = min(128, max(16, triton.next_power_of_2(k)))
     out = [{"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3} for bn in (16, 32)]
     out += [{"block_n": 16, "block_k": bk, "num_warps": 4, "num_stages": 3, "split_k": sk}
@@ -241,6 +241,3 @@ def gemv(x: Tensor, weight: Tensor, bias: Tensor | None = None, config: dict | N
         if config is None:
             return F.linear(x, weight, bias)
     return _launch(x2, weight, bias, config or default_config(m, n, k)).view(*x.shape[:-1], n)
-
-
-backend.register("gemv", "triton", gemv, devices=("cuda",))

@@ -9,11 +9,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from qmamba.ops.causal_conv1d import causal_conv1d_update
-from qmamba.ops.causal_conv1d.ref import causal_conv1d_update_ref
+from qmamba.ops.causal_conv1d.naive import causal_conv1d_update_ref
 from qmamba.ops.gemv import gemv
-from qmamba.ops.gemv.ref import gemv_ref
+from qmamba.ops.gemv.naive import gemv_ref
 from qmamba.ops.rms_norm import add_norm
-from qmamba.ops.rms_norm.ref import add_norm_ref
+from qmamba.ops.rms_norm.naive import add_norm_ref
 
 
 def _step_in(norm, linear, conv, hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, conv_weight,

@@ -32,8 +32,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
-from qmamba.ops.state_update.triton import block_rows
+from qmamba.ops import backend
+from qmamba.ops.common.launch import block_rows
+from qmamba.ops.runtime import pdl
 
 
 @triton.jit
@@ -63,7 +64,7 @@ def _mamba1_decode_kernel(
     s_ptrs = state + pid_b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
     if ONE_TILE:
         S = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)  # (BD, BN)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -127,7 +128,7 @@ def _mamba1_decode_rows_kernel(
     s_ptrs = state + rows[:, None, None] * s_b + offs_d[None, :, None] * s_d + offs_n[None, None, :] * s_n
     mask3 = mask_m[:, None, None] & mask_d[None, :, None] & mask_n[None, None, :]  # (BM, BD, BN)
     S = tl.load(s_ptrs, mask=mask3, other=0.0).to(tl.float32)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -166,7 +167,7 @@ def _mamba1_decode_rows_kernel(
     tl.store(out + rows[:, None] * o_b + offs_d[None, :] * o_d, o.to(out.dtype.element_ty), mask=mask2)
 
 
-ROWS_FROM = 2  # batches of this many rows and more take the rows kernel (H100, us: 3.7 vs 4.5 at 2, 6.8 vs 13.3 at 16)
+ROWS_FROM = 2  # batches of this many rows and more take the rows kernel (chosen by benchmarks/decode_ssm.py)
 ROW_BLOCK = 16  # BLOCK_M of the rows kernel: the rows of a tensor-core dot
 
 
@@ -214,8 +215,7 @@ def decode_config(batch: int, d: int, n: int, r: int) -> dict:
     """Tiles and warps of ``_mamba1_decode_kernel`` for a (batch, d, n) state and dt_rank r."""
     n_pad = max(triton.next_power_of_2(n), 2)
     block_d = block_rows(d, n_pad, batch, 2048)
-    # dt_proj: one tile of at most 4096 weights, else steps of 2048 (batch 16, (128, 64) steps: 255 registers
-    # and 480 bytes spilled a thread on sm_90; (128, 16): 138, none)
+    # dt_proj: one tile of at most 4096 weights, else steps of 2048 (wider steps spill at batch 16)
     block_r = max(triton.next_power_of_2(r), 2)
     block_r = block_r if block_r * block_d <= 4096 else max(16, 2048 // block_d)
     return {"BLOCK_D": block_d, "BLOCK_N": n_pad, "BLOCK_R": block_r, "ONE_TILE": block_r >= r,
@@ -224,15 +224,11 @@ def decode_config(batch: int, d: int, n: int, r: int) -> dict:
 
 def rows_config(batch: int, d: int, n: int, r: int) -> dict:
     """Tiles and warps of ``_mamba1_decode_rows_kernel``: 16 channels (the dot's N) of 16 rows, 4 warps,
-    dt_proj's weight in one tile of at most 2048 weights, else 64-wide steps. Best or within 4% of the best
-    of (16 or 32 channels, 4 or 8 warps, r in 64-wide steps or one tile) at every batch on an H100 (Mamba-2.8B,
-    ``benchmarks/decode_ssm.py``): 3.7 / 3.8 / 4.6 / 6.8 / 22.1 us at batch 2 / 4 / 8 / 16 / 64; 188 registers
-    a thread, no spills (32 channels at 4 warps spill)."""
+    dt_proj's weight in one tile of at most 2048 weights, else 64-wide steps. Chosen by
+    ``benchmarks/decode_ssm.py`` among (16 or 32 channels, 4 or 8 warps, r in 64-wide steps or one tile)."""
     n_pad = max(triton.next_power_of_2(n), 2)
     block_r = max(triton.next_power_of_2(r), 16)
     block_r = block_r if block_r * 16 <= 2048 else 64
     return {"BLOCK_M": ROW_BLOCK, "BLOCK_D": 16, "BLOCK_N": n_pad, "BLOCK_R": block_r, "ONE_TILE": block_r >= r,
             "num_warps": 4}
 
-
-backend.register("mamba1_decode_ssm", "triton", mamba1_decode_ssm, devices=("cuda",))

@@ -1,14 +1,7 @@
-"""Mamba-2 state-space duality (SSD) scan, pure PyTorch.
+"""Mamba-2 SSD scan, chunked, in pure PyTorch: the ``ref`` backend (autograd through PyTorch ops).
 
-Per head h (scalar decay A_h), state (p, n):
-    S_t = exp(dt_t * A) * S_{t-1} + dt_t * x_t B_t^T,    y_t = S_t C_t + D * x_t  (* silu(z_t))
-
-Shapes follow mamba_ssm's ``mamba_chunk_scan_combined``:
-    x, z: (b, l, h, p)   dt: (b, l, h)   A: (h,)   B, C: (b, l, g, n)   D: (h,) or (h, p)
-    dt_bias: (h,)   initial_states, final_states: (b, h, p, n)
-
-``ssd_chunk_scan_ref`` is the chunked algorithm (quadratic attention-like form inside a chunk,
-a recurrence over chunk states between chunks); ``ssd_sequential`` is the token-by-token loop.
+Inside a chunk of ``chunk_size`` steps the quadratic, attention-like form (C B^T masked by the segment sums
+of dt A); between chunks a recurrence over the chunk states. Shapes and the recurrence in ``naive.py``.
 """
 
 from __future__ import annotations
@@ -17,31 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _prepare_dt(dt, dt_bias, dt_softplus, dt_limit):
-    dt = dt.float()
-    if dt_bias is not None:
-        dt = dt + dt_bias.float()
-    if dt_softplus:
-        dt = F.softplus(dt)
-    lo, hi = dt_limit
-    if lo > 0.0 or hi < float("inf"):
-        dt = dt.clamp(min=lo, max=hi)
-    return dt  # (b, l, h)
-
-
-def _heads(BC: Tensor, h: int) -> Tensor:
-    """(b, l, g, n) -> (b, l, h, n): each group serves h/g consecutive heads."""
-    return BC.float().repeat_interleave(h // BC.shape[2], dim=2)
-
-
-def _finish(y, x, D, z, dtype):
-    if D is not None:
-        Df = D.float()
-        y = y + x.float() * (Df[:, None] if Df.dim() == 1 else Df)
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(dtype)
+from qmamba.ops.ssd.naive import finish, heads, prepare_dt
 
 
 def segsum(a: Tensor) -> Tensor:
@@ -75,9 +44,9 @@ def ssd_chunk_scan_ref(
     T = chunk_size
     nc = -(-l // T)
     pad = nc * T - l
-    dt = _prepare_dt(dt, dt_bias, dt_softplus, dt_limit)  # (b, l, h)
+    dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit)  # (b, l, h)
     xdt = x.float() * dt.unsqueeze(-1)  # (b, l, h, p)
-    Bh, Ch = _heads(B, h), _heads(C, h)  # (b, l, h, n)
+    Bh, Ch = heads(B, h), heads(C, h)  # (b, l, h, n)
     Adt = dt * A.float()  # (b, l, h)
     if pad:  # padded steps: no decay, no input
         xdt, Bh, Ch = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (xdt, Bh, Ch))
@@ -102,33 +71,5 @@ def ssd_chunk_scan_ref(
 
     y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", Ch, entry, torch.exp(A_cum))
     y = (y_diag + y_off).reshape(b, nc * T, h, p)[:, :l]
-    y = _finish(y, x, D, z, x.dtype)
+    y = finish(y, x, D, z, x.dtype)
     return (y, final) if return_final_states else y
-
-
-def ssd_sequential(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    initial_states: Tensor | None = None,
-    dt_softplus: bool = False,
-    dt_limit: tuple[float, float] = (0.0, float("inf")),
-    return_final_states: bool = False,
-):
-    """Token-by-token SSD recurrence; slow, for tests."""
-    b, l, h, p = x.shape
-    dt = _prepare_dt(dt, dt_bias, dt_softplus, dt_limit)
-    Bh, Ch = _heads(B, h), _heads(C, h)
-    S = initial_states.float() if initial_states is not None else x.new_zeros(b, h, p, Bh.shape[-1]).float()
-    ys = []
-    for t in range(l):
-        decay = torch.exp(dt[:, t] * A.float())[:, :, None, None]  # (b, h, 1, 1)
-        S = decay * S + (dt[:, t, :, None] * x[:, t].float()).unsqueeze(-1) * Bh[:, t].unsqueeze(2)
-        ys.append((S * Ch[:, t].unsqueeze(2)).sum(-1))  # (b, h, p)
-    y = _finish(torch.stack(ys, dim=1), x, D, z, x.dtype)
-    return (y, S) if return_final_states else y

@@ -1,4 +1,4 @@
-"""The measure-once choice the decode ops share (ops/graph_timing.py): ``fastest`` keeps the fastest candidate
+"""The measure-once choice the decode ops share (ops/runtime/measured_choice.py): ``fastest`` keeps the fastest candidate
 that matches and skips the ones that fail; ``measure_once`` measures on first use only where it can."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qmamba.ops.graph_timing import fastest, measure_once
+from qmamba.ops.runtime.measured_choice import fastest, measure_once
 
 CPU = torch.device("cpu")
 
@@ -58,12 +58,12 @@ def test_fastest_keeps_the_fastest_match_and_skips_what_fails(caplog):
 
 
 def test_measured_choices_reports_every_named_cache_as_text(monkeypatch):
-    from qmamba.ops import graph_timing
+    from qmamba.ops.runtime import measured_choice
 
-    monkeypatch.setattr(graph_timing, "_CACHES", {})
-    gemv, empty = graph_timing.choice_cache("gemv"), graph_timing.choice_cache("step_out")
-    assert graph_timing.choice_cache("gemv") is gemv and empty == {}
+    monkeypatch.setattr(measured_choice, "_CACHES", {})
+    gemv, empty = measured_choice.choice_cache("gemv"), measured_choice.choice_cache("step_out")
+    assert measured_choice.choice_cache("gemv") is gemv and empty == {}
     measure_once(gemv, ((2560, 5120), torch.bfloat16, CPU, False), CPU, None, lambda: {"block_n": 8}, ("cpu",))
     gemv[((192, 5120), torch.bfloat16, CPU, False)] = None
-    assert graph_timing.measured_choices() == {"gemv": {"(2560, 5120), torch.bfloat16, cpu, False": {"block_n": 8},
-                                                        "(192, 5120), torch.bfloat16, cpu, False": None}}
+    assert measured_choice.measured_choices() == {"gemv": {"(2560, 5120), torch.bfloat16, cpu, False": {"block_n": 8},
+                                                           "(192, 5120), torch.bfloat16, cpu, False": None}}

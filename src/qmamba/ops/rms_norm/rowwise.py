@@ -28,8 +28,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
-from qmamba.ops.rms_norm.ref import add_norm_ref, rms_norm_gated_ref
+from qmamba.ops.rms_norm.naive import add_norm_ref, rms_norm_gated_ref
+from qmamba.ops.runtime import pdl
 
 MAX_N = 8192
 
@@ -121,7 +121,7 @@ def _gated_fwd_kernel(
     HAS_Z: tl.constexpr, GATE_IN: tl.constexpr, GATE_OUT: tl.constexpr, STORE_STATS: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
 ):
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # (ROWS,)
@@ -380,7 +380,3 @@ def rms_norm_gated_triton(
         return rms_norm_gated_ref(x, weight, z, eps, group_size, norm_before_gate)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, z))
     return _RMSNormGatedFn.apply(x, weight, z, eps, gs, norm_before_gate, need_grad)
-
-
-backend.register("add_norm", "triton", add_norm_triton, devices=("cuda",))
-backend.register("rms_norm_gated", "triton", rms_norm_gated_triton, devices=("cuda",))

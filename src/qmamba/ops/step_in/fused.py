@@ -1,4 +1,4 @@
-"""``step_in`` in Triton for one row (2..16 rows: ``triton_rows.py``): the block's residual add + RMSNorm,
+"""``step_in`` in Triton for one row (2..16 rows: ``fused_rows.py``): the block's residual add + RMSNorm,
 in_proj and the conv update of a Mamba decode step in one kernel (three launches and two round trips through
 memory fewer).
 
@@ -9,7 +9,7 @@ Grid (cdiv(n_out, BLOCK_N),), one row (b = 1). Every program
     3. rounds the in_proj outputs to the weight dtype; conv rows [conv_lo, conv_lo + c) roll their channel's
        conv state, append the new input and store silu(conv + bias); the other rows store the output as is;
     4. with x_proj (Mamba-1): its conv channels' share of x_proj (n_xp x BLOCK_N weights times their
-       outputs), summed across programs in the launch (``ops/atomic_sum.py``) through a per-device scratch
+       outputs), summed across programs in the launch (``ops/runtime/atomic_sum.py``) through a per-device scratch
        that every launch leaves zeroed, so launches must not overlap in time (one stream).
 Larger batches take ``step_in_composed`` (the same ops unfused).
 """
@@ -24,14 +24,15 @@ import triton.language as tl
 from torch import Tensor
 from triton.compiler.errors import CompilationError
 
-from qmamba.ops import atomic_sum, backend, l2_prefetch, pdl
-from qmamba.ops.atomic_sum import add_then_last_stores
 from qmamba.ops.gemv import gemv
-from qmamba.ops.graph_timing import choice_cache, close_enough, fastest, graph_us, measure_once, weight_copies
-from qmamba.ops.l2_prefetch import prefetch_tile
 from qmamba.ops.rms_norm import add_norm
-from qmamba.ops.step_in.ref import step_in_composed
-from qmamba.ops.step_in.triton_rows import ROWS, launch_rows
+from qmamba.ops.runtime import atomic_sum, l2_prefetch, pdl
+from qmamba.ops.runtime.atomic_sum import add_then_last_stores
+from qmamba.ops.runtime.l2_prefetch import prefetch_tile
+from qmamba.ops.runtime.measured_choice import choice_cache, close_enough, fastest, measure_once
+from qmamba.ops.runtime.timing import graph_us, weight_copies
+from qmamba.ops.step_in.fused_rows import ROWS, launch_rows
+from qmamba.ops.step_in.naive import step_in_composed
 
 log = logging.getLogger("qmamba")
 _UNCOMPILABLE: set[tuple] = set()  # kernel variants this Triton could not compile: composed from then on
@@ -74,14 +75,14 @@ def _step_in_kernel(h_ptr, r_ptr, nw_ptr, w_ptr, b_ptr, cs_ptr, cw_ptr, cb_ptr, 
     mask_n = offs_n < n_out
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * swn
     pf_rows = w_ptr + tl.minimum(offs_n, n_out - 1).to(tl.int64)[:, None] * swn  # in bounds, for prefetches
-    if PREFETCH > 0:  # in_proj's first tiles (ops/l2_prefetch.py), before waiting on the previous kernel
+    if PREFETCH > 0:  # in_proj's first tiles (ops/runtime/l2_prefetch.py), before waiting on the previous kernel
         for ahead in tl.static_range(PREFETCH):
             if ahead * BLOCK_K < d:
                 prefetch_tile(pf_rows, ahead * BLOCK_K, d, BLOCK_K, LINES)
     if DBUF:  # in_proj's first tile, before the wait too (weights do not depend on the previous kernel)
         w_next = tl.load(w_rows + tl.arange(0, BLOCK_K)[None, :],
                          mask=mask_n[:, None] & (tl.arange(0, BLOCK_K) < d)[None, :], other=0.0)
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if NORMED:  # h is add_norm's output: no norm here, the residual was stored by add_norm
@@ -146,18 +147,11 @@ def _scratch(device: torch.device) -> tuple[Tensor, Tensor]:
     return _SCRATCH[device]
 
 
-# Defaults, from benchmarks/step_in.py on an H200 (Mamba-2.8B / Mamba2-2.7B shapes, in a CUDA graph, us per
-# call with Mamba-1's x_proj after the kernel; the unfused ops: 25.5 / 21.9 for one row, 31.6 / 27.2 for 16).
-# One row: add_norm first (prenorm), then the kernel on its output with tiles (16, 256): 21.9 / 18.4; the
-# norm inside every program (16, 512): 24.0 / 19.8. Prefetching in_proj into L2 (2 or 8 tiles ahead) cost
-# 2-10 us in every tiling. With x_proj inside the kernel (every conv program adding its share into the same
-# n_xp sums) Mamba-1 took 27.7, so x_proj runs after it (fuse_xproj). Several rows: the rows kernel on
-# add_norm's output, tiles (64, 128), took 24.8 for Mamba-2 but 38.5 for Mamba-1 with x_proj fused, so it runs
-# only without x_proj in it (rows_kernel: None, True or False forces it; fuse_xproj False: the rows kernel,
-# then x_proj on its conv rows); without prenorm every program re-reads all rows' hidden + residual (50-70).
-# Re-measured on an H200 (both shapes together, one row): the default 40.1 us; the norm folded into in_proj's
-# walk (sum of squares alongside, the sums scaled by 1 / rms at the end: one walk, no add_norm launch) 42.3.
-# These are the defaults before anything is measured; ``measured_config`` times the variants on first use.
+# The defaults before anything is measured (chosen by benchmarks/step_in.py); ``measured_config`` times the
+# variants on first use. One row: add_norm first (prenorm), then the kernel on its output; x_proj runs after
+# the kernel (fuse_xproj False). Several rows: the rows kernel on add_norm's output runs only without x_proj in
+# it (rows_kernel: None, True or False forces it; fuse_xproj False: the rows kernel, then x_proj on its conv
+# rows); without prenorm every program re-reads all rows' hidden + residual.
 ONE_ROW = {"block_n": 16, "block_k": 256, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prenorm": True,
            "prefetch": 0, "dbuf": False}
 SEVERAL_ROWS = {"block_n": 64, "block_k": 128, "num_warps": 4, "num_stages": 3, "prenorm": True,
@@ -169,9 +163,7 @@ ONE_ROW_TILES = ({}, {"block_n": 8}, {"dbuf": True}, {"block_n": 8, "block_k": 5
 
 def rows_variants(has_xproj: bool) -> tuple[dict, ...]:
     """The ways 2..16 rows can run, over ``SEVERAL_ROWS``, timed on first use: the unfused ops, and the rows
-    kernel with 64 or 32 features a program (Mamba-1: x_proj after it). On an H100 at 16 rows (us) Mamba-2's
-    unfused ops took 25.8, the rows kernel 28.8 with 64 features and 26.6 with 32; on an H200 the rows
-    kernel won (24.8 against 27.2); Mamba-1's three tied within 1 us on the H100 (32.0 to 32.8)."""
+    kernel with 64 or 32 features a program (Mamba-1: x_proj after it)."""
     kernel = {"rows_kernel": True, **({"fuse_xproj": False} if has_xproj else {})}
     return {"rows_kernel": False}, kernel, {**kernel, "block_n": 32}
 
@@ -186,8 +178,7 @@ def measured_config(hidden, residual, norm_weight, eps, in_weight, in_bias, conv
     rows, SEVERAL_ROWS with the fastest of ``rows_variants`` at this number of rows. Measured once on first
     use as ``ops.gemv`` measures its tiles (in a CUDA graph over stand-in copies of the weight, on probe rows
     and a scratch conv state: the real state does not move), each checked against the composed ops first.
-    The best differ by in_proj and by card: one row on an H200 (us), Mamba-1's took 20.2 with 8 features a
-    program, 21.8 with 16; Mamba-2's 18.3 with 16. Before any measurement (off the GPU, inside a capture):
+    The best differ by in_proj and by card. Before any measurement (off the GPU, inside a capture):
     the default (ONE_ROW, SEVERAL_ROWS)."""
     b = hidden.shape[0]
     default = ONE_ROW if b == 1 else SEVERAL_ROWS
@@ -230,7 +221,7 @@ def step_in(hidden: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: f
             in_bias: Tensor | None, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
             conv_lo: int = 0, residual_in_fp32: bool = True, xproj_weight: Tensor | None = None, **config):
     """Arguments and results as ``step_in_ref``; one row in one kernel, 2..16 rows in the rows kernel
-    (``triton_rows.py``), anything else composed. Without a ``config``, ``measured_config``'s choice runs;
+    (``fused_rows.py``), anything else composed. Without a ``config``, ``measured_config``'s choice runs;
     a ``config`` given replaces it with ``ONE_ROW`` (``SEVERAL_ROWS`` for several rows) and overrides those
     (block_n, block_k, num_warps, num_stages; for several rows ``prenorm``: add_norm first, then the rows
     kernel on its output, so the programs do not each re-read every row's hidden + residual)."""
@@ -323,6 +314,3 @@ def _launch(hidden, residual, norm_weight, eps, in_weight, in_bias, conv_state, 
         LINES=l2_prefetch.lines(min(block_k, triton.next_power_of_2(d)), in_weight.element_size()), PDL=use_pdl,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl.launch_options(use_pdl),
     )
-
-
-backend.register("step_in", "triton", step_in, devices=("cuda",))

@@ -1,4 +1,4 @@
-"""Backward of the Triton selective scan (forward and notation in triton.py), chunk-parallel too.
+"""Backward of the chunk-parallel Triton selective scan (forward and notation in chunk.py).
 
 With dy_t = dout_t silu(z_t) and g_t = dL/dh_t, the state gradient runs backwards:
 
@@ -14,7 +14,7 @@ Three launches, as in the forward, over the chunk-entry states saved by it:
 1. ``_chunk_state_bwd`` (grid (cdiv(d, BLOCK_D), nc, b)): the gradient each chunk sends to the
    state entering it from its own outputs, in closed form sum_t exp(A S_t) C_t dy_t.
    -> gstates (b, nc, n, d)
-2. ``_chunk_carry`` with REVERSE (triton.py): the gradient entering each chunk from its end, in
+2. ``chunk_carry`` with REVERSE (chunk_tiles.py): the gradient entering each chunk from its end, in
    place, and d initial_state.
 3. ``_chunk_bwd`` (same grid): per state, rescans the chunk forwards for h and backwards for g
    (tl.associative_scan, reverse=True) and accumulates every gradient; per-position outputs are
@@ -22,7 +22,7 @@ Three launches, as in the forward, over the chunk-entry states saved by it:
    n, d); dD, d delta_bias: (b, nc, d)) summed on the host. When the dB/dC partials would pass
    PARTIAL_BC_MAX_BYTES (long batches), the d-blocks atomically add into (b, g, n, l) instead.
 
-Strided u, delta, z, dout are first copied contiguous along l (see triton.py).
+Strided u, delta, z, dout are first copied contiguous along l (see chunk.py).
 """
 
 from __future__ import annotations
@@ -31,25 +31,23 @@ import torch
 import triton
 import triton.language as tl
 
-from qmamba.ops.selective_scan.triton import (
-    _LOG2E,
-    _a_col,
-    _bc_row,
-    _load_bdl,
-    _load_dt,
-    _row_ptr,
-    _scan_combine,
-    _st_vec,
-    _state_base,
-    _tile_offsets,
-    bc_strides,
+from qmamba.ops.common.launch import bc_strides
+from qmamba.ops.selective_scan.chunk_tiles import (
+    LOG2E,
+    a_col,
+    bc_row,
     carry_states,
     l_contiguous,
+    load_bdl,
+    load_dt,
+    row_ptr,
+    scan_combine,
+    st_vec,
+    state_base,
+    tile_offsets,
 )
 
-# bwd tiles (16, T = 64), 8 fp32 per thread with 4 warps: compiled for sm_90 by Triton 3.9 with the JIT's
-# specialisations (unit strides constant, 16-divisible arguments marked), 168 registers a thread, no stack
-# (`benchmarks/kernels.py --scan-bwd-warps 8` times 8 warps)
+# bwd tiles (16, T = 64), 8 fp32 per thread with 4 warps (`benchmarks/kernels.py --scan-bwd-warps 8` times 8 warps)
 BWD_BLOCK_D, BWD_WARPS = 16, 4
 PARTIAL_BC_MAX_BYTES = 1 << 28  # dB, dC per-block partials up to this size (deterministic), else atomics
 
@@ -65,9 +63,9 @@ def _put(ptr, val, mask, ATOMIC: tl.constexpr):
 @triton.jit
 def _load_dy(dout_ptr, z_ptr, sdo_b, sdo_d, sdo_l, sz_b, sz_d, sz_l, offs_d, offs_t, mask, HAS_Z: tl.constexpr):
     """dout and dy = dout silu(z), (BLOCK_D, T)."""
-    dout = _load_bdl(dout_ptr, sdo_b, sdo_d, sdo_l, offs_d, offs_t, mask)
+    dout = load_bdl(dout_ptr, sdo_b, sdo_d, sdo_l, offs_d, offs_t, mask)
     if HAS_Z:
-        z = _load_bdl(z_ptr, sz_b, sz_d, sz_l, offs_d, offs_t, mask)
+        z = load_bdl(z_ptr, sz_b, sz_d, sz_l, offs_d, offs_t, mask)
         return dout, dout * z / (1.0 + tl.exp(-z))
     return dout, dout
 
@@ -77,16 +75,16 @@ def _chunk_state_bwd(dout_ptr, z_ptr, dl_ptr, bias_ptr, A_ptr, C_ptr, gst_ptr, d
                      sdo_b, sdo_d, sdo_l, sz_b, sz_d, sz_l, sdl_b, sdl_d, sdl_l, sA_d, sA_n, sC_b, sC_g, sC_n, sC_l,
                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
                      BLOCK_D: tl.constexpr, T: tl.constexpr):
-    offs_d, offs_t, mask_d, mask = _tile_offsets(d, l, BLOCK_D, T)
-    dt, _ = _load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t, mask_d, mask, HAS_BIAS, SOFTPLUS)
+    offs_d, offs_t, mask_d, mask = tile_offsets(d, l, BLOCK_D, T)
+    dt, _ = load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t, mask_d, mask, HAS_BIAS, SOFTPLUS)
     _, dy = _load_dy(dout_ptr, z_ptr, sdo_b, sdo_d, sdo_l, sz_b, sz_d, sz_l, offs_d, offs_t, mask, HAS_Z)  # (BD, T)
     upto = tl.cumsum(dt, axis=1)  # (BD, T): dt summed from the chunk start to t
-    C_row = _row_ptr(C_ptr, sC_b, sC_g, sC_l, dpg_C, offs_t, BLOCK_D)
-    gst = _state_base(gst_ptr, d, n, nc) + offs_d
-    Ai, Ci = _a_col(A_ptr, 0, n, sA_d, sA_n, offs_d, mask_d), _bc_row(C_row, 0, n, l, sC_n, offs_t)
+    C_row = row_ptr(C_ptr, sC_b, sC_g, sC_l, dpg_C, offs_t, BLOCK_D)
+    gst = state_base(gst_ptr, d, n, nc) + offs_d
+    Ai, Ci = a_col(A_ptr, 0, n, sA_d, sA_n, offs_d, mask_d), bc_row(C_row, 0, n, l, sC_n, offs_t)
     for i in range(n):  # the next state's vectors are loaded while this one computes
-        A_nx, C_nx = _a_col(A_ptr, i + 1, n, sA_d, sA_n, offs_d, mask_d), _bc_row(C_row, i + 1, n, l, sC_n, offs_t)
-        w = tl.exp2((Ai * _LOG2E)[:, None] * upto) * dy * Ci[None, :]  # (BD, T)
+        A_nx, C_nx = a_col(A_ptr, i + 1, n, sA_d, sA_n, offs_d, mask_d), bc_row(C_row, i + 1, n, l, sC_n, offs_t)
+        w = tl.exp2((Ai * LOG2E)[:, None] * upto) * dy * Ci[None, :]  # (BD, T)
         tl.store(gst + i * d, tl.sum(w, axis=1), mask=mask_d)
         Ai, Ci = A_nx, C_nx
 
@@ -101,20 +99,20 @@ def _state_loop_bwd(A_ptr, B_row, C_row, st, gst, dB_part, dC_part, dA_part, dt,
     y = tl.zeros((BLOCK_D, T), tl.float32)
     ghA = tl.zeros((BLOCK_D, T), tl.float32)
     gB = tl.zeros((BLOCK_D, T), tl.float32)
-    Ai, Bi = _a_col(A_ptr, 0, n, sA_d, sA_n, offs_d, mask_d), _bc_row(B_row, 0, n, l, sB_n, offs_t)
-    Ci, h0 = _bc_row(C_row, 0, n, l, sC_n, offs_t), _st_vec(st, 0, n, d, mask_d)  # h0: state entering the chunk
-    g_end = _st_vec(gst, 0, n, d, mask_d)  # (BD,): d loss / d state leaving the chunk
+    Ai, Bi = a_col(A_ptr, 0, n, sA_d, sA_n, offs_d, mask_d), bc_row(B_row, 0, n, l, sB_n, offs_t)
+    Ci, h0 = bc_row(C_row, 0, n, l, sC_n, offs_t), st_vec(st, 0, n, d, mask_d)  # h0: state entering the chunk
+    g_end = st_vec(gst, 0, n, d, mask_d)  # (BD,): d loss / d state leaving the chunk
     for i in range(n):  # the next state's vectors are loaded while this one computes
-        A_nx, B_nx = _a_col(A_ptr, i + 1, n, sA_d, sA_n, offs_d, mask_d), _bc_row(B_row, i + 1, n, l, sB_n, offs_t)
-        C_nx, h0_nx = _bc_row(C_row, i + 1, n, l, sC_n, offs_t), _st_vec(st, i + 1, n, d, mask_d)
-        g_end_nx = _st_vec(gst, i + 1, n, d, mask_d)
-        a = tl.exp2((Ai * _LOG2E)[:, None] * dt)  # (BD, T)
+        A_nx, B_nx = a_col(A_ptr, i + 1, n, sA_d, sA_n, offs_d, mask_d), bc_row(B_row, i + 1, n, l, sB_n, offs_t)
+        C_nx, h0_nx = bc_row(C_row, i + 1, n, l, sC_n, offs_t), st_vec(st, i + 1, n, d, mask_d)
+        g_end_nx = st_vec(gst, i + 1, n, d, mask_d)
+        a = tl.exp2((Ai * LOG2E)[:, None] * dt)  # (BD, T)
         x = dtu * Bi[None, :]
-        _, h = tl.associative_scan((a, tl.where(first, x + a * h0[:, None], x)), 1, _scan_combine)
+        _, h = tl.associative_scan((a, tl.where(first, x + a * h0[:, None], x)), 1, scan_combine)
         y += h * Ci[None, :]
-        a_next = tl.exp2((Ai * _LOG2E)[:, None] * dt_next)  # decay from t to t + 1
+        a_next = tl.exp2((Ai * LOG2E)[:, None] * dt_next)  # decay from t to t + 1
         c = dy * Ci[None, :]
-        _, g = tl.associative_scan((a_next, tl.where(last, c + g_end[:, None], c)), 1, _scan_combine, reverse=True)
+        _, g = tl.associative_scan((a_next, tl.where(last, c + g_end[:, None], c)), 1, scan_combine, reverse=True)
         gh = g * (h - x)  # g_t a_t h_{t-1}
         ghA += gh * Ai[:, None]
         gB += g * Bi[None, :]
@@ -132,12 +130,12 @@ def _chunk_bwd(dout_ptr, z_ptr, u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_
                sdl_b, sdl_d, sdl_l, sA_d, sA_n, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
                HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                ATOMIC_BC: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr):
-    offs_d, offs_t, mask_d, mask = _tile_offsets(d, l, BLOCK_D, T)
-    dt, _ = _load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t, mask_d, mask, HAS_BIAS, SOFTPLUS)
+    offs_d, offs_t, mask_d, mask = tile_offsets(d, l, BLOCK_D, T)
+    dt, _ = load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t, mask_d, mask, HAS_BIAS, SOFTPLUS)
     mask_next = mask_d[:, None] & (offs_t + 1 < l)[None, :]
-    dt_next, _ = _load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t + 1, mask_d, mask_next,
+    dt_next, _ = load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t + 1, mask_d, mask_next,
                           HAS_BIAS, SOFTPLUS)  # (BD, T): dt one position later
-    dtu = dt * _load_bdl(u_ptr, su_b, su_d, su_l, offs_d, offs_t, mask)  # (BD, T)
+    dtu = dt * load_bdl(u_ptr, su_b, su_d, su_l, offs_d, offs_t, mask)  # (BD, T)
     _, dy = _load_dy(dout_ptr, z_ptr, sdo_b, sdo_d, sdo_l, sz_b, sz_d, sz_l, offs_d, offs_t, mask, HAS_Z)
     pid_b, row = tl.program_id(2).to(tl.int64), tl.program_id(2).to(tl.int64) * nc + tl.program_id(1)
     if ATOMIC_BC:  # add into (b, g, n, l): this program's group of B and of C
@@ -147,20 +145,20 @@ def _chunk_bwd(dout_ptr, z_ptr, u_ptr, dl_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_
         part_B = (pid_b * tl.num_programs(0) + tl.program_id(0)) * n * l
         part_C = part_B
     y, ghA, gB = _state_loop_bwd(
-        A_ptr, _row_ptr(B_ptr, sB_b, sB_g, sB_l, dpg_B, offs_t, BLOCK_D),
-        _row_ptr(C_ptr, sC_b, sC_g, sC_l, dpg_C, offs_t, BLOCK_D), _state_base(st_ptr, d, n, nc) + offs_d,
-        _state_base(gst_ptr, d, n, nc) + offs_d, dB_ptr + part_B, dC_ptr + part_C, dA_ptr + row * n * d,
+        A_ptr, row_ptr(B_ptr, sB_b, sB_g, sB_l, dpg_B, offs_t, BLOCK_D),
+        row_ptr(C_ptr, sC_b, sC_g, sC_l, dpg_C, offs_t, BLOCK_D), state_base(st_ptr, d, n, nc) + offs_d,
+        state_base(gst_ptr, d, n, nc) + offs_d, dB_ptr + part_B, dC_ptr + part_C, dA_ptr + row * n * d,
         dt, dt_next, dtu, dy, l, n, d, sA_d, sA_n, sB_n, sC_n, offs_d, offs_t, mask_d, ATOMIC_BC, BLOCK_D, T,
     )
     # u, dout, z and d dt / d delta are loaded again rather than held in registers across the loop
-    _, dsp = _load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t, mask_d, mask, HAS_BIAS, SOFTPLUS)
-    u = _load_bdl(u_ptr, su_b, su_d, su_l, offs_d, offs_t, mask)
+    _, dsp = load_dt(dl_ptr, sdl_b, sdl_d, sdl_l, bias_ptr, offs_d, offs_t, mask_d, mask, HAS_BIAS, SOFTPLUS)
+    u = load_bdl(u_ptr, su_b, su_d, su_l, offs_d, offs_t, mask)
     Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
     bdl = pid_b * d * l + offs_d.to(tl.int64)[:, None] * l + offs_t[None, :]  # into contiguous (b, d, l)
     if HAS_Z:
-        z = _load_bdl(z_ptr, sz_b, sz_d, sz_l, offs_d, offs_t, mask)
+        z = load_bdl(z_ptr, sz_b, sz_d, sz_l, offs_d, offs_t, mask)
         sig = 1.0 / (1.0 + tl.exp(-z))
-        dout = _load_bdl(dout_ptr, sdo_b, sdo_d, sdo_l, offs_d, offs_t, mask)
+        dout = load_bdl(dout_ptr, sdo_b, sdo_d, sdo_l, offs_d, offs_t, mask)
         dz = dout * (y + Dv[:, None] * u) * sig * (1.0 + z * (1.0 - sig))
         tl.store(dz_ptr + bdl, dz.to(dz_ptr.dtype.element_ty), mask=mask)
     du = dt * gB + Dv[:, None] * dy

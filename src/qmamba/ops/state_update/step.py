@@ -20,7 +20,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from qmamba.ops import backend, pdl
+from qmamba.ops.common.launch import block_rows
+from qmamba.ops.runtime import pdl
 
 
 @triton.jit
@@ -32,7 +33,7 @@ def _state_update_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     A_IS_LOG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
 ):
-    if PDL:  # ops/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
+    if PDL:  # ops/runtime/pdl.py: the previous kernel's writes are visible from here on; the next one may launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     pid_p, pid_b, pid_h = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
@@ -71,15 +72,6 @@ def _state_update_kernel(
 
 def _strides(t: Tensor | None, ndim: int) -> tuple[int, ...]:
     return tuple(t.stride()) if t is not None else (0,) * ndim
-
-
-def block_rows(rows: int, n_pad: int, programs_per_tile: int, max_elements: int) -> int:
-    """Tile height over ``rows`` state rows of ``n_pad`` elements: at most ``max_elements`` state elements a
-    program, halved until the grid (``programs_per_tile`` * tiles programs) covers about two waves."""
-    block = min(triton.next_power_of_2(rows), max(1, max_elements // n_pad))
-    while block > 4 and programs_per_tile * triton.cdiv(rows, block) < 264:
-        block //= 2
-    return block
 
 
 def selective_state_update(
@@ -125,6 +117,3 @@ def selective_state_update(
         num_warps=4 if block_p * n_pad >= 2048 else 2, **pdl.launch_options(use_pdl),
     )
     return out if heads else out.squeeze(1)
-
-
-backend.register("selective_state_update", "triton", selective_state_update, devices=("cuda",))
