@@ -11,6 +11,7 @@ from testing_utils import assert_close, tiny_tokenizer
 
 from qmamba.data.processor import Processor
 from qmamba.errors import CheckpointError, InputError
+from qmamba.infer import generate
 from qmamba.models.freezing import apply_stage
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import PRESETS, get_preset
@@ -97,7 +98,7 @@ def test_save_load_round_trip_with_processor(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, pipe.model(**batch).logits)
     answer = pipe.chat("what is the shape ?", image=_image(3), max_new_tokens=5)
-    ids = model.generate(**batch, max_new_tokens=5, eos_token_id=tok.eos_token_id)[0, batch["input_ids"].shape[1]:]
+    ids = generate(model, **batch, max_new_tokens=5, eos_token_id=tok.eos_token_id)[0, batch["input_ids"].shape[1]:]
     assert answer == tok.decode(ids, skip_special_tokens=True).strip()
     assert "".join(pipe.stream("what is the shape ?", image=_image(3), max_new_tokens=5)).strip() == answer
 

@@ -48,6 +48,19 @@ class MambaCache:
             layer.ssm_state.zero_()
         self.seqlen_offset = 0
 
+    def first_rows(self, rows: int) -> MambaCache:
+        """The state of the first ``rows`` rows as views of these buffers: writes through it land here."""
+        return MambaCache([LayerState(s.conv_state[:rows], s.ssm_state[:rows]) for s in self.layers],
+                          self.seqlen_offset)
+
+    def load_rows(self, source: MambaCache) -> None:
+        """Copy ``source``'s state (b rows, b <= this batch) into the first b rows, in place (the buffers stay)."""
+        b = source.batch_size
+        for dst, src in zip(self.layers, source.layers):
+            dst.conv_state[:b].copy_(src.conv_state)
+            dst.ssm_state[:b].copy_(src.ssm_state)
+        self.seqlen_offset = source.seqlen_offset
+
     def select_rows(self, rows: Tensor) -> None:
         """Keep only batch rows ``rows`` (e.g. after some sequences finished)."""
         for layer in self.layers:
