@@ -9,8 +9,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from qmamba.bench.lm import LMRunner
 from qmamba.bench.options import BenchOptions
+from qmamba.bench.runner import LMRunner
 from qmamba.infer.cuda_graph import GraphDecoder
 from qmamba.infer.loop import GenerationConfig
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
