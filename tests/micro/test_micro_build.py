@@ -10,7 +10,7 @@ import torch
 from micro_assets_testkit import tiny_build, tiny_build_kwargs, tiny_world
 
 from qmamba.cli import main
-from qmamba.data.image import ImageTransformConfig, load_image
+from qmamba.data.image import ImageTransformConfig, MultiImageTransform, load_image
 from qmamba.data.tokenizer import load_tokenizer
 from qmamba.errors import ConfigError
 from qmamba.infer import generate
@@ -42,7 +42,7 @@ def test_the_siglip_folder_loads_in_qmamba_and_transformers_with_the_same_weight
     assert (encoder.config.kind, encoder.num_patches, encoder.d_vision) == ("siglip", 64, 128)
     full = SiglipModel.from_pretrained(str(out / "siglip")).eval()
     image = load_image(next((tiny_world(tmp_path_factory).root / "images" / "align").iterdir()))
-    pixels = encoder.transform([image])  # (1, 3, 64, 64)
+    pixels = MultiImageTransform(encoder.config.transforms)([image])  # (1, 3, 64, 64)
     ours = encoder(pixels)  # (1, 64, 128): layer -2
     with torch.no_grad():
         theirs = full.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
