@@ -33,7 +33,7 @@ def _ids(batch: int, length: int, vocab: int, device: torch.device, seed: int) -
 
 def decode_ms(runner: LMRunner, batch: int, opts: BenchOptions, vocab: int, device: torch.device) -> float:
     """The median over repeats of (generate n + 1 - generate 1) / n, each pair timed back to back: a slow call
-    on either side moves one pair, not the figure (two separate medians once gave 1.77 for a 2.27 ms step)."""
+    on either side moves one pair, not the figure (two separate medians can disagree by far more than noise)."""
     ids = _ids(batch, opts.decode_prompt_len, vocab, device, opts.seed)
     n = opts.decode_tokens
     with torch.inference_mode():

@@ -82,7 +82,7 @@ def components(model: MultimodalModel, decoder: GraphDecoder, opts: BenchOptions
                                    for t, x in zip(towers, chunks)]
     dtype = next(model.connector.parameters()).dtype
     out["projector_ms"], visual = timed(lambda: model.connector(features.to(dtype)))  # (b, q, d)
-    embeds = splice_at_column(lm.backbone.embedding(ids.clamp(min=0)), visual, i)  # (b, L, d)
+    embeds = splice_at_column(lm.embed(ids.clamp(min=0)), visual, i)  # (b, L, d)
     slot = decoder.slot(batch)
     cache = slot.row_cache(batch)
 

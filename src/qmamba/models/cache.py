@@ -25,7 +25,7 @@ class LayerState:
         """After a sequence: keep the last d_conv conv inputs (b, conv_dim, l) and the final SSM state."""
         self.ssm_state.copy_(final_ssm_state)
         w, l = self.conv_state.shape[-1], conv_inputs.shape[-1]
-        if l >= w:  # only the tail is read (a prefill's inputs can be 100+ MB at batch 64)
+        if l >= w:  # only the tail is read (a long prefill's inputs are large)
             self.conv_state.copy_(conv_inputs[:, :, l - w:])
         else:
             joined = torch.cat([self.conv_state[:, :, l:], conv_inputs.to(self.conv_state.dtype)], dim=-1)

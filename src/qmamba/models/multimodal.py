@@ -149,7 +149,7 @@ class MultimodalModel(nn.Module):
         """``prefill`` for the fixed layout: input_ids (b, l) with one placeholder per row in ``column``, no
         padding; pixel_values (b, 3k, S, S). Shapes follow from the inputs' and nothing synchronises with the
         host, so a CUDA graph can capture it; the same numbers as ``prefill`` up to its all-ones mask."""
-        text = self.llm.backbone.embedding(input_ids.clamp(min=0))  # (b, l, d)
+        text = self.llm.embed(input_ids.clamp(min=0))  # (b, l, d)
         embeds = splice_at_column(text, self.encode_images(pixel_values), column)  # (b, l - 1 + q, d)
         return self.llm.prefill(inputs_embeds=embeds, cache=cache)
 
