@@ -1,4 +1,4 @@
-"""CUDA-graph decoding: the static-buffer decoder equals ``model.generate`` token for token (padded buckets,
+"""CUDA-graph decoding: the static-buffer decoder equals ``generate(model, ...)`` token for token (padded buckets,
 rows of different lengths, EOS stops, sampling), the captured text and multimodal prefills equal ``model.prefill``;
 on a GPU, graph replay equals the same step run eagerly."""
 
