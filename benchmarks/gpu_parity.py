@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from qmamba import MambaLM
+from qmamba import MambaLM, generate
 
 FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures"
 
@@ -30,7 +30,7 @@ def fixtures(device: str) -> list[dict]:
             model = MambaLM.from_pretrained(FIXTURES / name, dtype=dtype, device=device)
             with torch.no_grad():
                 logits = model(ref["input_ids"].to(device)).logits.float().cpu()
-            greedy = model.generate(ref["input_ids"][:, :10].to(device), max_new_tokens=16).cpu()
+            greedy = generate(model, ref["input_ids"][:, :10].to(device), max_new_tokens=16).cpu()
             rows.append({"check": f"{name} vs mamba_ssm fixture", "dtype": str(dtype).split(".")[-1],
                          "rel_err": rel(logits, ref["logits"]),
                          "greedy_equal": bool(torch.equal(greedy, ref["greedy_sequences"]))})
@@ -54,7 +54,7 @@ def against_mamba_ssm(device: str, layer: str) -> dict | None:
     with torch.no_grad():
         a, b = ours(ids).logits, ref(ids).logits
     return {"check": f"{layer} 768x4 vs mamba_ssm (same weights)", "dtype": "float32", "rel_err": rel(a, b),
-            "greedy_equal": bool(torch.equal(ours.generate(ids[:, :21], max_new_tokens=12),
+            "greedy_equal": bool(torch.equal(generate(ours, ids[:, :21], max_new_tokens=12),
                                              ref.generate(ids[:, :21], max_length=33, top_k=1)))}
 
 

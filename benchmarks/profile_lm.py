@@ -129,7 +129,7 @@ def main() -> None:
 
     @torch.inference_mode()
     def q_decode():
-        model.decode_step(tok, cache)
+        model.step(tok, cache)
 
     if args.who_launches:
         sections.append(f"## ops launching '{args.who_launches}' in one qmamba prefill\n"

@@ -29,8 +29,7 @@ SHAPES = {  # name: (d_model, in_proj rows, conv_lo, conv channels, x_proj rows 
 def configs(m: int, has_xproj: bool):
     """One row: tiles, each with the norm inside or add_norm first and with or without in_proj's loads a
     tile ahead (x_proj after the kernel), and the default tiles with x_proj fused; several rows: the rows
-    kernel's tiles on add_norm's output (the norm inside every program took 50-70 us), with x_proj inside it
-    and after it. (L2 prefetch distances lost everywhere they were swept: 2 and 8 tiles ahead.)"""
+    kernel's tiles on add_norm's output, with x_proj inside it and after it."""
     if m == 1:
         for bn, bk, pre, dbuf in itertools.product((8, 16), (256, 512), (False, True), (False, True)):
             yield {"block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 3, "fuse_xproj": False, "prefetch": 0,

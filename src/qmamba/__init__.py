@@ -1,5 +1,8 @@
 """qmamba: Querying Mamba and the Mamba multimodal LLMs around it.
 
+    lm = qmamba.MambaLM.from_pretrained("path/to/mamba")
+    qmamba.generate(lm, input_ids, max_new_tokens=32)
+
 The heavy modules are imported on first use, so ``import qmamba`` and ``qmamba --help`` stay fast.
 """
 
@@ -17,12 +20,16 @@ _EXPORTS = {
     "MultimodalConfig": "qmamba.models.multimodal",
     "presets": "qmamba.models.presets",
     "QMambaError": "qmamba.errors",
+    "generate": "qmamba.infer.generate",
+    "stream": "qmamba.infer.generate",
 }
 
-__all__ = ["MambaLM", "MambaLMConfig", "MultimodalConfig", "MultimodalModel", "QMambaError", "presets"]
+__all__ = ["MambaLM", "MambaLMConfig", "MultimodalConfig", "MultimodalModel", "QMambaError", "generate", "presets",
+           "stream"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from qmamba.errors import QMambaError
+    from qmamba.infer.generate import generate, stream
     from qmamba.models import presets
     from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
     from qmamba.models.multimodal import MultimodalConfig, MultimodalModel

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from qmamba.data.processor import Processor
-from qmamba.infer.generate import stream_text
+from qmamba.infer.generate import generate, stream, stream_text
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.utils.device import resolve_device, resolve_dtype
 
@@ -51,7 +51,7 @@ class Pipeline:
     def batch(self, prompts: Sequence[str], images: Sequence[ImageLike], **gen) -> list[str]:
         """Answers to several prompts (one image or None each), generated together."""
         inputs = self._inputs(prompts, images)
-        out = self.model.generate(**inputs, tokenizer=self.processor.tokenizer, **self._settings(gen))
+        out = generate(self.model, **inputs, tokenizer=self.processor.tokenizer, **self._settings(gen))
         new = out[:, inputs["input_ids"].shape[1]:]
         return [self._clean(self.processor.decode(row)) for row in new.tolist()]
 
@@ -60,7 +60,7 @@ class Pipeline:
 
     def stream(self, prompt: str, image: ImageLike = None, **gen) -> Iterator[str]:
         inputs = self._inputs([prompt], [image])
-        steps = self.model.stream(**inputs, tokenizer=self.processor.tokenizer, **self._settings(gen))
+        steps = stream(self.model, **inputs, tokenizer=self.processor.tokenizer, **self._settings(gen))
         stop = self.processor.template.stop
         for piece in stream_text(steps, self.processor.tokenizer):
             yield piece.split(stop)[0]

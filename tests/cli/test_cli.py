@@ -11,6 +11,7 @@ from PIL import Image
 from testing_utils import tiny_tokenizer
 
 from qmamba.cli import COMMANDS, main
+from qmamba.infer import generate
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
 
@@ -78,5 +79,5 @@ def test_generate_with_a_language_model(tmp_path, capsys):
     tok.save_pretrained(tmp_path)
     assert main(["generate", "--model", str(tmp_path), "--prompt", "what is", "--max-new-tokens", "3"]) == 0
     ids = torch.tensor([tok.encode("what is")])
-    new = lm.generate(ids, max_new_tokens=3, eos_token_id=tok.eos_token_id)[0, ids.shape[1]:]
+    new = generate(lm, ids, max_new_tokens=3, eos_token_id=tok.eos_token_id)[0, ids.shape[1]:]
     assert capsys.readouterr().out.strip() == ("what is" + tok.decode(new, skip_special_tokens=True)).strip()

@@ -1,4 +1,4 @@
-"""CUDA-graph decoding: the static-buffer decoder equals ``model.generate`` token for token (padded buckets,
+"""CUDA-graph decoding: the static-buffer decoder equals ``generate(model, ...)`` token for token (padded buckets,
 rows of different lengths, EOS stops, sampling), the captured text and multimodal prefills equal ``model.prefill``;
 on a GPU, graph replay equals the same step run eagerly."""
 
@@ -10,8 +10,8 @@ from testing_utils import assert_close
 
 from qmamba import MambaLM
 from qmamba.errors import InputError
+from qmamba.infer import GenerationConfig, generate
 from qmamba.infer.cuda_graph import GraphDecoder, bucket_size, graph_generate, graph_stream
-from qmamba.infer.generate import GenerationConfig
 from qmamba.models.mamba_lm import MambaLMConfig
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
@@ -70,9 +70,9 @@ def test_static_decode_equals_generate_with_padding_and_ragged_rows(ssm_cfg):
     assert not decoder.use_graphs
     out = decoder.generate(ids, mask, GenerationConfig(max_new_tokens=12))
     assert list(decoder.slots) == [4]
-    assert torch.equal(out, model.generate(ids, attention_mask=mask, max_new_tokens=12))
+    assert torch.equal(out, generate(model, ids, attention_mask=mask, max_new_tokens=12))
     one = decoder.generate(ids[1:2, -4:], None, GenerationConfig(max_new_tokens=5))  # bucket 1, same buffers reused
-    assert torch.equal(one, model.generate(ids[1:2, -4:], max_new_tokens=5))
+    assert torch.equal(one, generate(model, ids[1:2, -4:], max_new_tokens=5))
     assert sorted(decoder.slots) == [1, 4]
 
 
@@ -81,9 +81,9 @@ def test_static_decode_equals_generate_with_padding_and_ragged_rows(ssm_cfg):
 def test_eos_stops_like_generate(ssm_cfg, check_every):
     model = tiny(ssm_cfg)
     ids, mask = left_padded([9, 6, 3])
-    free = model.generate(ids, attention_mask=mask, max_new_tokens=12)[:, 9:]
+    free = generate(model, ids, attention_mask=mask, max_new_tokens=12)[:, 9:]
     eos = sorted({int(free[0, 2]), int(free[1, 4]), int(free[2, 1])})  # every row meets one early
-    want = model.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=5)
+    want = generate(model, ids, attention_mask=mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=5)
     decoder = GraphDecoder(model, check_every=check_every)
     got = decoder.generate(ids, mask, GenerationConfig(max_new_tokens=12, eos_token_id=eos, pad_token_id=5))
     assert want.shape[1] < 9 + 12, "the test needs every row to stop early"
@@ -96,7 +96,7 @@ def test_sampling_and_penalty_go_through_the_same_loop(ssm_cfg):
     ids, mask = left_padded([7, 2])
     kw = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.5, "top_k": 20, "seed": 3,
           "repetition_penalty": 1.3}
-    want = model.generate(ids, attention_mask=mask, **kw)
+    want = generate(model, ids, attention_mask=mask, **kw)
     assert torch.equal(graph_generate(model, ids, mask, GenerationConfig(**kw)), want)
     steps = list(graph_stream(model, ids, mask, GenerationConfig(**kw)))
     assert torch.equal(torch.stack(steps, 1), want[:, ids.shape[1]:])
@@ -111,7 +111,7 @@ def test_decoder_rebuilds_when_weights_change():
     model.double()
     out = decoder.generate(ids, None, GenerationConfig(max_new_tokens=6))
     assert decoder.slots[2] is not old and decoder.slots[2].logits.dtype == torch.float64
-    assert torch.equal(out, model.generate(ids, max_new_tokens=6))
+    assert torch.equal(out, generate(model, ids, max_new_tokens=6))
 
 
 def test_models_without_a_mamba_lm_take_the_plain_loop():
@@ -121,7 +121,7 @@ def test_models_without_a_mamba_lm_take_the_plain_loop():
         def prefill(self, input_ids, attention_mask=None):
             return torch.nn.functional.one_hot((input_ids[:, -1] + 1) % 10, 10).float(), None
 
-        def decode_step(self, tokens, cache):
+        def step(self, tokens, cache):
             return torch.nn.functional.one_hot((tokens + 1) % 10, 10).float()
 
     out = graph_generate(Counter(), torch.tensor([[3]]), None, GenerationConfig(max_new_tokens=4))
@@ -142,7 +142,7 @@ def test_multimodal_prefill_and_answer_equal_the_model(name, column):
     for i, (a, b) in enumerate(zip(prefill.cache.layers, cache.layers)):
         assert_close(a.ssm_state, b.ssm_state, 1e-5, f"layer {i} ssm state")
         assert_close(a.conv_state, b.conv_state, 1e-5, f"layer {i} conv state")
-    want = model.generate(ids, pixel_values=pixels, max_new_tokens=6)[:, ids.shape[1]:]
+    want = generate(model, ids, pixel_values=pixels, max_new_tokens=6)[:, ids.shape[1]:]
     assert torch.equal(decoder.answer(ids, pixels, GenerationConfig(max_new_tokens=6)), want)
     assert torch.equal(graph_generate(model, ids, None, GenerationConfig(max_new_tokens=6), pixel_values=pixels)[
         :, ids.shape[1]:], want)
@@ -171,7 +171,7 @@ def test_text_prefill_equals_the_model_and_takes_new_ids(ssm_cfg):
                 assert_close(a.ssm_state, b.ssm_state, 1e-5, f"layer {i} ssm state")
                 assert_close(a.conv_state, b.conv_state, 1e-5, f"layer {i} conv state")
         prefill.slot.begin(3, GenerationConfig())  # greedy decoding continues from the captured prefill's state
-    assert torch.equal(decoder.greedy(prefill.slot, 3, 5), model.generate(second, max_new_tokens=5)[:, 11:])
+    assert torch.equal(decoder.greedy(prefill.slot, 3, 5), generate(model, second, max_new_tokens=5)[:, 11:])
     with pytest.raises(InputError, match="image placeholders"):
         decoder.text_prefill(torch.full((1, 4), IMAGE_TOKEN_ID))
 
@@ -196,10 +196,10 @@ def test_graph_decode_equals_eager_decode_on_gpu(ssm_cfg, dtype):
         tok = logits.float().argmax(-1)
         slot.tokens[:3] = tok
         slot.step()
-        want = model.decode_step(tok, cache)
+        want = model.step(tok, cache)
     assert_close(slot.logits[:3].float(), want.float(), 1e-5 if dtype == torch.float32 else 2e-2, "step logits")
     if dtype == torch.float32:
-        assert torch.equal(out, model.generate(ids, attention_mask=mask, max_new_tokens=24))
+        assert torch.equal(out, generate(model, ids, attention_mask=mask, max_new_tokens=24))
 
 
 @gpu
@@ -211,7 +211,7 @@ def test_graph_multimodal_prefill_equals_eager_on_gpu():
     cfg = GenerationConfig(max_new_tokens=6)
     graphed, eager = GraphDecoder(model), GraphDecoder(model, use_graphs=False)
     assert torch.equal(graphed.answer(ids, pixels, cfg), eager.answer(ids, pixels, cfg))
-    assert torch.equal(graphed.answer(ids, pixels, cfg), model.generate(ids, pixel_values=pixels, max_new_tokens=6)[
+    assert torch.equal(graphed.answer(ids, pixels, cfg), generate(model, ids, pixel_values=pixels, max_new_tokens=6)[
         :, ids.shape[1]:])
 
 

@@ -9,7 +9,7 @@ import torch
 from testing_utils import tiny_tokenizer
 
 from qmamba.errors import ConfigError
-from qmamba.infer.generate import GenerationConfig, stream_text
+from qmamba.infer import GenerationConfig, generate, stream, stream_text
 from qmamba.infer.sampling import SamplingConfig, apply_repetition_penalty, filter_top_k, filter_top_p, next_tokens
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
 
@@ -64,16 +64,16 @@ def test_stop_strings_end_rows_and_streaming_matches_generate():
     tok = tiny_tokenizer()
     lm = _lm(len(tok))
     ids = torch.tensor([tok.encode("what is the")])
-    full = lm.generate(ids, max_new_tokens=12)[0, ids.shape[1]:]
+    full = generate(lm, ids, max_new_tokens=12)[0, ids.shape[1]:]
     words = tok.decode(full[:4]).split()
     stop = words[-1]
-    out = lm.generate(ids, max_new_tokens=12, stop_strings=[stop], tokenizer=tok)[0, ids.shape[1]:]
+    out = generate(lm, ids, max_new_tokens=12, stop_strings=[stop], tokenizer=tok)[0, ids.shape[1]:]
     first = next(i for i in range(1, len(full) + 1) if stop in tok.decode(full[:i]))
     assert out.tolist() == full[:first].tolist()
-    text = "".join(stream_text(lm.stream(ids, max_new_tokens=12), tok))
+    text = "".join(stream_text(stream(lm, ids, max_new_tokens=12), tok))
     assert text.strip() == tok.decode(full, skip_special_tokens=True).strip()
     with pytest.raises(ConfigError, match="tokenizer"):
-        lm.generate(ids, max_new_tokens=3, stop_strings=["x"])
+        generate(lm, ids, max_new_tokens=3, stop_strings=["x"])
 
 
 def test_cache_memory_does_not_grow_with_generated_length():

@@ -10,9 +10,10 @@ import torch
 from micro_assets_testkit import tiny_build, tiny_build_kwargs, tiny_world
 
 from qmamba.cli import main
-from qmamba.data.image import ImageTransformConfig, load_image
+from qmamba.data.image import ImageTransformConfig, MultiImageTransform, load_image
 from qmamba.data.tokenizer import load_tokenizer
 from qmamba.errors import ConfigError
+from qmamba.infer import generate
 from qmamba.micro.build import build_micro_assets
 from qmamba.micro.pretrain_vision import image_transform
 from qmamba.micro.report import check_size
@@ -27,7 +28,7 @@ def test_the_lm_folder_loads_and_generates(tmp_path_factory):
     assert lm.config.vocab_size == len(tok) == record["tokenizer"]["vocab_size"]
     assert lm.config.d_model == 192 and lm.config.n_layer == 4
     prompt = torch.tensor([tok.encode("<|user|>\nWhat color is the circle?<|endoftext|>\n<|assistant|>\n")])
-    ids = lm.generate(prompt, max_new_tokens=5, eos_token_id=tok.eos_token_id)
+    ids = generate(lm, prompt, max_new_tokens=5, eos_token_id=tok.eos_token_id)
     assert ids.shape[1] > prompt.shape[1] and int(ids.max()) < len(tok)
     assert isinstance(tok.decode(ids[0, prompt.shape[1]:]), str)
     assert json.loads((out / "mamba" / "config.json").read_text())["ssm_cfg"]["d_state"] == 16  # mamba_ssm format
@@ -41,7 +42,7 @@ def test_the_siglip_folder_loads_in_qmamba_and_transformers_with_the_same_weight
     assert (encoder.config.kind, encoder.num_patches, encoder.d_vision) == ("siglip", 64, 128)
     full = SiglipModel.from_pretrained(str(out / "siglip")).eval()
     image = load_image(next((tiny_world(tmp_path_factory).root / "images" / "align").iterdir()))
-    pixels = encoder.transform([image])  # (1, 3, 64, 64)
+    pixels = MultiImageTransform(encoder.config.transforms)([image])  # (1, 3, 64, 64)
     ours = encoder(pixels)  # (1, 64, 128): layer -2
     with torch.no_grad():
         theirs = full.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]

@@ -9,6 +9,7 @@ import torch
 from testing_utils import assert_close
 
 from qmamba import MambaLM
+from qmamba.infer import generate
 from qmamba.models.mamba_lm import MambaLMConfig
 
 transformers = pytest.importorskip("transformers")
@@ -40,7 +41,7 @@ def test_transformers_checkpoint_loads_with_same_logits(tmp_path, kind, groups):
     with torch.no_grad():
         assert_close(ours(ids).logits, hf(ids).logits, 1e-5, f"{kind} g{groups}")
         greedy_hf = hf.generate(ids[:, :5], max_new_tokens=8, do_sample=False)
-    ours_greedy = ours.generate(ids[:, :5], max_new_tokens=8, eos_token_id=hf.generation_config.eos_token_id,
+    ours_greedy = generate(ours, ids[:, :5], max_new_tokens=8, eos_token_id=hf.generation_config.eos_token_id,
                                 pad_token_id=hf.generation_config.pad_token_id)
     assert torch.equal(ours_greedy, greedy_hf)
 

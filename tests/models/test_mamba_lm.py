@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from testing_utils import FIXTURES, assert_close
 
 from qmamba import MambaLM
+from qmamba.infer import generate
 from qmamba.models.mamba_lm import MambaLMConfig
 from qmamba.ops.mamba_inner import length_multiple, padding
 
@@ -36,7 +37,7 @@ def test_fixture_logits_and_greedy_tokens(name):
         logits = model(ref["input_ids"]).logits
     # mamba_ssm's Triton SSD kernels multiply in TF32: ~7e-5 off fp64 for mamba2-tiny; our fp32 is ~5e-7 off it
     assert_close(logits, ref["logits"], 1e-4, f"{name} logits")
-    out = model.generate(ref["input_ids"][:, :10], max_new_tokens=16)
+    out = generate(model, ref["input_ids"][:, :10], max_new_tokens=16)
     assert torch.equal(out, ref["greedy_sequences"]), f"{out}\n!=\n{ref['greedy_sequences']}"
 
 
@@ -203,11 +204,11 @@ def test_left_padded_batch_equals_each_row_alone(ssm_cfg):
         ids[i, L - len(r):], mask[i, L - len(r):] = r, 1
     with torch.no_grad():
         batched = model(ids, attention_mask=mask).logits
-        gen = model.generate(ids, attention_mask=mask, max_new_tokens=6)
+        gen = generate(model, ids, attention_mask=mask, max_new_tokens=6)
         for i, r in enumerate(rows):
             alone = model(r[None]).logits[0]
             assert_close(batched[i, L - len(r):], alone, 1e-5, f"row {i}")
-            gen_alone = model.generate(r[None], max_new_tokens=6)[0, len(r):]
+            gen_alone = generate(model, r[None], max_new_tokens=6)[0, len(r):]
             assert torch.equal(gen[i, L:], gen_alone), f"row {i}: {gen[i, L:]} vs {gen_alone}"
 
 
@@ -249,10 +250,10 @@ def test_inputs_embeds_equals_input_ids():
 def test_sampling_is_seeded_and_respects_top_k_one():
     model = tiny(MAMBA1)
     ids = torch.randint(0, 97, (2, 5))
-    greedy = model.generate(ids, max_new_tokens=8)
-    assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=True, top_k=1), greedy)
-    a = model.generate(ids, max_new_tokens=8, do_sample=True, temperature=2.0, seed=3)
-    b = model.generate(ids, max_new_tokens=8, do_sample=True, temperature=2.0, seed=3)
+    greedy = generate(model, ids, max_new_tokens=8)
+    assert torch.equal(generate(model, ids, max_new_tokens=8, do_sample=True, top_k=1), greedy)
+    a = generate(model, ids, max_new_tokens=8, do_sample=True, temperature=2.0, seed=3)
+    b = generate(model, ids, max_new_tokens=8, do_sample=True, temperature=2.0, seed=3)
     assert torch.equal(a, b)
     assert int(a.max()) < 97  # vocabulary padding (97 -> 104) is never sampled
 
@@ -260,8 +261,8 @@ def test_sampling_is_seeded_and_respects_top_k_one():
 def test_eos_stops_rows_and_pads_them():
     model = tiny(MAMBA1)
     ids = torch.randint(0, 97, (1, 5))
-    greedy = model.generate(ids, max_new_tokens=6)[0, 5:]
+    greedy = generate(model, ids, max_new_tokens=6)[0, 5:]
     eos = int(greedy[2])
-    out = model.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0)[0, 5:]
+    out = generate(model, ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0)[0, 5:]
     first = int((greedy == eos).nonzero()[0])
     assert out.tolist() == greedy[: first + 1].tolist()  # stops right after the first eos

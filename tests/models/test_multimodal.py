@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 from testing_utils import assert_close, tiny_tokenizer
 
+from qmamba.data.image import MultiImageTransform
 from qmamba.data.processor import Processor
 from qmamba.errors import CheckpointError, InputError
+from qmamba.infer import generate
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import PRESETS, get_preset
 from qmamba.models.splice import IMAGE_TOKEN_ID, splice_visual_tokens
@@ -59,7 +61,7 @@ def test_every_tiny_preset_trains_its_connector_in_align(name):
     report = apply_stage(model, "align")
     assert report["vision"][0] == report["llm"][0] == 0 and report["connector"][0] > 0
     tok = tiny_tokenizer()
-    proc = Processor(tok, model.vision.transform, image_position=model.config.image_position)
+    proc = Processor(tok, MultiImageTransform(model.vision.config.transforms), image_position=model.config.image_position)
     batch = proc(["what is the colour ?", "describe this image"], [_image(0), _image(1)], padding_side="right")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = model(**batch, labels=batch["input_ids"].clamp(min=0), padding_side="right")
@@ -80,7 +82,7 @@ def test_finetune_and_full_stages():
 
 def test_prefix_layout_puts_visual_tokens_first():
     model = _model("tiny-cobra")
-    proc = Processor(tiny_tokenizer(), model.vision.transform, image_position="prefix")
+    proc = Processor(tiny_tokenizer(), MultiImageTransform(model.vision.config.transforms), image_position="prefix")
     batch = proc(["<image>\nwhat is this ?"], [_image(2)])
     assert batch["input_ids"][0, 0] == IMAGE_TOKEN_ID and (batch["input_ids"] == IMAGE_TOKEN_ID).sum() == 1
     s = model.embed(batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
@@ -92,19 +94,19 @@ def test_save_load_round_trip_with_processor(tmp_path):
     model, tok = _model(), tiny_tokenizer()
     model.save_pretrained(tmp_path, tokenizer=tok)
     pipe = Pipeline.from_pretrained(tmp_path, device="cpu")
-    proc = Processor(tok, model.vision.transform)
+    proc = Processor(tok, MultiImageTransform(model.vision.config.transforms))
     batch = proc(["what is the shape ?"], [_image(3)])
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, pipe.model(**batch).logits)
     answer = pipe.chat("what is the shape ?", image=_image(3), max_new_tokens=5)
-    ids = model.generate(**batch, max_new_tokens=5, eos_token_id=tok.eos_token_id)[0, batch["input_ids"].shape[1]:]
+    ids = generate(model, **batch, max_new_tokens=5, eos_token_id=tok.eos_token_id)[0, batch["input_ids"].shape[1]:]
     assert answer == tok.decode(ids, skip_special_tokens=True).strip()
     assert "".join(pipe.stream("what is the shape ?", image=_image(3), max_new_tokens=5)).strip() == answer
 
 
 def test_left_padded_multimodal_batch_generates_like_each_row_alone():
     model, tok = _model(), tiny_tokenizer()
-    pipe = Pipeline(model, Processor(tok, model.vision.transform))
+    pipe = Pipeline(model, Processor(tok, MultiImageTransform(model.vision.config.transforms)))
     prompts = ["what is the colour of the circle ?", "how many", "describe"]
     images = [_image(4), None, _image(5)]
     batched = pipe.batch(prompts, images, max_new_tokens=6)
@@ -112,7 +114,7 @@ def test_left_padded_multimodal_batch_generates_like_each_row_alone():
 
 
 def test_processor_errors():
-    proc = Processor(tiny_tokenizer(), _model().vision.transform)
+    proc = Processor(tiny_tokenizer(), MultiImageTransform(_model().vision.config.transforms))
     with pytest.raises(InputError, match="2 <image> placeholders but one image"):
         proc(["<image> what <image>"], [_image(0)])
     with pytest.raises(InputError, match="no image was given"):
@@ -131,6 +133,6 @@ def test_loading_errors(tmp_path):
     with pytest.raises(CheckpointError, match="model_type is None.*MambaLM.from_pretrained"):
         MultimodalModel.from_pretrained(tmp_path)
     (tmp_path / "image.png").write_bytes(b"not an image")
-    pipe = Pipeline(_model(), Processor(tiny_tokenizer(), _model().vision.transform))
+    pipe = Pipeline(_model(), Processor(tiny_tokenizer(), MultiImageTransform(_model().vision.config.transforms)))
     with pytest.raises(InputError, match="image.png"):
         pipe.chat("what ?", image=tmp_path / "image.png")

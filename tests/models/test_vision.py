@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from qmamba.data.image import MultiImageTransform
 from qmamba.errors import CheckpointError, ConfigError, InputError
 from qmamba.models import checkpoints as ckpt
 from qmamba.models.vision import VISION_PRESETS, VisionConfig, VisionEncoder, vision_preset
@@ -93,7 +94,7 @@ def test_tower_gives_patch_features_of_the_second_to_last_layer(towers, kind):
     encoder = VisionEncoder.from_pretrained(path)
     assert encoder.config.kind == kind.split("-")[0]
     assert (encoder.num_patches, encoder.d_vision, encoder.grid) == (16, 32, (4, 4))
-    pixels = encoder.transform(_images())  # (2, 3, 32, 32)
+    pixels = MultiImageTransform(encoder.config.transforms)(_images())  # (2, 3, 32, 32)
     assert pixels.shape == (2, 3, 32, 32)
     out = encoder(pixels)
     assert out.shape == (2, 16, 32)
@@ -105,7 +106,7 @@ def test_tower_gives_patch_features_of_the_second_to_last_layer(towers, kind):
 def test_feature_layer_selects_that_hidden_state(towers, layer):
     path, hf_model = towers["clip-vision"]
     encoder = VisionEncoder.from_pretrained(path, feature_layer=layer)
-    pixels = encoder.transform(_images())
+    pixels = MultiImageTransform(encoder.config.transforms)(_images())
     _assert_close(encoder(pixels), _reference(hf_model, pixels, 1, layer), f"feature_layer={layer}")
     assert len(encoder.towers[0].model.encoder.layers) == (2 if layer == -1 else 1)
 
@@ -119,8 +120,8 @@ def test_feature_layer_out_of_range(towers):
 def test_other_image_size_interpolates_positions(towers, kind):
     path, hf_model = towers[kind]
     encoder = VisionEncoder.from_pretrained(path, image_size=48)
-    assert encoder.num_patches == 36 and encoder.transform.image_size == 48
-    pixels = encoder.transform(_images())  # (2, 3, 48, 48)
+    assert encoder.num_patches == 36 and MultiImageTransform(encoder.config.transforms).image_size == 48
+    pixels = MultiImageTransform(encoder.config.transforms)(_images())  # (2, 3, 48, 48)
     want = _reference(hf_model, pixels, PREFIX[kind], interpolate_pos_encoding=True)
     _assert_close(encoder(pixels), want, f"{kind} at 48 px")
 
@@ -142,7 +143,7 @@ def test_legacy_vision_model_prefix(towers, tmp_path):
     extra = {"vision_model.embeddings.position_ids": torch.arange(17)[None]}  # old transformers saved it
     save_file(load_file(tmp_path / "model.safetensors") | extra, tmp_path / "model.safetensors")
     encoder = VisionEncoder.from_pretrained(tmp_path)
-    pixels = encoder.transform(_images())
+    pixels = MultiImageTransform(encoder.config.transforms)(_images())
     _assert_close(encoder(pixels), _reference(hf_model, pixels, 1), "CLIP with vision_model. prefix")
 
 
@@ -162,7 +163,7 @@ def test_legacy_dinov2_names(towers, tmp_path):
     _rewrite(path, tmp_path, _old_dinov2_names)
     assert any(".attention.attention.query." in k for k in load_file(tmp_path / "model.safetensors"))
     encoder = VisionEncoder.from_pretrained(tmp_path)
-    pixels = encoder.transform(_images())
+    pixels = MultiImageTransform(encoder.config.transforms)(_images())
     _assert_close(encoder(pixels), _reference(hf_model, pixels, 3), "DINOv2 with older attention names")
 
 
@@ -184,7 +185,7 @@ def test_legacy_dinov2_swiglu(tmp_path):
     _rewrite(new, old, to_old)
     assert any(".mlp.weights_in." in k for k in load_file(old / "model.safetensors"))
     encoder = VisionEncoder.from_pretrained(old)
-    pixels = encoder.transform(_images())
+    pixels = MultiImageTransform(encoder.config.transforms)(_images())
     _assert_close(encoder(pixels), _reference(hf_model, pixels, 1), "DINOv2 SwiGLU with fused weights_in")
 
 
@@ -194,12 +195,12 @@ def test_dinosiglip_is_the_channel_concat_of_its_towers(towers):
     fused = VisionEncoder.from_pretrained([dino_dir, siglip_dir])
     assert fused.config.kind == "dinosiglip" and fused.config.image_size == 32
     assert (fused.num_patches, fused.d_vision) == (16, 64)
-    pixels = fused.transform(_images())  # (2, 6, 32, 32)
+    pixels = MultiImageTransform(fused.config.transforms)(_images())  # (2, 6, 32, 32)
     assert pixels.shape == (2, 6, 32, 32)
     dino = VisionEncoder.from_pretrained(dino_dir, image_size=32)
     siglip = VisionEncoder.from_pretrained(siglip_dir)
-    assert torch.equal(pixels[:, :3], dino.transform(_images()))
-    assert torch.equal(pixels[:, 3:], siglip.transform(_images()))
+    assert torch.equal(pixels[:, :3], MultiImageTransform(dino.config.transforms)(_images()))
+    assert torch.equal(pixels[:, 3:], MultiImageTransform(siglip.config.transforms)(_images()))
     want = torch.cat([dino(pixels[:, :3]), siglip(pixels[:, 3:])], dim=-1)  # (2, 16, 64)
     assert torch.equal(fused(pixels), want)
 
@@ -257,7 +258,7 @@ def test_frozen_by_default_and_unfreezing(towers):
     parent = nn.Sequential(encoder, nn.Linear(32, 4)).train()
     assert encoder.frozen and not encoder.training and not any(m.training for m in encoder.modules())
     assert not any(p.requires_grad for p in encoder.parameters())
-    pixels = encoder.transform(_images()).requires_grad_(True)
+    pixels = MultiImageTransform(encoder.config.transforms)(_images()).requires_grad_(True)
     assert not encoder(pixels).requires_grad  # ran under no_grad
 
     encoder.set_frozen(False)
@@ -285,7 +286,7 @@ def test_rebuild_from_config_and_state_dict(towers, kind, build):
     else:
         rebuilt = VisionEncoder(config)
     ckpt.load_into(rebuilt, encoder.state_dict(), "round trip")
-    pixels = encoder.transform(_images())
+    pixels = MultiImageTransform(encoder.config.transforms)(_images())
     assert torch.equal(rebuilt(pixels), encoder(pixels))
     assert rebuilt.frozen and not rebuilt.training
     assert all(k.startswith("towers.0.model.") for k in encoder.state_dict())
@@ -309,7 +310,7 @@ def test_presets(name):
         assert sum(1 for m in encoder.towers[0].model.modules() if type(m).__name__.endswith("Layer")) == layers
     else:
         assert (encoder.num_patches, encoder.d_vision) == (16, 64 if name.startswith("dinosiglip") else 32)
-        pixels = VisionEncoder(config).transform(_images())
+        pixels = MultiImageTransform(config.transforms)(_images())
         assert VisionEncoder(config)(pixels).shape == (2, 16, encoder.d_vision)
 
 

@@ -108,13 +108,13 @@ def test_mamba2_decode_step_through_the_kernel_matches_the_reference(monkeypatch
     ids = torch.randint(0, 50, (batch, 5))
     with use_backend("ref"), torch.no_grad():
         logits, cache = lm.prefill(ids)
-        want = lm.decode_step(logits.argmax(-1), cache)
+        want = lm.step(logits.argmax(-1), cache)
         logits, cache = lm.prefill(ids)
         calls = []
         real = module._launch
         monkeypatch.setattr(module, "_launch", lambda *a: calls.append(a[0].shape) or real(*a))
         monkeypatch.setattr(mamba2, "step_out", lambda *a: step_out(*a, config={"block_n": 8, "block_k": 32}))
-        got = lm.decode_step(logits.argmax(-1), cache)
+        got = lm.step(logits.argmax(-1), cache)
     assert calls == ([(1, 128)] * 2 if batch == 1 else []), "each layer's one-row step ran the kernel"
     assert_close(got, want, 1e-5)
 

@@ -1,6 +1,6 @@
 """Language-model figures: decode (batch 1 and a larger batch), prefill, training forward+backward.
 
-Every implementation is timed the same way on the same random weights (``LMRunner`` is the interface):
+Every implementation is timed the same way on the same random weights (``bench.runner.LMRunner`` is the interface):
 
     decode ms/token   median of (time of generate(1 + n new tokens) - time of generate(1)) / n, greedy, no EOS
     prefill ms        the prompt through the model, returning the last logits and the recurrent state
@@ -22,38 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qmamba.bench.options import BenchOptions
+from qmamba.bench.runner import LMRunner
 from qmamba.ops.runtime.timing import free_memory, peak_gib, time_ms
-
-
-class LMRunner:
-    """The operations the bench times; implementations (qmamba, peers) fill them in."""
-
-    name = "?"
-    train_by_default = True
-    slow = False  # only the cheap figures (decode b1, prefill), few repeats
-
-    def generate(self, ids: Tensor, n: int) -> None:  # greedy, n new tokens
-        raise NotImplementedError
-
-    def prefill(self, ids: Tensor) -> None:
-        raise NotImplementedError
-
-    def logits(self, ids: Tensor) -> Tensor:  # (b, l, v), with autograd
-        raise NotImplementedError
-
-    def parameters(self) -> list[Tensor]:
-        raise NotImplementedError
-
-    def captured_train(self, loss_fn: Callable[[], Tensor], params: list[Tensor]):
-        """A callable running loss_fn().backward() from a captured graph, or None (no such path)."""
-        return None
-
-    def extra(self, opts: BenchOptions, device: torch.device) -> dict:
-        """Implementation-specific figures."""
-        return {}
-
-    def close(self) -> None:
-        """Drop the model (and its graphs) so the next runner has the memory."""
 
 
 def _ids(batch: int, length: int, vocab: int, device: torch.device, seed: int) -> Tensor:
@@ -63,7 +33,7 @@ def _ids(batch: int, length: int, vocab: int, device: torch.device, seed: int) -
 
 def decode_ms(runner: LMRunner, batch: int, opts: BenchOptions, vocab: int, device: torch.device) -> float:
     """The median over repeats of (generate n + 1 - generate 1) / n, each pair timed back to back: a slow call
-    on either side moves one pair, not the figure (two separate medians once gave 1.77 for a 2.27 ms step)."""
+    on either side moves one pair, not the figure (two separate medians can disagree by far more than noise)."""
     ids = _ids(batch, opts.decode_prompt_len, vocab, device, opts.seed)
     n = opts.decode_tokens
     with torch.inference_mode():

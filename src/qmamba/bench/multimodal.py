@@ -18,10 +18,11 @@ from torch import Tensor
 
 from qmamba.bench.options import BenchOptions
 from qmamba.constants import IMAGE_TOKEN_ID
-from qmamba.infer.cuda_graph import Captured, GraphDecoder, image_column, last_logits
-from qmamba.infer.generate import GenerationConfig
+from qmamba.infer.cuda_graph import Captured, GraphDecoder
+from qmamba.infer.loop import GenerationConfig
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
+from qmamba.models.splice import image_column, splice_at_column
 from qmamba.ops.runtime.timing import peak_gib, time_ms
 
 
@@ -82,15 +83,13 @@ def components(model: MultimodalModel, decoder: GraphDecoder, opts: BenchOptions
                                    for t, x in zip(towers, chunks)]
     dtype = next(model.connector.parameters()).dtype
     out["projector_ms"], visual = timed(lambda: model.connector(features.to(dtype)))  # (b, q, d)
-    text = lm.backbone.embedding(ids.clamp(min=0))
-    embeds = torch.cat([text[:, :i], visual.to(text.dtype), text[:, i + 1:]], dim=1)  # (b, L, d)
+    embeds = splice_at_column(lm.embed(ids.clamp(min=0)), visual, i)  # (b, L, d)
     slot = decoder.slot(batch)
     cache = slot.row_cache(batch)
 
     def lm_prefill():
         cache.reset()
-        hidden = lm.backbone(embeds, cache=cache)
-        return slot.logits[:batch].copy_(last_logits(lm, hidden))
+        return slot.logits[:batch].copy_(lm.prefill(inputs_embeds=embeds, cache=cache)[0])
     out["lm_prefill_ms"], _ = timed(lm_prefill)
     slot.begin(batch, cfg)
     out["decode_ms"] = time_ms(lambda: decoder.greedy(slot, batch, opts.answer_tokens), device, opts.warmup,

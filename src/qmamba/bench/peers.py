@@ -12,7 +12,7 @@ import inspect
 import torch
 from torch import Tensor
 
-from qmamba.bench.lm import LMRunner
+from qmamba.bench.runner import LMRunner
 from qmamba.models import hf_convert
 from qmamba.models.mamba_lm import MambaLM
 

@@ -9,10 +9,10 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from qmamba.bench.lm import LMRunner
 from qmamba.bench.options import BenchOptions
+from qmamba.bench.runner import LMRunner
 from qmamba.infer.cuda_graph import GraphDecoder
-from qmamba.infer.generate import GenerationConfig
+from qmamba.infer.loop import GenerationConfig
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
 from qmamba.models.presets import LLM_PRESETS
 from qmamba.ops import available, use_backend

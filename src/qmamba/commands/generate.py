@@ -69,7 +69,7 @@ def _language_model(args, path, tokenizer_dir) -> int:
     import torch
 
     from qmamba.data.tokenizer import load_tokenizer
-    from qmamba.infer.generate import stream_text
+    from qmamba.infer.generate import stream, stream_text
     from qmamba.models.mamba_lm import MambaLM
     from qmamba.utils.device import resolve_device, resolve_dtype
 
@@ -77,7 +77,7 @@ def _language_model(args, path, tokenizer_dir) -> int:
     device = resolve_device(args.device)
     model = MambaLM.from_pretrained(path, dtype=resolve_dtype(args.dtype, device), device=device)
     ids = torch.tensor([tok.encode(args.prompt)], device=device)
-    steps = model.stream(ids, eos_token_id=tok.eos_token_id, **_gen_kwargs(args))
+    steps = stream(model, ids, eos_token_id=tok.eos_token_id, **_gen_kwargs(args))
     sys.stdout.write(args.prompt)
     for piece in stream_text(steps, tok):
         print(piece, end="", flush=True)

@@ -1,29 +1,28 @@
-"""CUDA-graph decoding: the whole one-token step of a Mamba LM replayed from one captured graph.
+"""CUDA-graph decoding: the model's one-token step replayed from one captured graph.
 
-A decode step of a 64-layer Mamba launches some 1,000 small kernels; at batch 1 launching them costs more
-than running them. ``GraphDecoder`` captures the step once per batch-size bucket and replays it:
+A decode step of a many-layer Mamba launches many small kernels; at batch 1 launching them costs more than
+running them. ``GraphDecoder`` captures the model's own ``step`` once per batch-size bucket and replays it:
 
     static buffers per bucket B (1, 2, 4, ... 64, then multiples of 64; a batch of b <= B rows is padded):
-        cache     the LM's recurrent state, ``allocate_inference_cache(B)``
+        cache     the model's recurrent state, ``allocate_inference_cache(B)``
         tokens    (B,)    the step's input, overwritten by the greedy choice of the next token
         logits    (B, v)  the step's logits
         finished  (B,)    rows that produced an end-of-sequence token (they then receive ``pad``)
         eos_mask  (v,)    which token ids end a row;   pad: () the id finished rows receive
-    step = embedding -> every layer's ``step`` -> norm_f -> lm_head -> argmax (-> tokens), in one graph
+    captured: logits = model.step(tokens, cache) -> greedy choice (-> tokens), in one graph
 
 Greedy decoding therefore never waits on the GPU: tokens are copied out once at the end, and the
 all-rows-finished test (one sync) runs every ``check_every`` steps, only when there is an EOS id.
 Sampling, repetition penalty and stop strings go through the shared ``generation_loop`` with the
 graph's logits. Prefill runs eagerly (``model.prefill``) and its state is copied into the bucket's
-buffers; for workloads of a fixed shape, ``TextPrefill`` (LM prefill) and ``MultimodalPrefill`` (vision
-encoder + connector + LM prefill) capture the prefill too, writing the state straight into them.
-Without CUDA the same static-buffer code runs eagerly.
+buffers; for workloads of a fixed shape, ``TextPrefill`` (``model.prefill`` of token ids) and
+``MultimodalPrefill`` (``model.prefill_at_column``: vision encoder + connector + LM prefill) capture the
+prefill too, writing the state straight into them. Without CUDA the same static-buffer code runs eagerly.
 
-The decoder works on any model with the generation interface (``prefill``, ``generation_vocab_size``)
-whose language model (the model itself, or its ``llm``) has ``backbone`` (``embedding``, layers called
-with ``step=True``, ``norm_f``), ``lm_head`` and ``allocate_inference_cache``; nothing here imports
-``qmamba.models``. Graphs read the weights in place: they are recaptured when a weight moves (``.to``),
-changes dtype, or the requested op backend changes.
+The decoder works on any model with the protocol of ``infer.loop`` (``prefill``, ``step``,
+``generation_vocab_size``, ``allocate_inference_cache``) and plain tensors as parameters; nothing here
+imports ``qmamba.models``. Graphs read the weights in place: they are recaptured when a weight moves
+(``.to``), changes dtype, or the requested op backend changes.
 """
 
 from __future__ import annotations
@@ -37,9 +36,8 @@ import torch
 from torch import Tensor
 
 from qmamba.errors import ConfigError, InputError
-from qmamba.infer.generate import GenerationConfig, generation_loop
-from qmamba.ops import gemv
-from qmamba.ops.backend import requested_backend
+from qmamba.infer.loop import GenerationConfig, generation_loop
+from qmamba.ops import requested_backend
 from qmamba.utils.graph_capture import capture
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -56,19 +54,20 @@ def bucket_size(batch: int, buckets: tuple[int, ...] = BUCKETS) -> int:
     return -(-batch // top) * top
 
 
-def language_model(model):
-    """The Mamba LM that decodes for ``model``: the model itself or its ``llm``."""
-    lm = getattr(model, "llm", model)
-    missing = [a for a in ("backbone", "lm_head", "allocate_inference_cache") if not hasattr(lm, a)]
+_PROTOCOL = ("prefill", "step", "allocate_inference_cache", "generation_vocab_size", "parameters")
+
+
+def check_decodable(model) -> None:
+    """A ``ConfigError`` naming what ``model`` lacks to decode from static buffers."""
+    missing = [a for a in _PROTOCOL if not hasattr(model, a)]
     if missing:
-        raise ConfigError(f"{type(model).__name__} cannot decode with CUDA graphs: its language model lacks "
-                          f"{missing}; use generate(..., cuda_graph=False)")
-    return lm
+        raise ConfigError(f"{type(model).__name__} cannot decode with CUDA graphs: it lacks {missing}; "
+                          f"use generate(..., cuda_graph=False)")
 
 
-def last_logits(lm, hidden: Tensor) -> Tensor:
-    """lm_head on the last position: hidden (b, L, d) -> (b, v), through ``gemv`` (a few rows a step)."""
-    return gemv(hidden[:, -1], lm.lm_head.weight, getattr(lm.lm_head, "bias", None))
+def model_device(model) -> torch.device:
+    """Where the model's weights live (its first parameter's device)."""
+    return next(iter(model.parameters())).device
 
 
 class Captured:
@@ -113,8 +112,8 @@ class DecodeSlot:
     prefills: dict = field(default_factory=dict)  # shape key -> TextPrefill or MultimodalPrefill
 
     def row_cache(self, rows: int):
-        """The cache of the first ``rows`` rows, as views of the static buffers (same class as ``cache``)."""
-        return type(self.cache)([type(s)(s.conv_state[:rows], s.ssm_state[:rows]) for s in self.cache.layers])
+        """The cache of the first ``rows`` rows, as views of the static buffers."""
+        return self.cache.first_rows(rows)
 
     def begin(self, rows: int, cfg: GenerationConfig) -> None:
         """Set the stopping rule of ``cfg``; rows past ``rows`` are padding: finished from the start."""
@@ -148,8 +147,8 @@ class GraphDecoder:
 
     def __init__(self, model, buckets: tuple[int, ...] = BUCKETS, use_graphs: bool | None = None,
                  check_every: int = 16, warmup: int = 2):
+        check_decodable(model)
         self._model = weakref.ref(model)
-        language_model(model)
         self.buckets, self.check_every, self.warmup = tuple(buckets), check_every, warmup
         self._use_graphs = use_graphs
         self.slots: dict[int, DecodeSlot] = {}
@@ -165,14 +164,10 @@ class GraphDecoder:
         return model
 
     @property
-    def lm(self):
-        return language_model(self.model)
-
-    @property
     def use_graphs(self) -> bool:
         if self._use_graphs is not None:
             return self._use_graphs
-        return self.lm.lm_head.weight.device.type == "cuda"
+        return model_device(self.model).type == "cuda"
 
     @property
     def pool(self):
@@ -182,7 +177,7 @@ class GraphDecoder:
 
     def _weights_key(self) -> tuple:
         """What the captured graphs depend on: where each weight lives, its dtype, the op backend."""
-        params = tuple((p.data_ptr(), p.dtype) for p in self.lm.parameters())
+        params = tuple((p.data_ptr(), p.dtype) for p in self.model.parameters())
         return requested_backend(), self.use_graphs, params
 
     def slot(self, batch: int) -> DecodeSlot:
@@ -198,27 +193,25 @@ class GraphDecoder:
 
     @torch.inference_mode()
     def _build(self, size: int) -> DecodeSlot:
-        lm = self.lm
-        w = lm.lm_head.weight  # (v_padded, d)
-        dev = w.device
-        slot = DecodeSlot(size, lm.allocate_inference_cache(size, device=dev),
-                          tokens=torch.zeros(size, dtype=torch.long, device=dev),
-                          logits=torch.zeros(size, w.shape[0], dtype=w.dtype, device=dev),
+        model = self.model
+        dev = model_device(model)
+        cache = model.allocate_inference_cache(size, device=dev)
+        tokens = torch.zeros(size, dtype=torch.long, device=dev)
+        logits = torch.zeros_like(model.step(tokens, cache))  # (B, v_padded): one eager step gives its shape
+        v = logits.shape[1]
+        slot = DecodeSlot(size, cache, tokens=tokens, logits=logits,
                           finished=torch.zeros(size, dtype=torch.bool, device=dev),
-                          eos_mask=torch.zeros(w.shape[0], dtype=torch.bool, device=dev),
+                          eos_mask=torch.zeros(v, dtype=torch.bool, device=dev),
                           pad=torch.zeros((), dtype=torch.long, device=dev),
-                          vocab=min(self.model.generation_vocab_size, w.shape[0]))
+                          vocab=min(model.generation_vocab_size, v))
         slot.step = Captured(lambda: self._step(slot), self.use_graphs, self.warmup,
                              self.pool if self.use_graphs else None)
-        slot.cache.reset()  # the warm-up steps left state behind
+        slot.cache.reset()  # the eager and warm-up steps left state behind
         return slot
 
     def _step(self, slot: DecodeSlot) -> Tensor:
-        """One token for every row: tokens -> logits -> greedy tokens (the captured function)."""
-        lm = self.lm
-        hidden = lm.backbone.embedding(slot.tokens[:, None])  # (B, 1, d)
-        hidden = lm.backbone(hidden, cache=slot.cache, step=True)  # (B, 1, d)
-        slot.logits.copy_(last_logits(lm, hidden))  # (B, v)
+        """One token for every row: tokens -> the model's step -> logits -> greedy tokens (the captured function)."""
+        slot.logits.copy_(self.model.step(slot.tokens, slot.cache))  # (B, v)
         return choose_greedy(slot, slot.logits)
 
     # ------------------------------------------------------------------ decoding
@@ -229,9 +222,7 @@ class GraphDecoder:
         slot = self.slot(b)
         slot.begin(b, cfg)
         slot.cache.reset()
-        for dst, src in zip(slot.cache.layers, cache.layers):
-            dst.conv_state[:b].copy_(src.conv_state)
-            dst.ssm_state[:b].copy_(src.ssm_state)
+        slot.cache.load_rows(cache)
         slot.logits.zero_()
         slot.logits[:b].copy_(logits)
         return slot
@@ -254,8 +245,10 @@ class GraphDecoder:
     @torch.inference_mode()
     def multimodal_prefill(self, input_ids: Tensor, pixel_values: Tensor) -> MultimodalPrefill:
         """The captured prefill for this (batch, prompt length, image column, pixel shape), made on first use."""
+        if not hasattr(self.model, "prefill_at_column"):
+            raise ConfigError(f"{type(self.model).__name__} has no prefill_at_column: not a multimodal model")
         slot = self.slot(input_ids.shape[0])
-        key = (input_ids.shape, image_column(input_ids), pixel_values.shape, pixel_values.dtype)
+        key = (input_ids.shape, self.model.image_column(input_ids), pixel_values.shape, pixel_values.dtype)
         if key not in slot.prefills:
             slot.prefills[key] = MultimodalPrefill(self, slot, input_ids, pixel_values)
         return slot.prefills[key]
@@ -289,7 +282,7 @@ class GraphDecoder:
     @torch.inference_mode()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, cfg: GenerationConfig | None = None,
                  tokenizer=None, **model_inputs) -> Tensor:
-        """Prompt + new tokens (b, l + n), token for token what ``model.generate`` returns."""
+        """Prompt + new tokens (b, l + n), token for token what ``generate(model, ...)`` returns."""
         cfg = cfg or GenerationConfig()
         if input_ids.dim() != 2:
             raise InputError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
@@ -314,21 +307,11 @@ def _cut_after_all_finished(tokens: Tensor, eos_mask: Tensor) -> Tensor:
     return tokens[:, :int(first.max()) + 1]
 
 
-def image_column(input_ids: Tensor) -> int:
-    """The column of the one image placeholder (a negative id) every row holds."""
-    is_img = input_ids < 0  # (b, l)
-    cols = is_img.to(torch.uint8).argmax(1)  # (b,)
-    if not bool((is_img.sum(1) == 1).all()) or not bool((cols == cols[0]).all()):
-        raise InputError(f"the captured multimodal prefill needs exactly one image placeholder per row, in the same "
-                         f"column of every row (no padding); got placeholders per row {is_img.sum(1).tolist()} "
-                         f"at columns {cols.tolist()}: use model.generate for such prompts")
-    return int(cols[0])
-
-
 class TextPrefill:
-    """LM prefill of unpadded prompts of one shape, as one CUDA graph writing the state into rows [:b] of a
-    decode slot: input_ids (b, l) -> slot.logits[:b] (b, v) and the cache. The same as ``model.prefill``
-    for such prompts; captured per shape (``GraphDecoder.text_prefill``), for workloads of fixed shape."""
+    """``model.prefill`` of unpadded token ids of one shape, as one CUDA graph writing the state into rows [:b]
+    of a decode slot: input_ids (b, l) -> slot.logits[:b] (b, v) and the cache. Captured per shape
+    (``GraphDecoder.text_prefill``), for workloads of fixed shape; the model's prefill of token ids must not
+    synchronise with the host while captured (``MambaLM.prefill`` does not)."""
 
     def __init__(self, decoder: GraphDecoder, slot: DecodeSlot, input_ids: Tensor):
         self.decoder, self.slot, self.rows = decoder, slot, input_ids.shape[0]
@@ -337,16 +320,14 @@ class TextPrefill:
         self.run = Captured(self._prefill, decoder.use_graphs, decoder.warmup,
                             decoder.pool if decoder.use_graphs else None)
 
-    def embeds(self) -> Tensor:
-        """The LM's input embeddings (b, L, d) from the static inputs."""
-        return self.decoder.lm.backbone.embedding(self.ids)
+    def _model_prefill(self) -> Tensor:
+        """The model's prefill of the static inputs into ``self.cache``: last logits (b, v)."""
+        return self.decoder.model.prefill(self.ids, cache=self.cache)[0]
 
     def _prefill(self) -> Tensor:
-        lm = self.decoder.lm
         self.cache.reset()
-        hidden = lm.backbone(self.embeds(), cache=self.cache)  # (b, L, d)
         logits = self.slot.logits[:self.rows]
-        logits.copy_(last_logits(lm, hidden))  # (b, v)
+        logits.copy_(self._model_prefill())  # (b, v)
         return logits
 
     def __call__(self, input_ids: Tensor | None = None) -> Tensor:
@@ -357,8 +338,8 @@ class TextPrefill:
 
 
 class MultimodalPrefill(TextPrefill):
-    """Vision encoder + connector + LM prefill of a multimodal model (one with ``encode_images`` and ``llm``)
-    for one fixed shape, as one CUDA graph writing the state into rows [:b] of a decode slot:
+    """``model.prefill_at_column`` (vision encoder + connector + LM prefill) for one fixed shape, as one CUDA
+    graph writing the state into rows [:b] of a decode slot:
 
         input_ids (b, l), one placeholder per row in column i, no padding; pixel_values (b, 3k, S, S)
         -> embeddings [text[:i], visual (q), text[i+1:]] (b, l - 1 + q, d) -> LM -> slot.logits[:b], state
@@ -367,17 +348,12 @@ class MultimodalPrefill(TextPrefill):
     """
 
     def __init__(self, decoder: GraphDecoder, slot: DecodeSlot, input_ids: Tensor, pixel_values: Tensor):
-        if not hasattr(decoder.model, "encode_images"):
-            raise ConfigError(f"{type(decoder.model).__name__} has no encode_images: not a multimodal model")
-        self.image_index = image_column(input_ids)
+        self.image_index = decoder.model.image_column(input_ids)
         self.pixels = pixel_values.clone()  # static input
         super().__init__(decoder, slot, input_ids)
 
-    def embeds(self) -> Tensor:
-        model, lm, i = self.decoder.model, self.decoder.lm, self.image_index
-        visual = model.encode_images(self.pixels)  # (b, q, d)
-        text = lm.backbone.embedding(self.ids.clamp(min=0))  # (b, l, d)
-        return torch.cat([text[:, :i], visual.to(text.dtype), text[:, i + 1:]], dim=1)  # (b, l - 1 + q, d)
+    def _model_prefill(self) -> Tensor:
+        return self.decoder.model.prefill_at_column(self.ids, self.pixels, self.image_index, cache=self.cache)[0]
 
     def __call__(self, input_ids: Tensor | None = None, pixel_values: Tensor | None = None) -> Tensor:
         """Copy new inputs of the same shape in (None: keep the last ones), run; the last logits (b, v)."""
@@ -387,7 +363,7 @@ class MultimodalPrefill(TextPrefill):
 
 
 class _SlotStepper:
-    """``prefill`` / ``decode_step`` for ``generation_loop`` with the decode step replayed from a slot."""
+    """``prefill`` / ``step`` for ``generation_loop`` with the step replayed from a slot."""
 
     def __init__(self, decoder: GraphDecoder, cfg: GenerationConfig):
         self.decoder, self.cfg = decoder, cfg
@@ -400,7 +376,7 @@ class _SlotStepper:
         self.slot = self.decoder.load(logits, cache, GenerationConfig(max_new_tokens=1))
         return logits, self.slot.cache
 
-    def decode_step(self, tokens: Tensor, cache) -> Tensor:
+    def step(self, tokens: Tensor, cache) -> Tensor:
         self.slot.tokens[:self.rows].copy_(tokens)
         self.slot.step()
         return self.slot.logits[:self.rows].clone()
@@ -423,18 +399,18 @@ def release_decoder(model) -> None:
 
 
 def graphable(model) -> bool:
-    """Whether ``model`` can decode from static buffers: a Mamba LM inside, plain (not sharded) weights."""
+    """Whether ``model`` can decode from static buffers: the protocol, and plain (not sharded) weights."""
     try:
-        lm = language_model(model)
+        check_decodable(model)
     except ConfigError:
         return False
-    return all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in lm.parameters())
+    return all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in model.parameters())
 
 
 def graph_generate(model, input_ids: Tensor, attention_mask: Tensor | None, cfg: GenerationConfig,
                    tokenizer=None, **model_inputs) -> Tensor:
-    """``model.generate`` through the model's GraphDecoder (the ``cuda_graph=True`` path); models that
-    cannot use one (sharded weights, no Mamba LM inside) take the plain loop."""
+    """``generate(model, ...)`` through the model's GraphDecoder (the ``cuda_graph=True`` path); models that
+    cannot use one (sharded weights, no ``step`` / ``allocate_inference_cache``) take the plain loop."""
     if not graphable(model):
         new = list(generation_loop(model, input_ids, attention_mask, cfg, tokenizer, **model_inputs))
         return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1)
@@ -444,6 +420,6 @@ def graph_generate(model, input_ids: Tensor, attention_mask: Tensor | None, cfg:
 @torch.inference_mode()
 def graph_stream(model, input_ids: Tensor, attention_mask: Tensor | None, cfg: GenerationConfig,
                  tokenizer=None, **model_inputs) -> Iterator[Tensor]:
-    """``model.stream`` with the decode steps replayed from the model's GraphDecoder: (b,) tokens per step."""
+    """``stream(model, ...)`` with the decode steps replayed from the model's GraphDecoder: (b,) tokens per step."""
     stepper = _SlotStepper(decoder_for(model), cfg) if graphable(model) else model
     yield from generation_loop(stepper, input_ids, attention_mask, cfg, tokenizer, **model_inputs)

@@ -1,140 +1,49 @@
-"""The generation loop shared by the language model and the multimodal model.
+"""Generation as functions of a model: ``generate`` (prompt + new tokens), ``stream`` (new tokens as they
+are chosen) and ``stream_text`` (those tokens as text).
 
-A model takes part by implementing
+    qmamba.generate(model, input_ids, max_new_tokens=32)              # greedy; do_sample, top_k, top_p, ...
+    for tok in qmamba.stream(model, input_ids, eos_token_id=0): ...   # (b,) per step
 
-    prefill(input_ids, attention_mask=None, **inputs) -> (logits (b, v) at the last position, cache)
-    decode_step(tokens (b,), cache) -> logits (b, v)
-    generation_vocab_size: int   (logits past it, vocabulary padding, are never chosen)
-
-The cache is the model's recurrent state: each new token costs O(1) memory. Rows of a batch
-are left-padded (``attention_mask`` 0 on padding); a row that finished keeps receiving
-``pad_token_id``.
+``model`` implements the protocol of ``qmamba.infer.loop`` (``prefill``, ``step``, ``generation_vocab_size``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
-from qmamba.errors import ConfigError, InputError
-from qmamba.infer.sampling import SamplingConfig, next_tokens
-
-
-@dataclass
-class GenerationConfig(SamplingConfig):
-    max_new_tokens: int = 32
-    eos_token_id: int | list[int] | None = None
-    pad_token_id: int | None = None
-    stop_strings: list[str] | None = None
-    seed: int | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if isinstance(self.stop_strings, str):
-            self.stop_strings = [self.stop_strings]
-
-    @classmethod
-    def split_kwargs(cls, kwargs: dict) -> tuple[GenerationConfig, dict]:
-        """(the generation settings among ``kwargs``, the rest: inputs for the model)."""
-        names = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in kwargs.items() if k in names})
-        return cfg, {k: v for k, v in kwargs.items() if k not in names}
-
-    def eos_ids(self) -> list[int]:
-        if self.eos_token_id is None:
-            return []
-        return [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
-
-
-class _StopStrings:
-    """Marks rows whose generated text contains one of the stop strings."""
-
-    def __init__(self, stops: list[str] | None, tokenizer):
-        if stops and tokenizer is None:
-            raise ConfigError("stop_strings need the tokenizer: pass tokenizer=... to generate()")
-        self.stops, self.tokenizer = stops or [], tokenizer
-
-    def hit(self, generated: list[Tensor], finished: Tensor) -> Tensor:
-        hits = torch.zeros_like(finished)
-        if not self.stops:
-            return hits
-        tokens = torch.stack(generated, dim=1).tolist()  # (b, t)
-        for row, ids in enumerate(tokens):
-            if not finished[row]:
-                text = self.tokenizer.decode(ids)
-                hits[row] = any(s in text for s in self.stops)
-        return hits
-
-
-def generation_loop(model, input_ids: Tensor, attention_mask: Tensor | None, cfg: GenerationConfig,
-                    tokenizer=None, **model_inputs) -> Iterator[Tensor]:
-    """Yield (b,) new tokens, one step at a time, until every row ended or max_new_tokens."""
-    if input_ids.dim() != 2:
-        raise InputError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
-    b, device = input_ids.shape[0], input_ids.device
-    eos = torch.tensor(cfg.eos_ids(), device=device, dtype=torch.long)
-    pad = cfg.pad_token_id if cfg.pad_token_id is not None else (cfg.eos_ids() or [0])[0]
-    stops = _StopStrings(cfg.stop_strings, tokenizer)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.seed is not None else None
-
-    logits, cache = model.prefill(input_ids, attention_mask=attention_mask, **model_inputs)
-    vocab = model.generation_vocab_size
-    seen = torch.zeros(b, logits.shape[-1], dtype=torch.bool, device=device)
-    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-    real = real & (input_ids >= 0)  # negative ids are placeholders (e.g. an image), not tokens
-    seen[torch.arange(b, device=device)[:, None].expand_as(input_ids)[real], input_ids[real]] = True
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
-    generated: list[Tensor] = []
-    for i in range(cfg.max_new_tokens):
-        logits = logits.float()
-        logits[:, vocab:] = float("-inf")
-        tok = torch.where(finished, torch.full_like(finished, pad, dtype=torch.long),
-                          next_tokens(logits, seen, cfg, gen))
-        seen[torch.arange(b, device=device), tok] |= ~finished
-        generated.append(tok)
-        yield tok
-        finished = finished | torch.isin(tok, eos) | stops.hit(generated, finished)
-        if i + 1 == cfg.max_new_tokens or bool(finished.all()):
-            return
-        logits = model.decode_step(tok, cache)
+from qmamba.infer.cuda_graph import graph_generate, graph_stream
+from qmamba.infer.loop import GenerationConfig, generation_loop
 
 
 def _use_graph(input_ids: Tensor, cuda_graph: bool | None) -> bool:
     return input_ids.is_cuda if cuda_graph is None else cuda_graph
 
 
-class GenerationMixin:
-    """``generate`` and ``stream`` for any model with ``prefill`` / ``decode_step``."""
+@torch.inference_mode()
+def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, tokenizer=None,
+             cuda_graph: bool | None = None, **kwargs) -> Tensor:
+    """Prompt + new tokens, (b, l + n). Settings: see ``GenerationConfig``; the rest go to ``model.prefill``
+    (e.g. ``pixel_values``). ``cuda_graph``: decode from static buffers with CUDA graphs (``infer.cuda_graph``;
+    default: when ``input_ids`` are on a GPU). ``tokenizer``: needed by ``stop_strings``."""
+    cfg, model_inputs = GenerationConfig.split_kwargs(kwargs)
+    if _use_graph(input_ids, cuda_graph):
+        return graph_generate(model, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
+    new = list(generation_loop(model, input_ids, attention_mask, cfg, tokenizer, **model_inputs))
+    return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1)
 
-    @torch.inference_mode()
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, tokenizer=None,
-                 cuda_graph: bool | None = None, **kwargs) -> Tensor:
-        """Prompt + new tokens, (b, l + n). Settings: see ``GenerationConfig``; the rest go to ``prefill``.
-        ``cuda_graph``: decode from static buffers with CUDA graphs (``infer.cuda_graph``; default: on a GPU)."""
-        cfg, model_inputs = GenerationConfig.split_kwargs(kwargs)
-        if _use_graph(input_ids, cuda_graph):
-            from qmamba.infer.cuda_graph import graph_generate
 
-            return graph_generate(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
-        new = list(generation_loop(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs))
-        return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1)
-
-    @torch.inference_mode()
-    def stream(self, input_ids: Tensor, attention_mask: Tensor | None = None, tokenizer=None,
-               cuda_graph: bool | None = None, **kwargs) -> Iterator[Tensor]:
-        """Yield each step's new tokens (b,) as soon as it is chosen (``cuda_graph`` as in ``generate``)."""
-        cfg, model_inputs = GenerationConfig.split_kwargs(kwargs)
-        if _use_graph(input_ids, cuda_graph):
-            from qmamba.infer.cuda_graph import graph_stream
-
-            yield from graph_stream(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
-            return
-        yield from generation_loop(self, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
+@torch.inference_mode()
+def stream(model, input_ids: Tensor, attention_mask: Tensor | None = None, tokenizer=None,
+           cuda_graph: bool | None = None, **kwargs) -> Iterator[Tensor]:
+    """Yield each step's new tokens (b,) as soon as it is chosen (arguments as in ``generate``)."""
+    cfg, model_inputs = GenerationConfig.split_kwargs(kwargs)
+    if _use_graph(input_ids, cuda_graph):
+        yield from graph_stream(model, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
+        return
+    yield from generation_loop(model, input_ids, attention_mask, cfg, tokenizer, **model_inputs)
 
 
 def stream_text(token_steps: Iterator[Tensor], tokenizer, skip_special_tokens: bool = True) -> Iterator[str]:

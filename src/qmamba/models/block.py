@@ -27,7 +27,8 @@ class Block(nn.Module):
     """residual += x; x = mixer(norm(residual)) [; residual += x; x = mlp(norm2(residual))].
 
     The residual stream is carried separately (fp32 if ``residual_in_fp32``) so the add and the
-    norm fuse into one op, as mamba_ssm does.
+    norm fuse into one op, as mamba_ssm does. The mixer (``Mamba`` or ``Mamba2``) provides ``forward`` over a
+    sequence, ``step`` for one token and ``step_with_norm``, the step with this block's add + RMSNorm fused in.
     """
 
     def __init__(self, d_model: int, mixer: nn.Module, mlp: nn.Module | None = None, norm_eps: float = 1e-5,
@@ -41,16 +42,28 @@ class Block(nn.Module):
             self.norm2 = RMSNorm(d_model, eps=norm_eps, rms=rms_norm, device=device, dtype=dtype)
 
     def forward(self, hidden: Tensor, residual: Tensor | None, state: LayerState | None = None,
-                mask: Tensor | None = None, step: bool = False, length: int | None = None) -> tuple[Tensor, Tensor]:
-        """hidden, residual: (b, l, d). ``step``: one token from ``state`` (l == 1). ``length``: the real
+                mask: Tensor | None = None, length: int | None = None) -> tuple[Tensor, Tensor]:
+        """A sequence: hidden, residual (b, l, d) -> (hidden, residual) (b, l, d); with ``state``, continue
+        from it and leave the new state there. ``mask`` (b, l): 0 on left padding. ``length``: the real
         positions of a sequence the stack right-padded (a Mamba-1 stack, ``MixerModel``), for the mixer."""
-        if step and self.mlp is None and self.norm.rms and self.norm.bias is None \
-                and hasattr(self.mixer, "step_with_norm"):  # the mixer fuses the add-norm into its step
-            return self.mixer.step_with_norm(hidden, residual, self.norm, self.residual_in_fp32, state)
         hidden, residual = self.norm.add_forward(hidden, residual, self.residual_in_fp32)
         padded = {} if length is None else {"length": length}
-        hidden = self.mixer.step(hidden, state) if step else self.mixer(hidden, state=state, mask=mask, **padded)
-        if self.mlp is not None:
-            hidden, residual = self.norm2.add_forward(hidden, residual, self.residual_in_fp32)
-            hidden = self.mlp(hidden)
-        return hidden, residual
+        hidden = self.mixer(hidden, state=state, mask=mask, **padded)
+        return self._mlp(hidden, residual)
+
+    def step(self, hidden: Tensor, residual: Tensor | None, state: LayerState) -> tuple[Tensor, Tensor]:
+        """One token from ``state``: hidden, residual (b, 1, d) -> (hidden, residual) (b, 1, d), advancing it.
+
+        Without an MLP and with a bias-free RMSNorm the mixer's ``step_with_norm`` fuses the add-norm into its
+        first kernel; otherwise the norm, the mixer's ``step`` and the MLP run one after the other."""
+        if self.mlp is None and self.norm.rms and self.norm.bias is None:
+            return self.mixer.step_with_norm(hidden, residual, self.norm, self.residual_in_fp32, state)
+        hidden, residual = self.norm.add_forward(hidden, residual, self.residual_in_fp32)
+        return self._mlp(self.mixer.step(hidden, state), residual)
+
+    def _mlp(self, hidden: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
+        """The optional second half: residual += hidden; hidden = mlp(norm2(residual))."""
+        if self.mlp is None:
+            return hidden, residual
+        hidden, residual = self.norm2.add_forward(hidden, residual, self.residual_in_fp32)
+        return self.mlp(hidden), residual

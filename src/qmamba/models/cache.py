@@ -25,7 +25,7 @@ class LayerState:
         """After a sequence: keep the last d_conv conv inputs (b, conv_dim, l) and the final SSM state."""
         self.ssm_state.copy_(final_ssm_state)
         w, l = self.conv_state.shape[-1], conv_inputs.shape[-1]
-        if l >= w:  # only the tail is read (a prefill's inputs can be 100+ MB at batch 64)
+        if l >= w:  # only the tail is read (a long prefill's inputs are large)
             self.conv_state.copy_(conv_inputs[:, :, l - w:])
         else:
             joined = torch.cat([self.conv_state[:, :, l:], conv_inputs.to(self.conv_state.dtype)], dim=-1)
@@ -47,6 +47,19 @@ class MambaCache:
             layer.conv_state.zero_()
             layer.ssm_state.zero_()
         self.seqlen_offset = 0
+
+    def first_rows(self, rows: int) -> MambaCache:
+        """The state of the first ``rows`` rows as views of these buffers: writes through it land here."""
+        return MambaCache([LayerState(s.conv_state[:rows], s.ssm_state[:rows]) for s in self.layers],
+                          self.seqlen_offset)
+
+    def load_rows(self, source: MambaCache) -> None:
+        """Copy ``source``'s state (b rows, b <= this batch) into the first b rows, in place (the buffers stay)."""
+        b = source.batch_size
+        for dst, src in zip(self.layers, source.layers):
+            dst.conv_state[:b].copy_(src.conv_state)
+            dst.ssm_state[:b].copy_(src.ssm_state)
+        self.seqlen_offset = source.seqlen_offset
 
     def select_rows(self, rows: Tensor) -> None:
         """Keep only batch rows ``rows`` (e.g. after some sequences finished)."""

@@ -2,6 +2,10 @@
 ``MambaLMHeadModel`` and loadable from transformers' ``MambaForCausalLM`` / ``Mamba2ForCausalLM``.
 
     backbone.embedding -> backbone.layers.{i} (Block: norm, mixer) -> backbone.norm_f -> lm_head
+
+Inference (the protocol of ``qmamba.infer``): ``prefill`` runs a prompt into a ``MambaCache`` and returns the
+last position's logits; ``step`` takes one token per row from the cache to the next logits. Both compute those
+logits in one place, ``last_logits``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qmamba.errors import CheckpointError, ConfigError, InputError
-from qmamba.infer.generate import GenerationMixin
 from qmamba.models import checkpoints as ckpt
 from qmamba.models import hf_convert
 from qmamba.models.block import Block, GatedMLP
@@ -106,26 +109,33 @@ class MixerModel(nn.Module):
         # Mamba-1 layers lay the sequence out channels-first: (d_inner, d_state) for its padding rule
         self.scan_dims = (mixer_cfg.expand * config.d_model, mixer_cfg.d_state) if config.layer == "Mamba1" else None
 
-    def forward(self, inputs_embeds: Tensor, cache: MambaCache | None = None, mask: Tensor | None = None,
-                step: bool = False) -> Tensor:
-        """(b, l, d) embeddings -> (b, l, d) final hidden states.
+    def forward(self, inputs_embeds: Tensor, cache: MambaCache | None = None, mask: Tensor | None = None) -> Tensor:
+        """(b, l, d) embeddings -> (b, l, d) final hidden states; with ``cache``, continue from and update it.
 
         A Mamba-1 stack runs a sequence right-padded once (``ops.mamba_inner.pad_to_aligned``, the embeddings
         with zeros and the mask with zeros): every layer takes the padded sequence and its real length ``l``,
         so no carried state sees the padding, and the final hidden states are cropped back to ``l``."""
         hidden, residual, l, length = inputs_embeds, None, inputs_embeds.shape[1], None
-        if self.scan_dims is not None and not step:
+        if self.scan_dims is not None:
             hidden, mask = pad_to_aligned(hidden, mask, *self.scan_dims, keeps_state=cache is not None)  # (b, lp, d)
             length = l
         for i, layer in enumerate(self.layers):
             state = cache.layers[i] if cache is not None else None
-            hidden, residual = layer(hidden, residual, state=state, mask=mask, step=step, length=length)
+            hidden, residual = layer(hidden, residual, state=state, mask=mask, length=length)
         hidden = self.norm_f.add_forward(hidden, residual, residual_in_fp32=False)[0]  # (b, lp, d)
         return hidden if hidden.shape[1] == l else hidden[:, :l]
 
+    def step(self, hidden: Tensor, cache: MambaCache) -> Tensor:
+        """One token per row: (b, 1, d) embeddings -> (b, 1, d) final hidden states, advancing every layer's state."""
+        residual = None
+        for layer, state in zip(self.layers, cache.layers):
+            hidden, residual = layer.step(hidden, residual, state)
+        return self.norm_f.add_forward(hidden, residual, residual_in_fp32=False)[0]
 
-class MambaLM(nn.Module, GenerationMixin):
-    """A Mamba language model with an LM head: ``model(input_ids).logits``, ``generate``, caching."""
+
+class MambaLM(nn.Module):
+    """A Mamba language model with an LM head: ``model(input_ids).logits``, ``prefill`` / ``step`` with a cache
+    (``qmamba.generate(model, input_ids)`` decodes with them)."""
 
     def __init__(self, config: MambaLMConfig, device=None, dtype=None, init: bool = True):
         super().__init__()
@@ -160,23 +170,43 @@ class MambaLM(nn.Module, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise InputError("pass exactly one of input_ids and inputs_embeds")
-        hidden = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
-        # the one-token step's kernels have no autograd: a differentiated call runs the token as a prefill of
-        # length 1 from the cache (the same numbers)
-        step = cache is not None and cache.seqlen_offset > 0 and hidden.shape[1] == 1 and not self._grads(hidden)
-        mask = attention_mask.to(torch.float32) if attention_mask is not None and not step else None
-        hidden = self.backbone(hidden, cache=cache, mask=mask, step=step)  # (b, l, d)
-        if cache is not None:
-            cache.seqlen_offset += hidden.shape[1]
-        if num_last_tokens > 0:
-            hidden = hidden[:, -num_last_tokens:]
-        if step and not torch.is_grad_enabled():  # the step's largest weight: the decode GEMV (ops.gemv)
-            logits = gemv(hidden, self.lm_head.weight, self.lm_head.bias)
+        hidden = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # (b, l, d)
+        if self._takes_step(hidden, cache):
+            logits = self._step(hidden, cache)[:, None]  # (b, 1, v)
         else:
-            logits = self.lm_head(hidden)
+            hidden = self._sequence(hidden, attention_mask, cache)  # (b, l, d)
+            logits = self.lm_head(hidden[:, -num_last_tokens:] if num_last_tokens > 0 else hidden)
         if labels is None:
             return LMOutput(logits)
         return LMOutput(logits, *next_token_loss(logits, labels, ignore_index, reduction))
+
+    def _takes_step(self, hidden: Tensor, cache: MambaCache | None) -> bool:
+        """Whether a call runs as one decode step: one token continuing a filled cache, without autograd (the
+        step's kernels have none: a differentiated call runs the token as a prefill of length 1 from the cache,
+        with the same numbers)."""
+        return cache is not None and cache.seqlen_offset > 0 and hidden.shape[1] == 1 and not self._grads(hidden)
+
+    def _sequence(self, hidden: Tensor, attention_mask: Tensor | None, cache: MambaCache | None) -> Tensor:
+        """The backbone over whole sequences, (b, l, d) -> (b, l, d), continuing from and advancing ``cache``."""
+        mask = attention_mask.to(torch.float32) if attention_mask is not None else None
+        hidden = self.backbone(hidden, cache=cache, mask=mask)  # (b, l, d)
+        if cache is not None:
+            cache.seqlen_offset += hidden.shape[1]
+        return hidden
+
+    def _step(self, hidden: Tensor, cache: MambaCache) -> Tensor:
+        """One token per row from ``cache``: embeddings (b, 1, d) -> next logits (b, v)."""
+        hidden = self.backbone.step(hidden, cache)  # (b, 1, d)
+        cache.seqlen_offset += 1
+        return self.last_logits(hidden)
+
+    def last_logits(self, hidden: Tensor) -> Tensor:
+        """The LM head on the last position of each row: final hidden states (b, l, d) -> logits (b, v).
+        Without autograd it runs as ``ops.gemv`` (a few rows against the largest weight of a decode step)."""
+        last = hidden[:, -1]  # (b, d)
+        if torch.is_grad_enabled():
+            return self.lm_head(last)
+        return gemv(last, self.lm_head.weight, self.lm_head.bias)
 
     def _grads(self, hidden: Tensor) -> bool:
         """Whether autograd records this call (gradients on, and the input or a weight requires one)."""
@@ -190,18 +220,26 @@ class MambaLM(nn.Module, GenerationMixin):
     def generation_vocab_size(self) -> int:
         return self.config.vocab_size
 
-    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                inputs_embeds: Tensor | None = None) -> tuple[Tensor, MambaCache]:
-        """Run the prompt (b, l), return last-position logits (b, v) and the filled cache."""
-        cache = self.allocate_inference_cache(input_ids.shape[0], device=input_ids.device)
-        kwargs = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
-        out = self(**kwargs, attention_mask=attention_mask, cache=cache, num_last_tokens=1)
-        return out.logits[:, -1], cache
+    def prefill(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                inputs_embeds: Tensor | None = None, cache: MambaCache | None = None) -> tuple[Tensor, MambaCache]:
+        """Run the prompt, ids (b, l) or embeddings (b, l, d): last-position logits (b, v) and the filled cache.
 
-    def decode_step(self, tokens: Tensor, cache: MambaCache) -> Tensor:
-        """One new token per row (b,) -> next logits (b, v). The tokens come from this model's own vocabulary,
-        so ``embed``'s range check (two host syncs) is left out of this per-token path."""
-        return self(inputs_embeds=self.backbone.embedding(tokens[:, None]), cache=cache).logits[:, -1]
+        ``attention_mask`` (b, l): 0 on left padding. ``cache``: the (reset) cache to fill, e.g. static buffers
+        for CUDA graphs; a new one by default. No host synchronisation past ``embed``'s range check, which is
+        skipped while a CUDA graph is captured."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError("pass exactly one of input_ids and inputs_embeds")
+        hidden = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # (b, l, d)
+        if cache is None:
+            cache = self.allocate_inference_cache(hidden.shape[0], device=hidden.device)
+        return self.last_logits(self._sequence(hidden, attention_mask, cache)), cache
+
+    def step(self, tokens: Tensor, cache: MambaCache) -> Tensor:
+        """One new token per row (b,) -> next logits (b, v), advancing ``cache``: the embedding, every layer's
+        step, the final norm and the head. The tokens come from this model's own vocabulary, so ``embed``'s
+        range check (two host syncs) is left out of this per-token path; nothing in it syncs, so it can be
+        captured as a CUDA graph."""
+        return self._step(self.backbone.embedding(tokens[:, None]), cache)  # (b, v)
 
     # -------------------------------------------------------------- checkpoints
     @classmethod

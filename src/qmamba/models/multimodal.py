@@ -19,12 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from qmamba.errors import CheckpointError, ConfigError
-from qmamba.infer.generate import GenerationMixin
 from qmamba.models import checkpoints as ckpt
 from qmamba.models.cache import MambaCache
 from qmamba.models.connectors import ConnectorConfig, build_connector, connector_config
 from qmamba.models.mamba_lm import LMOutput, MambaLM, MambaLMConfig, next_token_loss
-from qmamba.models.splice import splice_visual_tokens
+from qmamba.models.splice import image_column, splice_at_column, splice_visual_tokens
 from qmamba.models.vision import VisionConfig, VisionEncoder
 from qmamba.utils.config import config_from_dict, config_to_dict, read_json, write_json
 
@@ -74,7 +73,7 @@ class _Layout:
     model_type: str = MODEL_TYPE
 
 
-class MultimodalModel(nn.Module, GenerationMixin):
+class MultimodalModel(nn.Module):
     def __init__(self, config: MultimodalConfig, device=None, dtype=None, init: bool = True,
                  vision: VisionEncoder | None = None, llm: MambaLM | None = None):
         """Random weights, or the given pretrained ``vision`` / ``llm`` (see ``from_components``)."""
@@ -131,16 +130,32 @@ class MultimodalModel(nn.Module, GenerationMixin):
     def generation_vocab_size(self) -> int:
         return self.config.llm.vocab_size
 
-    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                pixel_values: Tensor | None = None) -> tuple[Tensor, MambaCache]:
-        s = self.embed(input_ids, pixel_values, attention_mask, padding_side="left")
-        cache = self.llm.allocate_inference_cache(input_ids.shape[0], device=input_ids.device)
-        out = self.llm(inputs_embeds=s.inputs_embeds, attention_mask=s.attention_mask, cache=cache,
-                       num_last_tokens=1)
-        return out.logits[:, -1], cache
+    def allocate_inference_cache(self, batch_size: int, dtype=None, device=None) -> MambaCache:
+        return self.llm.allocate_inference_cache(batch_size, dtype, device)
 
-    def decode_step(self, tokens: Tensor, cache: MambaCache) -> Tensor:
-        return self.llm.decode_step(tokens, cache)
+    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, pixel_values: Tensor | None = None,
+                cache: MambaCache | None = None) -> tuple[Tensor, MambaCache]:
+        """Prompts (b, l) with placeholders and their images: the spliced rows, left-padded, through the LM's
+        prefill -> last-position logits (b, v) and the filled cache (``cache``, or a new one)."""
+        s = self.embed(input_ids, pixel_values, attention_mask, padding_side="left")
+        return self.llm.prefill(inputs_embeds=s.inputs_embeds, attention_mask=s.attention_mask, cache=cache)
+
+    def image_column(self, input_ids: Tensor) -> int:
+        """The column of the one placeholder every row holds (the layout ``prefill_at_column`` takes)."""
+        return image_column(input_ids)
+
+    def prefill_at_column(self, input_ids: Tensor, pixel_values: Tensor, column: int,
+                          cache: MambaCache | None = None) -> tuple[Tensor, MambaCache]:
+        """``prefill`` for the fixed layout: input_ids (b, l) with one placeholder per row in ``column``, no
+        padding; pixel_values (b, 3k, S, S). Shapes follow from the inputs' and nothing synchronises with the
+        host, so a CUDA graph can capture it; the same numbers as ``prefill`` up to its all-ones mask."""
+        text = self.llm.embed(input_ids.clamp(min=0))  # (b, l, d)
+        embeds = splice_at_column(text, self.encode_images(pixel_values), column)  # (b, l - 1 + q, d)
+        return self.llm.prefill(inputs_embeds=embeds, cache=cache)
+
+    def step(self, tokens: Tensor, cache: MambaCache) -> Tensor:
+        """One new token per row (b,) -> next logits (b, v): the LM's step."""
+        return self.llm.step(tokens, cache)
 
     # -------------------------------------------------------------- checkpoints
     def parameter_counts(self) -> dict[str, int]:

@@ -4,6 +4,11 @@ Each ``IMAGE_TOKEN_ID`` (-200) in ``input_ids`` is replaced by the n visual toke
 (images are taken in row-major placeholder order). Rows then have different lengths; they are
 re-padded on the ``left`` (generation: every row ends at the last position) or the ``right``
 (training). Labels get ``ignore_index`` at visual positions.
+
+``splice_visual_tokens`` handles any layout and synchronises with the host to size its output.
+``splice_at_column`` handles the fixed layout (one placeholder per row, in the same column of every row,
+no padding) with shapes known in advance: no host synchronisation, so it can run inside a CUDA graph.
+``image_column`` checks a batch for that layout.
 """
 
 from __future__ import annotations
@@ -75,3 +80,23 @@ def splice_visual_tokens(
         new_labels = torch.full((b, L), ignore_index, dtype=labels.dtype, device=labels.device)
         new_labels[rows[text], dest[text]] = labels[text]
     return Spliced(out, new_mask, new_labels, img_rows[:, None] * L + vis_pos)
+
+
+def image_column(input_ids: Tensor) -> int:
+    """The column of the one image placeholder every row of ``input_ids`` (b, l) holds (the fixed layout of
+    ``splice_at_column``); an ``InputError`` with the counts and columns found otherwise."""
+    is_img = input_ids == IMAGE_TOKEN_ID  # (b, l)
+    cols = is_img.to(torch.uint8).argmax(1)  # (b,)
+    if not bool((is_img.sum(1) == 1).all()) or not bool((cols == cols[0]).all()):
+        raise InputError(f"the captured multimodal prefill needs exactly one image placeholder per row, in the same "
+                         f"column of every row (no padding); got placeholders per row {is_img.sum(1).tolist()} "
+                         f"at columns {cols.tolist()}: use qmamba.generate(model, ...) for such prompts")
+    return int(cols[0])
+
+
+def splice_at_column(text: Tensor, visual: Tensor, column: int) -> Tensor:
+    """The fixed layout: text embeddings (b, l, d) whose position ``column`` is each row's image placeholder,
+    visual tokens (b, q, d) -> [text[:column], visual, text[column + 1:]] (b, l - 1 + q, d).
+
+    Equal to ``splice_visual_tokens`` for such rows (no padding); the shapes depend on the input shapes only."""
+    return torch.cat([text[:, :column], visual.to(text.dtype), text[:, column + 1:]], dim=1)  # (b, l - 1 + q, d)

@@ -10,6 +10,9 @@ order. A fused encoder concatenates its towers' features on channels (DINOv2 fir
 
 Weights load from local transformers checkpoint directories (``from_pretrained``) or, inside a combined
 checkpoint, from this module's own ``state_dict()`` (keys ``towers.{i}.model.*``) rebuilt from ``VisionConfig``.
+
+The pixels come from the preprocessing in ``qmamba.data``: ``MultiImageTransform(config.transforms)(images)``;
+the settings it follows (``ImageTransformConfig``) are part of the config, in ``models.image_config``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from qmamba.data.image import (
+from qmamba.errors import CheckpointError, ConfigError, InputError
+from qmamba.models import checkpoints as ckpt
+from qmamba.models.image_config import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     OPENAI_CLIP_MEAN,
@@ -32,10 +37,7 @@ from qmamba.data.image import (
     SIGLIP_MEAN,
     SIGLIP_STD,
     ImageTransformConfig,
-    MultiImageTransform,
 )
-from qmamba.errors import CheckpointError, ConfigError, InputError
-from qmamba.models import checkpoints as ckpt
 from qmamba.utils.config import config_to_dict, read_json
 
 KINDS = ("siglip", "clip", "dinov2", "dinosiglip")
@@ -220,7 +222,6 @@ class VisionEncoder(nn.Module):
                                         for hf in config.hf_configs)
         if dtype is not None:
             self.to(dtype)
-        self._transform = MultiImageTransform(config.transform_configs())
         self.set_frozen(config.frozen)
 
     # ---------------------------------------------------------------- shape facts
@@ -237,11 +238,6 @@ class VisionEncoder(nn.Module):
     @property
     def d_vision(self) -> int:
         return sum(t.d for t in self.towers)
-
-    @property
-    def transform(self) -> MultiImageTransform:
-        """PIL images -> the (b, 3k, S, S) pixels ``forward`` takes."""
-        return self._transform
 
     # ---------------------------------------------------------------- freezing
     @property
@@ -271,7 +267,8 @@ class VisionEncoder(nn.Module):
         s, k = self.config.image_size, len(self.towers)
         if pixel_values.dim() != 4 or pixel_values.shape[1:] != (3 * k, s, s):
             raise InputError(f"vision ({self.config.kind}): pixel_values have shape {tuple(pixel_values.shape)}, "
-                             f"expected (b, {3 * k}, {s}, {s}); make them with encoder.transform(images)")
+                             f"expected (b, {3 * k}, {s}, {s}); make them with "
+                             f"qmamba.data.MultiImageTransform(encoder.config.transforms)(images)")
 
     # ---------------------------------------------------------------- loading
     @classmethod

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.data.collate import collate, with_image_row
 from qmamba.data.dataset import ConversationDataset, DataSource
+from qmamba.data.image import MultiImageTransform
 from qmamba.data.sampler import GroupedBatchSampler
 from qmamba.errors import ConfigError, InputError
 from qmamba.stages import STAGES, apply_stage
@@ -56,8 +57,8 @@ class StageTrainer:
         if not sources:
             raise ConfigError(f"stage {s.name}: no data sources (stages.N.sources)")
         self.dataset = ConversationDataset(
-            sources, self.tokenizer, m.vision.transform, chat_template=m.config.chat_template,
-            image_position=m.config.image_position, max_length=s.max_length,
+            sources, self.tokenizer, MultiImageTransform(m.vision.config.transforms),
+            chat_template=m.config.chat_template, image_position=m.config.image_position, max_length=s.max_length,
             stage=STAGES[s.name].data_format, seed=self.cfg.run.seed)
         world = self.env.world_size
         if s.global_batch_size % (s.micro_batch_size * world):
@@ -102,7 +103,7 @@ class StageTrainer:
 
     def _batches(self):
         """Micro-batches forever, epoch after epoch, counting what the loop consumed (not what workers prefetched)."""
-        pixel_shape = (self.model.vision.transform.num_channels,) + (self.model.vision.config.image_size,) * 2
+        pixel_shape = (self.dataset.transform.num_channels,) + (self.model.vision.config.image_size,) * 2
         while True:
             for batch in self._loader():
                 self.state["batch_in_epoch"] += 1

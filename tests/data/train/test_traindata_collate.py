@@ -10,6 +10,7 @@ from traindata_utils import IGN, IMG, convo, write_image, write_json
 
 from qmamba.data.collate import collate, with_image_row
 from qmamba.data.dataset import ConversationDataset
+from qmamba.data.image import MultiImageTransform
 from qmamba.errors import InputError
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
@@ -62,7 +63,7 @@ def test_collated_batch_trains_the_tiny_model(tmp_path, preset, stage):
         write_image(tmp_path / f"{k}.png", seed=k, size=(40, 30))
     records = [convo("<image>\nwhat is this?", "a red circle.", "how many?", "one.", image="0.png"),
                convo("how many?", "two."), convo("describe this <image>", "a blue square left.", image="1.png")]
-    ds = ConversationDataset([write_json(tmp_path / "d.json", records)], tok, model.vision.transform,
+    ds = ConversationDataset([write_json(tmp_path / "d.json", records)], tok, MultiImageTransform(model.vision.config.transforms),
                              image_position=model.config.image_position, stage=stage)
     batch = collate([ds[i] for i in range(len(ds))], tok.pad_token_id)
     out = model(batch["input_ids"], batch["pixel_values"], batch["attention_mask"], labels=batch["labels"])
@@ -89,9 +90,9 @@ def test_the_image_row_changes_no_loss_and_no_gradient_of_the_llm(tmp_path):
     model = MultimodalModel(get_preset("tiny-qmamba-256"))
     tok = tiny_tokenizer()
     ds = ConversationDataset([write_json(tmp_path / "d.json", [convo("how many?", "two."), convo("what?", "one.")])],
-                             tok, model.vision.transform)
+                             tok, MultiImageTransform(model.vision.config.transforms))
     batch = collate([ds[0], ds[1]], tok.pad_token_id)
-    shape = (model.vision.transform.num_channels, model.vision.transform.image_size, model.vision.transform.image_size)
+    shape = (ds.transform.num_channels, ds.transform.image_size, ds.transform.image_size)
     losses, grads = [], []
     for b in (batch, with_image_row(batch, shape, tok.pad_token_id)):
         model.zero_grad()
