@@ -111,7 +111,7 @@ def test_train_step_reports_the_length_the_lm_runs(monkeypatch):
     assert seen and {s[:2] for s in seen} == {(2, out["sequence"])} and out["batch"] == 2
 
 
-def test_bench_end_to_end_on_cpu(tmp_path, capsys):
+def test_bench_end_to_end_on_cpu(tmp_path, capsys, caplog):
     parser = argparse.ArgumentParser()
     bench_command.add_arguments(parser)
     out = tmp_path / "bench.json"
@@ -119,7 +119,8 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys):
                               "--train-len", "24", "--decode-tokens", "3", "--batch-decode", "3", "--vqa-batch", "2",
                               "--question-len", "6", "--answer-tokens", "3", "--presets", "qmamba-128", "--repeats", "1",
                               "--only", "lm-mamba1,lm-mamba2,vqa,vqa-train", "--train-presets", "mlmamba"])
-    assert bench_command.run(args) == 0
+    with caplog.at_level("INFO", logger="qmamba"):
+        assert bench_command.run(args) == 0
     printed = capsys.readouterr().out
     results = json.loads(out.read_text())
     assert results["errors"] == [] and results["dtype"] == "float32" and results["backend"] == "ref"
@@ -134,7 +135,8 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys):
     assert printed.rstrip().endswith(render(results).splitlines()[-1])
     assert "| mamba1 | qmamba |" in printed and "| qmamba-128 | 4 |" in printed
     decode = fmt(results["lm"]["mamba1"]["impls"]["qmamba"]["decode_b1_ms"])
-    assert f"[bench] mamba1 qmamba: decode_b1_ms {decode}, " in printed, "figures are logged as they come"
+    assert f"[bench] mamba1 qmamba: decode_b1_ms {decode}, " in caplog.text, "figures are logged as they come"
+    assert "[bench]" not in printed, "progress goes to the log, the tables to stdout"
 
 
 def test_headline_and_checkpoints_as_figures_come(monkeypatch):
