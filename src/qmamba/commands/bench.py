@@ -6,7 +6,8 @@
     qmamba bench --device cpu --quick                      # toy shapes on CPU (no peers)
     qmamba bench --only vqa,vqa-train --presets all --train-presets all   # every full-size system
 
-Logs each figure as it comes (stderr), then prints markdown tables (device, figures, ratios to mamba_ssm where it ran); --out writes JSON.
+Logs each figure as it comes (stderr), then prints markdown tables (device, figures, ratios to mamba_ssm where
+it ran); --out writes JSON.
 Sections: lm-mamba1, lm-mamba2, vqa (default) and vqa-train (one multimodal training step, on request).
 """
 
