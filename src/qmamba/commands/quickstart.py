@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from qmamba.quickstart import QuickstartConfig, run_quickstart, sample_answer, score_table
+    from qmamba.quickstart import QuickstartConfig, pope_note, run_quickstart, sample_answer, score_table
 
     start = time.perf_counter()
     q = QuickstartConfig(out=args.out, preset=args.preset, seed=args.seed, n_align=args.n_align,
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_quickstart(q)
     print("\nmicro-benchmarks (scored by the official rules; chance = an answer that ignores the image)")
     print(score_table(result))
+    print(pope_note(result))
     question, image, answer, truth = sample_answer(result)
     print(f"\nsample: {image}\n  Q: {question}\n  A: {answer}   (ground truth: {truth})")
     t = result["timings"]
