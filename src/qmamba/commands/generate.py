@@ -125,8 +125,7 @@ def _multimodal(args, path) -> int:
 
         pipe.processor.tokenizer = load_tokenizer(args.tokenizer)
     ids = pipe.processor.prompt_ids(args.prompt, has_image=args.image is not None)
-    visual = pipe.model.num_visual_tokens if args.image is not None else 0
-    warn_if_long(path, len(ids) - (1 if visual else 0) + visual, f"with {visual} visual tokens")
+    warn_if_long(path, len(ids), "the image counted as one, as training's max_length counts it")
     for piece in pipe.stream(args.prompt, image=args.image, **_gen_kwargs(args)):
         print(piece, end="", flush=True)
     print()
