@@ -73,7 +73,7 @@ def _torch_bin(file: Path) -> dict:
         raise CheckpointError(f"{file}: its pickle asks for {found}, which loading with weights_only=True refuses "
                               f"(a file of weights holds tensors only): convert a trusted copy to "
                               f"model.safetensors, or take the weights from their source again") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # torch.load fails in many ways on a damaged file (EOFError, IndexError, RuntimeError...)
         hint = "the file is truncated" if not zipped else "the file is damaged"
         raise CheckpointError(f"{file}: cannot read it as torch weights ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]}): {hint}; {REFETCH}") from None
