@@ -75,8 +75,9 @@ def _torch_bin(file: Path) -> dict:
                               f"model.safetensors, or take the weights from their source again") from None
     except Exception as e:  # torch.load fails in many ways on a damaged file (EOFError, IndexError, RuntimeError...)
         hint = "the file is truncated" if not zipped else "the file is damaged"
-        raise CheckpointError(f"{file}: cannot read it as torch weights ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]}): {hint}; {REFETCH}") from None
+        first = next(iter(str(e).splitlines()), "")[:200]
+        raise CheckpointError(f"{file}: cannot read it as torch weights ({type(e).__name__}: {first}): {hint}; "
+                              f"{REFETCH}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{file}: holds a {type(state).__name__}, not a dict of tensors (a state_dict): "
                               f"save model.state_dict()")
