@@ -174,6 +174,29 @@ def _measure_briefly(monkeypatch) -> None:
                     monkeypatch.setattr(module, attr, brief)
 
 
+def test_measure_briefly_reaches_every_measuring_op(monkeypatch):
+    """On CPU (kernels interpreted): after ``_measure_briefly`` the gemv, step_in and step_out modules time on two
+    weight copies and among their first two candidates; undone afterwards."""
+    pytest.importorskip("triton")
+    import importlib
+    import sys
+
+    import torch
+
+    importlib.import_module("qmamba.ops.triton_backend")  # what ``available`` imports on a GPU machine
+    measuring = [m for name, m in sys.modules.items() if name.startswith("qmamba.ops.")
+                 and hasattr(m, "weight_copies") and hasattr(m, "measure_once")]
+    assert len(measuring) >= 3, [m.__name__ for m in measuring]  # gemv, step_in, step_out
+    with monkeypatch.context() as patch:
+        _measure_briefly(patch)
+        for module in measuring:
+            assert len(module.weight_copies(torch.zeros(4, 4))) == 2, module.__name__
+            timed = []
+            assert module.fastest("abc", lambda c: True, lambda c, seen=timed: seen.append(c) or 1.0) == "a"
+            assert timed == ["a", "b"], module.__name__
+    assert len(measuring[0].weight_copies(torch.zeros(64, 64))) > 2, "undone after the test"
+
+
 @pytest.mark.gpu
 def test_bench_on_gpu_captures_every_figure(tmp_path, monkeypatch):
     """Tiny shapes, but every figure through its CUDA graph: captured train step, prefill, decode, and each VQA
