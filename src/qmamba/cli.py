@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("QMAMBA_DEBUG", "0") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] not in COMMANDS:
-        args = _top_parser().parse_args(argv[:1])
+        _top_parser().parse_args(argv[:1])  # --help, --version and an unknown command end here
         _top_parser().print_help(sys.stderr)  # no command: the help, and a failure for scripts
         return 2
     name, rest = argv[0], argv[1:]
