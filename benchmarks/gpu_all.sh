@@ -16,9 +16,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/devic
 for step in $steps; do
   echo "=== $step"
   case $step in
-    tests) # SIGINT at the limit: pytest stops and still prints the failures so far (a plain kill prints none)
-           timeout -s INT -k 20 ${TESTS_S:-420} python3 -m pytest -q -rf -m gpu -p no:cacheprovider \
-             ${TESTS_PATHS:-tests/ops tests/infer tests/train tests/bench} 2>&1 | tee "$OUT/gpu_tests.log" | tail -40 ;;
+    tests) # one line per test as it ends (-v), the slowest at the end; SIGINT at TESTS_S (keep it under the
+           # machine's own limit): pytest stops and still prints its summary and failures (a plain kill prints none)
+           timeout -s INT -k 20 ${TESTS_S:-360} python3 -m pytest -v -rfE --durations=15 --durations-min=2 -m gpu \
+             -p no:cacheprovider ${TESTS_PATHS:-tests/ops tests/infer tests/train tests/bench} 2>&1 \
+             | tee "$OUT/gpu_tests.log" ;;
     kernels) timeout ${KERNELS_S:-150} python3 benchmarks/kernels.py ${KERNELS_ARGS:-} --out "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log" ;;
     gemv) timeout ${GEMV_S:-200} python3 benchmarks/gemv.py ${GEMV_ARGS:-} --out "$OUT/gemv.json" 2>&1 \
             | tee "$OUT/gemv.log" | grep -v "^  " | tail -12 ;;
@@ -29,7 +31,7 @@ for step in $steps; do
                 | tee "$OUT/step_out.log" | tail -6 ;;
     decode_ssm) timeout ${DECODE_SSM_S:-100} python3 benchmarks/decode_ssm.py --out "$OUT/decode_ssm.json" 2>&1 \
                   | tee "$OUT/decode_ssm.log" | tail -10 ;;
-    parity) timeout ${PARITY_S:-120} python3 benchmarks/gpu_parity.py 2>&1 | tee "$OUT/parity.log" | tail -20 ;;
+    parity) timeout ${PARITY_S:-180} python3 benchmarks/gpu_parity.py 2>&1 | tee "$OUT/parity.log" ;;  # row by row
     bench) timeout ${BENCH_S:-300} python3 -m qmamba bench ${BENCH_ARGS:-} --out "$OUT/bench.json" 2>&1 \
              | tee "$OUT/bench.log" | tail -60 ;;
     profile) for layer in mamba1 mamba2; do  # PROFILE_ARGS e.g. "--batch 16 --seqlen 64" for batch-16 decode

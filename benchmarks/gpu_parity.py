@@ -1,7 +1,7 @@
 """On a GPU: qmamba (Triton kernels and CUDA-graph decoding unless QMAMBA_BACKEND=ref) against the ground
 truth kept in tests/fixtures (logits saved by mamba_ssm's CUDA kernels) in fp32 and bf16, and, when mamba_ssm is
 installed, against mamba_ssm itself on the same random weights at a mamba-130m-like shape. Prints a table; writes
-JSON with --json."""
+JSON with --json. Each row is printed (flushed) as soon as it is measured, so a run cut short keeps its rows."""
 
 from __future__ import annotations
 
@@ -22,8 +22,20 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+class PrintedRows(list):
+    """A list of table rows that prints each row (flushed) as it is appended."""
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        print_row(row)
+
+
+def print_row(r: dict) -> None:
+    print(f"| {r['check']} | {r['dtype']} | {r['rel_err']:.2e} | {r['greedy_equal']} |", flush=True)
+
+
 def fixtures(device: str) -> list[dict]:
-    rows = []
+    rows = PrintedRows()
     for name in ("mamba1-tiny", "mamba2-tiny"):
         ref = load_file(FIXTURES / name / "reference_outputs.safetensors")
         for dtype in (torch.float32, torch.bfloat16):
@@ -62,14 +74,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    rows = fixtures("cuda") + [r for r in (against_mamba_ssm("cuda", "Mamba1"), against_mamba_ssm("cuda", "Mamba2"))
-                               if r is not None]
+    print(f"\n| check ({torch.cuda.get_device_name()}) | dtype | rel. error of logits | greedy tokens equal |")
+    print("| --- | --- | ---: | --- |", flush=True)
+    rows = list(fixtures("cuda"))
+    for layer in ("Mamba1", "Mamba2"):
+        row = against_mamba_ssm("cuda", layer)
+        if row is not None:
+            rows.append(row)
+            print_row(row)
     if a.json:
         Path(a.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=2))
-    print(f"\n| check ({torch.cuda.get_device_name()}) | dtype | rel. error of logits | greedy tokens equal |")
-    print("| --- | --- | ---: | --- |")
-    for r in rows:
-        print(f"| {r['check']} | {r['dtype']} | {r['rel_err']:.2e} | {r['greedy_equal']} |")
 
 
 if __name__ == "__main__":

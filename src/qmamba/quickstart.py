@@ -106,6 +106,15 @@ def score_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def pope_note(result: dict) -> str:
+    """The POPE-like F1 beside the accuracy the table shows: F1 (mean of the splits) is POPE's headline, the
+    figure ``qmamba eval report`` and the README show; always answering "yes" scores F1 2/3 on balanced labels."""
+    f1 = result["scores"]["pope"].get("main")
+    shown = "n/a (the model never answered yes)" if f1 is None else f"{f1:.1f}"
+    return (f"pope: the table shows accuracy; F1 (mean of the splits, POPE's headline and what qmamba eval report "
+            f"shows) is {shown}, against 66.7 for always answering yes")
+
+
 def sample_answer(result: dict) -> tuple[str, str, str, str]:
     """Ask the trained model the first VQAv2-like question; returns (question, image, answer, ground truth)."""
     from qmamba.eval.tasks import TASKS as EVAL_TASKS

@@ -111,7 +111,7 @@ def test_train_step_reports_the_length_the_lm_runs(monkeypatch):
     assert seen and {s[:2] for s in seen} == {(2, out["sequence"])} and out["batch"] == 2
 
 
-def test_bench_end_to_end_on_cpu(tmp_path, capsys):
+def test_bench_end_to_end_on_cpu(tmp_path, capsys, caplog):
     parser = argparse.ArgumentParser()
     bench_command.add_arguments(parser)
     out = tmp_path / "bench.json"
@@ -119,7 +119,8 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys):
                               "--train-len", "24", "--decode-tokens", "3", "--batch-decode", "3", "--vqa-batch", "2",
                               "--question-len", "6", "--answer-tokens", "3", "--presets", "qmamba-128", "--repeats", "1",
                               "--only", "lm-mamba1,lm-mamba2,vqa,vqa-train", "--train-presets", "mlmamba"])
-    assert bench_command.run(args) == 0
+    with caplog.at_level("INFO", logger="qmamba"):
+        assert bench_command.run(args) == 0
     printed = capsys.readouterr().out
     results = json.loads(out.read_text())
     assert results["errors"] == [] and results["dtype"] == "float32" and results["backend"] == "ref"
@@ -134,7 +135,8 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys):
     assert printed.rstrip().endswith(render(results).splitlines()[-1])
     assert "| mamba1 | qmamba |" in printed and "| qmamba-128 | 4 |" in printed
     decode = fmt(results["lm"]["mamba1"]["impls"]["qmamba"]["decode_b1_ms"])
-    assert f"[bench] mamba1 qmamba: decode_b1_ms {decode}, " in printed, "figures are logged as they come"
+    assert f"[bench] mamba1 qmamba: decode_b1_ms {decode}, " in caplog.text, "figures are logged as they come"
+    assert "[bench]" not in printed, "progress goes to the log, the tables to stdout"
 
 
 def test_headline_and_checkpoints_as_figures_come(monkeypatch):
@@ -151,14 +153,61 @@ def test_headline_and_checkpoints_as_figures_come(monkeypatch):
     assert snapshots == [{"cobra": {"total_ms": 1.0}}, {"cobra": {"total_ms": 1.0}, "mlmamba": {"total_ms": 2.0}}]
 
 
+def _measure_briefly(monkeypatch) -> None:
+    """The decode ops choose their tiles as on any GPU (each candidate compiled, checked against the reference,
+    timed in a CUDA graph, cached and reported), but among their first two candidates and on two weight copies:
+    the full sweep times every tile over 300 MB of weight copies, which at tiny shapes is tens of thousands of
+    launches per candidate. Patched wherever the measuring modules bound the two functions."""
+    import itertools
+    import sys
+
+    from qmamba.ops import available
+    from qmamba.ops.runtime.measured_choice import fastest
+    from qmamba.ops.runtime.timing import weight_copies
+
+    available("gemv")  # imports the Triton kernel modules, which bind the two functions
+    quick = {weight_copies: lambda like, past_bytes=0: weight_copies(like, past_bytes=0),
+             fastest: lambda candidates, *args, **kwargs: fastest(itertools.islice(candidates, 2), *args, **kwargs)}
+    for name, module in list(sys.modules.items()):
+        for attr, value in list(vars(module).items()) if name.startswith("qmamba.") else ():
+            for original, brief in quick.items():
+                if value is original:
+                    monkeypatch.setattr(module, attr, brief)
+
+
+def test_measure_briefly_reaches_every_measuring_op(monkeypatch):
+    """On CPU (kernels interpreted): after ``_measure_briefly`` the gemv, step_in and step_out modules time on two
+    weight copies and among their first two candidates; undone afterwards."""
+    pytest.importorskip("triton")
+    import importlib
+    import sys
+
+    import torch
+
+    importlib.import_module("qmamba.ops.runtime.triton_backend")  # what ``available`` imports on a GPU machine
+    measuring = [m for name, m in sys.modules.items() if name.startswith("qmamba.ops.")
+                 and hasattr(m, "weight_copies") and hasattr(m, "measure_once")]
+    assert len(measuring) >= 3, [m.__name__ for m in measuring]  # gemv, step_in, step_out
+    with monkeypatch.context() as patch:
+        _measure_briefly(patch)
+        for module in measuring:
+            assert len(module.weight_copies(torch.zeros(4, 4))) == 2, module.__name__
+            timed = []
+            assert module.fastest("abc", lambda c: True, lambda c, seen=timed: seen.append(c) or 1.0) == "a"
+            assert timed == ["a", "b"], module.__name__
+    assert len(measuring[0].weight_copies(torch.zeros(64, 64))) > 2, "undone after the test"
+
+
 @pytest.mark.gpu
-def test_bench_on_gpu_captures_every_figure(tmp_path):
+def test_bench_on_gpu_captures_every_figure(tmp_path, monkeypatch):
     """Tiny shapes, but every figure through its CUDA graph: captured train step, prefill, decode, and each VQA
     component captured into one shared memory pool, for both presets in one process."""
     import torch
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     from qmamba.bench import run_bench
+
+    _measure_briefly(monkeypatch)
 
     results = run_bench(BenchOptions(sections=("lm-mamba1", "vqa"), quick=True, tiny=True, peers=(), repeats=1,
                                      decode_tokens=3, prompt_len=24, train_len=24, vqa_batch=2, question_len=6,
@@ -206,3 +255,28 @@ def test_decode_ms_is_the_median_of_paired_differences(monkeypatch):
 
     opts = BenchOptions(repeats=5, warmup=0, decode_tokens=9)
     assert lm.decode_ms(Runner(), 1, opts, 100, torch.device("cpu")) == pytest.approx(90.0 / 9)
+
+
+def test_gpu_parity_prints_each_row_as_it_is_measured(monkeypatch, capsys):
+    """benchmarks/gpu_parity.py's fixture rows on CPU: each row is on stdout before the next model loads."""
+    import importlib.util
+    from pathlib import Path
+
+    from qmamba import MambaLM
+
+    script = Path(__file__).parents[2] / "benchmarks" / "gpu_parity.py"
+    spec = importlib.util.spec_from_file_location("gpu_parity", script)
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    rows_printed_before_load = []
+
+    class Loader:
+        @staticmethod
+        def from_pretrained(*args, **kwargs):
+            rows_printed_before_load.append(capsys.readouterr().out.count("| mamba"))
+            return MambaLM.from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(parity, "MambaLM", Loader)
+    rows = parity.fixtures("cpu")
+    assert len(rows) == 4 and capsys.readouterr().out.count("| mamba") == 1
+    assert rows_printed_before_load == [0, 1, 1, 1], "each row printed before the next model loads"

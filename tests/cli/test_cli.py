@@ -81,3 +81,17 @@ def test_generate_with_a_language_model(tmp_path, capsys):
     ids = torch.tensor([tok.encode("what is")])
     new = generate(lm, ids, max_new_tokens=3, eos_token_id=tok.eos_token_id)[0, ids.shape[1]:]
     assert capsys.readouterr().out.strip() == ("what is" + tok.decode(new, skip_special_tokens=True)).strip()
+
+
+def test_train_help_describes_the_data_format_and_every_config_field(capsys):
+    import dataclasses
+
+    from qmamba.train.config import ModelConfig, RunOptions, SourceConfig, StageConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert '"conversations": [{"from": "human"' in text and "configs/" in text and "image_root" in text
+    for section in (ModelConfig, StageConfig, RunOptions, SourceConfig):
+        missing = [f.name for f in dataclasses.fields(section) if f.name not in text]
+        assert not missing, f"{section.__name__} fields missing from qmamba train --help: {missing}"

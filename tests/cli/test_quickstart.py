@@ -29,3 +29,18 @@ def test_quickstart_tiny_end_to_end(tmp_path, capsys):
     config = yaml.safe_load((out / "train" / "config.yaml").read_text())
     assert [s["name"] for s in config["stages"]] == ["align", "finetune"]
     assert (out / "train" / "1-finetune" / "model" / "config.json").exists()
+
+
+def test_quickstart_help_and_readme_give_the_same_time_and_pope_metric():
+    from pathlib import Path
+
+    from qmamba.commands import quickstart as command
+    from qmamba.quickstart import pope_note
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    minutes = lambda text: set(re.findall(r"(\d+) minutes on\s+2 CPU\s+cores", text))  # noqa: E731
+    assert minutes(command.__doc__) == minutes(readme) != set()
+    f1 = re.search(r"^\| micro Q-Mamba-32 \|(?: [\d.]+ \|){4} ([\d.]+) \(([\d.]+)\) \|", readme, re.M)
+    assert f1 and "POPE-like F1 (accuracy)" in readme, "the README names the POPE metric: F1, as eval report"
+    note = pope_note({"scores": {"pope": {"main": 76.51}}})
+    assert "F1" in note and "76.5" in note and "eval report" in note

@@ -8,14 +8,16 @@ as the JIT would specialise them."""
 
 from __future__ import annotations
 
+import functools
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
 
-from sm90 import KERNELS, recording, resources, resources_of, triton_on_cpu  # noqa: E402
+from sm90 import KERNELS, recording, resources_of, triton_on_cpu  # noqa: E402
 
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig  # noqa: E402
 from qmamba.ops.gemv import tiled as gemv_triton  # noqa: E402
@@ -31,13 +33,19 @@ def _no_spills(res: dict) -> None:
     assert res["STACK"] == 0 and res["LOCAL"] == 0, f"spills: {res}"
 
 
-@pytest.mark.parametrize("batch", [1, 2, 16, 64])
-def test_mamba1_decode_ssm(batch):
+def _job(name: str, constexprs: dict, num_warps: int, num_stages: int = 3):
+    """A compile job for ``resources_of``: kernel ``KERNELS[name]`` at these constexprs (what ``resources`` takes)."""
+    kernel, types = KERNELS[name]
+    spec = {"types": types, "constexprs": constexprs, "num_warps": num_warps, "num_stages": num_stages}
+    return SimpleNamespace(kernel=kernel, spec=json.dumps(spec, sort_keys=True))
+
+
+def _mamba1_decode_job(batch: int):
     rows = batch >= ROWS_FROM
     cfg = (rows_config if rows else decode_config)(batch, 5120, 16, 160)
     warps = cfg.pop("num_warps")
     flags = {"HAS_D": True, "HAS_Z": True, "PDL": True, **({"DOT_F32": False} if rows else {})}
-    _no_spills(resources(*KERNELS["mamba1_decode_rows" if rows else "mamba1_decode"], {**flags, **cfg}, warps))
+    return _job("mamba1_decode_rows" if rows else "mamba1_decode", {**flags, **cfg}, warps)
 
 
 def _gemv_configs() -> list[tuple[int, dict]]:
@@ -52,45 +60,88 @@ def _gemv_configs() -> list[tuple[int, dict]]:
     return out
 
 
-@pytest.mark.parametrize("m,cfg", _gemv_configs(), ids=lambda v: str(v) if isinstance(v, int) else
-                         "-".join(f"{k}{v}" for k, v in v.items()))
-def test_gemv(m, cfg):
+def _gemv_job(m: int, cfg: dict):
     constexprs = {"HAS_BIAS": False, "BLOCK_M": 1 if m == 1 else gemv_triton.MAX_ROWS, "BLOCK_N": cfg["block_n"],
                   "BLOCK_K": cfg["block_k"], "SPLIT_K": cfg.get("split_k", 1), "IEEE": False,
                   "PREFETCH": cfg.get("prefetch", 0), "LINES": 8, "DBUF": cfg.get("dbuf", False),
                   "SWAP": cfg.get("swap", False) and m > 1, "PDL": True}
-    _no_spills(resources(*KERNELS["gemv"], constexprs, cfg["num_warps"], cfg["num_stages"]))
+    return _job("gemv", constexprs, cfg["num_warps"], cfg["num_stages"])
 
 
-@pytest.mark.parametrize("tiles", step_in_triton.ONE_ROW_TILES, ids=str)
-def test_step_in_one_row(tiles):
+def _step_in_one_row_job(tiles: dict):
     cfg = {**step_in_triton.ONE_ROW, **tiles}
     constexprs = {"HAS_RES": False, "HAS_BIAS": False, "HAS_CONV_BIAS": True, "HAS_XPROJ": cfg["fuse_xproj"],
                   "XP_PAD": 256, "W": 4, "W_PAD": 4, "BLOCK_N": cfg["block_n"], "BLOCK_K": cfg["block_k"],
                   "NORMED": cfg["prenorm"], "DBUF": cfg["dbuf"], "PREFETCH": cfg["prefetch"], "LINES": 8, "PDL": True}
-    _no_spills(resources(*KERNELS["step_in"], constexprs, cfg["num_warps"], cfg["num_stages"]))
+    return _job("step_in", constexprs, cfg["num_warps"], cfg["num_stages"])
 
 
-@pytest.mark.parametrize("variant", [v for v in step_in_triton.rows_variants(False) if v["rows_kernel"]], ids=str)
-def test_step_in_rows(variant):
+def _step_in_rows_job(variant: dict):
     cfg = {**step_in_triton.SEVERAL_ROWS, **variant}
     constexprs = {"HAS_RES": False, "HAS_BIAS": False, "HAS_CONV_BIAS": True, "HAS_XPROJ": False, "XP_PAD": 16,
                   "W": 4, "W_PAD": 4, "BLOCK_M": 16, "BLOCK_N": cfg["block_n"], "BLOCK_K": cfg["block_k"],
                   "IEEE": False, "NORMED": cfg["prenorm"], "PDL": True}
-    _no_spills(resources(*KERNELS["step_in_rows"], constexprs, cfg["num_warps"], cfg["num_stages"]))
+    return _job("step_in_rows", constexprs, cfg["num_warps"], cfg["num_stages"])
+
+
+def _step_out_job(tiles: dict):
+    constexprs = {"HAS_BIAS": False, "BLOCK_N": tiles["block_n"], "BLOCK_K": tiles["block_k"],
+                  "DBUF": tiles.get("dbuf", False), "PDL": True}
+    return _job("step_out", constexprs, 4, 1)
+
+
+def _sequential_scan_job():
+    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "NS": 16}
+    return _job("sequential_scan", {**flags, "BLOCK_D": seq.BLOCK_D, "AHEAD": seq.AHEAD}, seq.WARPS)
+
+
+BATCHES = [1, 2, 16, 64]
+ROWS_VARIANTS = [v for v in step_in_triton.rows_variants(False) if v["rows_kernel"]]
+
+
+@functools.cache
+def _decode_resources() -> dict[str, dict[str, int]]:
+    """``resources`` of every decode-step configuration below, compiled in one subprocess (one Triton import
+    for all of them, not one per test); keyed by the job's spec."""
+    jobs = [*map(_mamba1_decode_job, BATCHES), *(_gemv_job(m, cfg) for m, cfg in _gemv_configs()),
+            *map(_step_in_one_row_job, step_in_triton.ONE_ROW_TILES), *map(_step_in_rows_job, ROWS_VARIANTS),
+            *map(_step_out_job, step_out_triton.TILES), _sequential_scan_job()]
+    unique = list({(job.kernel, job.spec): job for job in jobs}.values())
+    return {(job.kernel, job.spec): res for job, res in zip(unique, resources_of(unique))}
+
+
+def _resources(job) -> dict[str, int]:
+    return _decode_resources()[(job.kernel, job.spec)]
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_mamba1_decode_ssm(batch):
+    _no_spills(_resources(_mamba1_decode_job(batch)))
+
+
+@pytest.mark.parametrize("m,cfg", _gemv_configs(), ids=lambda v: str(v) if isinstance(v, int) else
+                         "-".join(f"{k}{v}" for k, v in v.items()))
+def test_gemv(m, cfg):
+    _no_spills(_resources(_gemv_job(m, cfg)))
+
+
+@pytest.mark.parametrize("tiles", step_in_triton.ONE_ROW_TILES, ids=str)
+def test_step_in_one_row(tiles):
+    _no_spills(_resources(_step_in_one_row_job(tiles)))
+
+
+@pytest.mark.parametrize("variant", ROWS_VARIANTS, ids=str)
+def test_step_in_rows(variant):
+    _no_spills(_resources(_step_in_rows_job(variant)))
 
 
 @pytest.mark.parametrize("tiles", step_out_triton.TILES, ids=str)
 def test_step_out(tiles):
-    constexprs = {"HAS_BIAS": False, "BLOCK_N": tiles["block_n"], "BLOCK_K": tiles["block_k"],
-                  "DBUF": tiles.get("dbuf", False), "PDL": True}
-    _no_spills(resources(*KERNELS["step_out"], constexprs, 4, 1))
+    _no_spills(_resources(_step_out_job(tiles)))
 
 
 def test_sequential_scan():
-    flags = {"HAS_BIAS": True, "SOFTPLUS": True, "HAS_D": True, "HAS_Z": True, "HAS_H0": False, "NS": 16}
-    _no_spills(resources(*KERNELS["sequential_scan"], {**flags, "BLOCK_D": seq.BLOCK_D, "AHEAD": seq.AHEAD},
-                         seq.WARPS))
+    _no_spills(_resources(_sequential_scan_job()))
 
 
 # Kernels that spill at the configuration they run with, and the stack a thread may use there (bytes): the

@@ -6,7 +6,8 @@
     qmamba bench --device cpu --quick                      # toy shapes on CPU (no peers)
     qmamba bench --only vqa,vqa-train --presets all --train-presets all   # every full-size system
 
-Prints progress, then markdown tables (device, figures, ratios to mamba_ssm where it ran); --out writes JSON.
+Logs each figure as it comes (stderr), then prints markdown tables (device, figures, ratios to mamba_ssm where
+it ran); --out writes JSON.
 Sections: lm-mamba1, lm-mamba2, vqa (default) and vqa-train (one multimodal training step, on request).
 """
 
@@ -48,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from qmamba.bench import BenchOptions, run_bench
     from qmamba.bench.options import DEFAULT_SECTIONS
     from qmamba.bench.report import render, write_json
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         vqa_batch=args.vqa_batch, question_len=args.question_len, answer_tokens=args.answer_tokens,
         train_presets=args.train_presets)
     checkpoint = (lambda partial: write_json(partial, args.out)) if args.out else None
-    results = run_bench(opts, checkpoint=checkpoint)  # the JSON grows as figures come: a killed run keeps them
+    # figures are logged and the JSON grows as they come: a killed run keeps them
+    results = run_bench(opts, log=logging.getLogger("qmamba").info, checkpoint=checkpoint)
     if args.out:
         write_json(results, args.out)
     print()

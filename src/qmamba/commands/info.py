@@ -1,6 +1,8 @@
 """Show a model: its kind, config, parameter counts per component and the number of visual tokens.
 
-Takes a model directory (multimodal or language model) or a preset name (counted without memory).
+Takes a model directory (multimodal or language model) or a preset name (counted without memory). A directory's
+weights files are opened at their headers (no tensor is loaded): a truncated file, or a pickle that loading with
+weights_only refuses, is an error that names the file and the field at fault.
 """
 
 from __future__ import annotations
@@ -69,13 +71,35 @@ def _dir_summary(path: Path) -> dict:
     if raw.get("model_type") == MODEL_TYPE:
         with torch.device("meta"):
             model = MultimodalModel(MultimodalConfig.from_dict(raw, str(path / "config.json")), init=False)
-        return _multimodal_summary(model, str(path))
+        return {**_multimodal_summary(model, str(path)), "weights": _weights(path)}
     config, fmt = read_lm_config(path)
     with torch.device("meta"):
         lm = MambaLM(config, init=False)
     return {"model": str(path), "kind": f"language model ({fmt} format)", "llm": f"{config.layer} "
             f"d_model={config.d_model} n_layer={config.n_layer} vocab={config.padded_vocab_size}",
-            "parameters": {"llm": _count(lm), "total": _count(lm)}}
+            "weights": _weights(path), "parameters": {"llm": _count(lm), "total": _count(lm)}}
+
+
+def _weights(path: Path) -> str:
+    """The weights files of a model directory, each checked at its header: 'NAME (FORMAT, N tensors, X MB)'."""
+    from qmamba.errors import CheckpointError
+    from qmamba.models.checkpoints import find_weights
+    from qmamba.utils.weights_header import weights_summary
+
+    file = find_weights(path, "model")
+    files = [file]
+    if file.name.endswith(".index.json"):
+        try:
+            files = [path / name for name in sorted(set(json.loads(file.read_text())["weight_map"].values()))]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{file}: not a shard index ({type(e).__name__}: {e}): expected "
+                                  f'{{"weight_map": {{tensor: shard file}}}}') from None
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{file}: weight_map names shard(s) missing from {path}: {', '.join(missing)}")
+    found = [weights_summary(f) for f in files]
+    tensors, size = sum(s["tensors"] for s in found), sum(s["bytes"] for s in found)
+    return f"{file.name} ({found[0]['format']}, {tensors} tensors, {size / 1e6:,.1f} MB)"
 
 
 def _format(s: dict) -> str:

@@ -26,12 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import time
 
-    from qmamba.quickstart import QuickstartConfig, run_quickstart, sample_answer, score_table
+    from qmamba.quickstart import QuickstartConfig, pope_note, run_quickstart, sample_answer, score_table
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     start = time.perf_counter()
     q = QuickstartConfig(out=args.out, preset=args.preset, seed=args.seed, n_align=args.n_align,
                          n_finetune=args.n_finetune, n_eval=args.n_eval, align_epochs=args.align_epochs,
@@ -39,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_quickstart(q)
     print("\nmicro-benchmarks (scored by the official rules; chance = an answer that ignores the image)")
     print(score_table(result))
+    print(pope_note(result))
     question, image, answer, truth = sample_answer(result)
     print(f"\nsample: {image}\n  Q: {question}\n  A: {answer}   (ground truth: {truth})")
     t = result["timings"]

@@ -16,8 +16,8 @@ from qmamba.eval.errors import EvalFileError
 TASK_ORDER = ("vqav2", "gqa", "vizwiz", "textvqa", "pope", "mmbench")
 COLUMNS = {"vqav2": "VQAv2", "gqa": "GQA", "vizwiz": "VizWiz", "textvqa": "TextVQA", "pope": "POPE", "mmbench": "MMB"}
 
-# Q-Mamba paper Table 1 (shared/papers/002_d1d4ca56b2134fa0.txt), as printed, in TASK_ORDER.
-# "*": reproduced by the paper's authors in their codebase.
+# Q-Mamba paper Table 1, as printed, in TASK_ORDER. "*": reproduced by the paper's authors in their codebase
+# (escaped when the table is written, as the paper rows are in italics).
 PAPER_TABLE1 = {
     "Cobra*": ("75.38", "58.16", "49.22", "44.9", "87.6", "56.2"),
     "VL-Mamba*": ("74.38", "56.69", "51.66", "48.7", "83.9", "57.0"),
@@ -32,8 +32,9 @@ NOTES = (
     "were scored); GQA testdev-balanced accuracy; VizWiz overall accuracy; TextVQA val accuracy (LLaVA m4c); "
     "POPE: mean of the per-split F1 (how the paper combines splits is not documented); MMB: MMBench dev "
     "CircularEval overall.",
-    "† incomplete: some questions had no answer (see counts.n_missing in that metrics.json).",
+    r"\*: reproduced by the paper's authors in their codebase.",
 )
+INCOMPLETE_NOTE = "† incomplete: some questions had no answer (see counts.n_missing in that metrics.json)."
 
 
 def save_metrics(result: dict[str, Any], run_dir: str | Path, model: str | None = None) -> Path:
@@ -61,20 +62,32 @@ def load_run(run_dir: str | Path) -> tuple[str, dict[str, dict[str, Any]]]:
     return (names.pop() if len(names) == 1 else run_dir.name), by_task
 
 
+def _incomplete(result: dict[str, Any] | None) -> bool:
+    return result is not None and result.get("main") is not None and not result.get("counts", {}).get("complete", True)
+
+
 def _cell(result: dict[str, Any] | None) -> str:
     if result is None or result.get("main") is None:
         return "–"
-    mark = "" if result.get("counts", {}).get("complete", True) else " †"
-    return f"{result['main']:.2f}{mark}"
+    return f"{result['main']:.2f}" + (" †" if _incomplete(result) else "")
+
+
+def _escape(text: str) -> str:
+    """``text`` with its asterisks shown as asterisks by markdown, not read as emphasis."""
+    return text.replace("*", r"\*")
 
 
 def write_report(run_dirs: list[str | Path]) -> str:
-    """Markdown: one row per run, then the paper's rows, then notes."""
+    """Markdown: one row per run, then the paper's rows (in italics, their own "*" escaped), then the notes
+    (the † note only when a cell carries a †)."""
     header = "| model | " + " | ".join(COLUMNS[t] for t in TASK_ORDER) + " |"
     lines = [header, "|" + " --- |" * (len(TASK_ORDER) + 1)]
+    incomplete = False
     for run_dir in run_dirs:
         name, by_task = load_run(run_dir)
         lines.append(f"| {name} | " + " | ".join(_cell(by_task.get(t)) for t in TASK_ORDER) + " |")
+        incomplete = incomplete or any(_incomplete(by_task.get(t)) for t in TASK_ORDER)
     for name, values in PAPER_TABLE1.items():
-        lines.append(f"| *{name} (paper Table 1)* | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(NOTES) + "\n"
+        lines.append(f"| *{_escape(name)} (paper Table 1)* | " + " | ".join(values) + " |")
+    notes = [*NOTES, INCOMPLETE_NOTE] if incomplete else list(NOTES)
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"

@@ -35,7 +35,7 @@ from qmamba.models.presets import LLM_PRESETS
 
 @dataclass
 class LMTrainConfig:
-    """How the micro LM is pretrained (defaults: about 8.5 minutes on 2 CPU cores, held-out loss 0.47)."""
+    """How the micro LM is pretrained (the defaults are those of the shipped micro LM; ``qmamba micro build``)."""
 
     steps: int = 900
     batch_size: int = 8  # rows per optimizer step
@@ -50,10 +50,8 @@ class LMTrainConfig:
     eval_rows: int = 64  # held-out rows scored for the held-out loss
     eval_questions: int = 200  # held-out conversations per kind for the answer accuracy
     seed: int = 0
-    # Document kinds trained on (corpus.KINDS but "choice" by default; leaving out blind "chat" was tried with 6.7x
-    # the steps on a GPU and did not raise the held-out grounded answer accuracy: 40.6% vs 45.1%)
-    # "choice" (multiple-choice drills) is opt-in: with 3000 tuning steps it took share from the existence
-    # drills and POPE-in-words fell from 93% to 48-70% (benchmarks/micro_lm_grounding.py)
+    # Document kinds trained on: corpus.KINDS but "choice" by default. The multiple-choice drills are opt-in
+    # because they take share from the existence drills (benchmarks/micro_lm_grounding.py measures both)
     kinds: tuple[str, ...] = tuple(k for k in KINDS if k != "choice")
     # instruction tuning after pretraining (``instruct_lm``): steps of conversations, loss on the replies only
     sft_steps: int = 0
@@ -61,9 +59,8 @@ class LMTrainConfig:
     sft_lr: float = 1e-3
     sft_max_len: int = 512
     sft_kinds: tuple[str, ...] = ("grounded", "exist")
-    # then a second, shorter tuning from the tuned LM that adds the multiple-choice drills. Tuning on them
-    # from the start cost the existence skill (POPE-in-words 93% -> 48-77%); after the first tuning, 600
-    # steps at 5e-4 kept it (93.5 / 94.5 / 92.4) and raised MMBench-in-words CircularEval from 21% to 41.5%
+    # then a second, shorter tuning from the tuned LM that adds the multiple-choice drills: after the first
+    # tuning they add the multiple-choice skill without costing the existence one (benchmarks/micro_lm_grounding.py)
     choice_sft_steps: int = 0
     choice_sft_lr: float = 5e-4
     choice_sft_kinds: tuple[str, ...] = ("grounded", "exist", "choice")

@@ -40,7 +40,7 @@ TEXT_TOWER = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers":
 
 @dataclass
 class VisionTrainConfig:
-    """How the micro SigLIP is pretrained (defaults: about 3 minutes on 2 CPU cores, 88% retrieval top-1)."""
+    """How the micro SigLIP is pretrained (the defaults built the shipped micro encoder: ``qmamba micro build``)."""
 
     steps: int = 600
     batch_size: int = 64

@@ -1,9 +1,9 @@
 """CPU-side settings that change training speed a lot on Linux.
 
 PyTorch's CPU training allocates and frees many large tensors per step. glibc hands allocations above
-its mmap threshold straight back to the kernel, which zeroes fresh pages on the next allocation: on
-2 cores that doubled a micro-model training step (half of the time went to the kernel). Raising the
-mmap and trim thresholds keeps the memory in the process and reuses it.
+its mmap threshold straight back to the kernel, which zeroes fresh pages on the next allocation, so the
+kernel's page zeroing becomes part of every step. Raising the mmap and trim thresholds keeps the memory in
+the process and reuses it.
 """
 
 from __future__ import annotations
