@@ -19,7 +19,7 @@ for step in $steps; do
     tests) # one line per test as it ends (-v), the slowest at the end; SIGINT at TESTS_S (keep it under the
            # machine's own limit): pytest stops and still prints its summary and failures (a plain kill prints none)
            timeout -s INT -k 20 ${TESTS_S:-360} python3 -m pytest -v -rfE --durations=15 --durations-min=2 -m gpu \
-             -p no:cacheprovider ${TESTS_PATHS:-tests/ops tests/infer tests/train tests/bench} 2>&1 \
+             -p no:cacheprovider ${TESTS_PATHS:-tests/models tests/ops tests/infer tests/train tests/bench} 2>&1 \
              | tee "$OUT/gpu_tests.log" ;;
     kernels) timeout ${KERNELS_S:-150} python3 benchmarks/kernels.py ${KERNELS_ARGS:-} --out "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log" ;;
     gemv) timeout ${GEMV_S:-200} python3 benchmarks/gemv.py ${GEMV_ARGS:-} --out "$OUT/gemv.json" 2>&1 \
