@@ -1,0 +1,67 @@
+"""``replicate``: every selected cell at every seed, skipping finished ones, then the report.
+
+Runs go seed by seed (all cells at the first seed, then the second, ...), so an interrupted replication
+already has one score per cell to show. A run that fails stops the replication with its error; running the
+same command again resumes it (``run.py`` says how each step resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from qmamba.errors import ConfigError
+from qmamba.replicate.registry import build_registry, select
+from qmamba.replicate.report import write_report
+from qmamba.replicate.run import RESULT, cell_dir, ensure_world, run_cell
+from qmamba.replicate.tiers import Tier, get_tier
+
+log = logging.getLogger("qmamba")
+
+
+@dataclass
+class ReplicateOptions:
+    out: str
+    tier: Tier | str = "tiny"
+    seeds: int = 3
+    experiments: list[str] | None = None  # default: all
+    presets: list[str] | None = None  # variant names; default: all
+    bench_json: str | None = None
+    device: str | None = None
+
+
+def replicate(opts: ReplicateOptions) -> dict:
+    """Run what is missing and write the report; returns report.json's data (plus ``"ran"``: the runs done now)."""
+    tier = get_tier(opts.tier) if isinstance(opts.tier, str) else opts.tier
+    tier.check()
+    if opts.seeds < 1:
+        raise ConfigError(f"--seeds {opts.seeds}: need at least one seed")
+    bench = _load_bench(opts.bench_json)
+    cells = select(build_registry(tier), opts.experiments, opts.presets)
+    out, seeds = Path(opts.out), list(range(opts.seeds))
+    out.mkdir(parents=True, exist_ok=True)
+    world = ensure_world(out, tier)
+    todo = [(seed, c) for seed in seeds for c in cells if not (cell_dir(out, c, seed) / RESULT).is_file()]
+    log.info("replicate: %d cell(s) x %d seed(s); %d run(s) finished, %d to run", len(cells), len(seeds),
+             len(cells) * len(seeds) - len(todo), len(todo))
+    ran = []
+    for i, (seed, cell) in enumerate(todo):
+        log.info("replicate: [%d/%d] %s/%s seed %d", i + 1, len(todo), cell.experiment, cell.variant, seed)
+        run_cell(out, tier, cell, seed, world, opts.device)
+        ran.append(f"{cell.experiment}/{cell.variant}/seed{seed}")
+    report = write_report(out, tier.name, cells, seeds, bench)
+    return {**report, "ran": ran}
+
+
+def _load_bench(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--bench-json {p}: no such file (write one with 'qmamba bench --out {p}')")
+    data = json.loads(p.read_text())
+    if "vqa" not in data:
+        raise ConfigError(f"--bench-json {p}: no 'vqa' section; run 'qmamba bench --only vqa --presets all'")
+    return data
