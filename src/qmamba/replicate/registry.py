@@ -84,7 +84,7 @@ def sweep_counts(n_patches: int) -> list[int]:
 
 
 class _Specs:
-    """The tier's train specs, built once each so cells that share one share the same object."""
+    """The tier's train specs; a spec's key names its configuration (``_check_keys`` holds it to that)."""
 
     def __init__(self, tier: Tier):
         self.tier = tier
@@ -149,7 +149,18 @@ def build_registry(tier: Tier) -> dict[str, list[Cell]]:
     full = {n: f"qmamba-{paper}" for paper, n in q.items()}
     cells += [Cell("queries", f"q{n}", f"Q-Mamba, {n} queries", s.qmamba(n), n, bench_preset=full.get(n))
               for n in sweep_counts(p)]
+    _check_keys(cells)
     return {e: [c for c in cells if c.experiment == e] for e in EXPERIMENTS}
+
+
+def _check_keys(cells: list[Cell]) -> None:
+    """Cells share a training run by its key: one key must mean one configuration."""
+    seen: dict[str, TrainSpec] = {}
+    for spec in (c.train for c in cells):
+        while spec is not None:
+            if seen.setdefault(spec.key, spec) != spec:
+                raise ConfigError(f"train key {spec.key!r} names two configurations: {seen[spec.key]} and {spec}")
+            spec = spec.preprocess_from
 
 
 def select(registry: dict[str, list[Cell]], experiments: list[str] | None,
