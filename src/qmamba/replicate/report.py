@@ -16,6 +16,14 @@ from qmamba.replicate.registry import TITLES, Cell
 from qmamba.replicate.run import RESULT, cell_dir, write_json_atomic
 from qmamba.replicate.stats import Interval, mean_ci
 
+DIFFERENCES = (
+    "Query counts are the paper's 128/256/512/729 of 729 patches scaled to the tier's patches (rounded).",
+    "Q-Mamba's query-block Mamba layers start from scratch: the paper copies them from mamba-130m "
+    "(model.mamba_init), and the tier has no pretrained Mamba LM of the query width.",
+    "POPE-like F1 counts as 0 where a model never answered yes (recall 0; scores.json marks it).",
+    "Cells with the same training share its run, and cells with the same training and inference overrides share "
+    "their evaluation (Table 2's local, Table 3's trained and Table 1's 256-proportion Q-Mamba are one run).",
+)
 MODEL_SUPPORT = (
     "Q-Former's preprocessing connector starts from scratch in every cell: initialising it from a trained "
     "VL-Mamba (model.preprocess_init) is implemented for the qmamba connector only (needs model support).",
@@ -119,7 +127,8 @@ def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], benc
     findings = judge_all(results)
     plots = draw_plots(out, summaries)
     data = {"tier": tier, "seeds": seeds, "cells": summaries, "findings": findings, "missing_runs": missing,
-            "needs_model_support": list(MODEL_SUPPORT), "plots": [str(p.relative_to(out)) for p in plots]}
+            "needs_model_support": list(MODEL_SUPPORT), "differences": list(DIFFERENCES),
+            "plots": [str(p.relative_to(out)) for p in plots]}
     write_json_atomic(out / "report.json", data)
     (out / "report.md").write_text(render_markdown(data, bench is not None), encoding="utf-8")
     return data
@@ -145,6 +154,7 @@ def render_markdown(data: dict, latency: bool) -> str:
     elif not latency:
         lines += ["", "Latency: pass `--bench-json` (from `qmamba bench --only vqa --presets all --out F`) "
                   "to fill the time per answer."]
+    lines += ["", "## Differences from the paper's setup", "", *(f"- {m}" for m in data["differences"])]
     lines += ["", "## Needs model support", "", *(f"- {m}" for m in data["needs_model_support"])]
     if data["missing_runs"]:
         lines += ["", "## Runs not finished yet", "", ", ".join(data["missing_runs"])]
