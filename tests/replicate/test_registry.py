@@ -80,3 +80,14 @@ def test_select_and_the_small_tier():
     with pytest.raises(ConfigError, match="small.*cannot run yet.*micro build --size small"):
         get_tier("small").check()
     assert merged({"a": 1, "p": {"x": 1, "y": 2}}, {"p": {"y": 3}}) == {"a": 1, "p": {"x": 1, "y": 3}}
+
+
+def test_a_directory_keeps_one_tiers_settings(tmp_path):
+    import dataclasses
+
+    from qmamba.replicate.driver import _check_tier
+
+    _check_tier(tmp_path, TINY)
+    _check_tier(tmp_path, TINY)  # the same settings: fine
+    with pytest.raises(ConfigError, match="max_steps: None there, 5 now"):
+        _check_tier(tmp_path, dataclasses.replace(TINY, max_steps=5))

@@ -7,6 +7,7 @@ same command again resumes it (``run.py`` says how each step resumes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from qmamba.errors import ConfigError
 from qmamba.replicate.registry import build_registry, select
 from qmamba.replicate.report import write_report
-from qmamba.replicate.run import RESULT, cell_dir, ensure_world, run_cell
+from qmamba.replicate.run import RESULT, cell_dir, ensure_world, run_cell, write_json_atomic
 from qmamba.replicate.tiers import Tier, get_tier
 
 log = logging.getLogger("qmamba")
@@ -42,6 +43,7 @@ def replicate(opts: ReplicateOptions) -> dict:
     cells = select(build_registry(tier), opts.experiments, opts.presets)
     out, seeds = Path(opts.out), list(range(opts.seeds))
     out.mkdir(parents=True, exist_ok=True)
+    _check_tier(out, tier)
     world = ensure_world(out, tier)
     todo = [(seed, c) for seed in seeds for c in cells if not (cell_dir(out, c, seed) / RESULT).is_file()]
     log.info("replicate: %d cell(s) x %d seed(s); %d run(s) finished, %d to run", len(cells), len(seeds),
@@ -51,8 +53,22 @@ def replicate(opts: ReplicateOptions) -> dict:
         log.info("replicate: [%d/%d] %s/%s seed %d", i + 1, len(todo), cell.experiment, cell.variant, seed)
         run_cell(out, tier, cell, seed, world, opts.device)
         ran.append(f"{cell.experiment}/{cell.variant}/seed{seed}")
-    report = write_report(out, tier.name, cells, seeds, bench)
+    report = write_report(out, tier.name, cells, seeds, bench, settings=dataclasses.asdict(tier))
     return {**report, "ran": ran}
+
+
+def _check_tier(out: Path, tier: Tier) -> None:
+    """A replication directory holds one tier's runs: its settings are written once and must match after."""
+    path, settings = out / "tier.json", dataclasses.asdict(tier)
+    if path.is_file():
+        have = json.loads(path.read_text())
+        diff = {k: (have.get(k), v) for k, v in settings.items() if have.get(k) != v}
+        if diff:
+            text = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())
+            raise ConfigError(f"{out} holds runs of other tier settings ({text}): use another --out or the same "
+                              "settings")
+    else:
+        write_json_atomic(path, settings)
 
 
 def _load_bench(path: str | None) -> dict | None:

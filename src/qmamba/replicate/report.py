@@ -114,8 +114,10 @@ def draw_plots(out: Path, summaries: dict[str, list[dict]]) -> list[Path]:
     return paths
 
 
-def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], bench: dict | None = None) -> dict:
-    """Write ``<out>/report.md``, ``report.json`` and ``plots/*.png`` for ``cells``; returns report.json's data."""
+def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], bench: dict | None = None,
+                 settings: dict | None = None) -> dict:
+    """Write ``<out>/report.md``, ``report.json`` and ``plots/*.png`` for ``cells``; returns report.json's data.
+    ``settings``: the tier's fields, recorded in report.json."""
     results = load_results(out, cells, seeds)
     summaries: dict[str, list[dict]] = {}
     missing = []
@@ -126,7 +128,8 @@ def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], benc
         missing += [f"{cell.experiment}/{cell.variant}/seed{s}" for s in seeds if s not in per_seed]
     findings = judge_all(results)
     plots = draw_plots(out, summaries)
-    data = {"tier": tier, "seeds": seeds, "cells": summaries, "findings": findings, "missing_runs": missing,
+    data = {"tier": tier, "tier_settings": settings, "seeds": seeds, "cells": summaries, "findings": findings,
+            "missing_runs": missing,
             "needs_model_support": list(MODEL_SUPPORT), "differences": list(DIFFERENCES),
             "plots": [str(p.relative_to(out)) for p in plots]}
     write_json_atomic(out / "report.json", data)
@@ -140,6 +143,9 @@ def render_markdown(data: dict, latency: bool) -> str:
              "confidence interval over seeds (no interval with one seed). Scores in percent: VQAv2-, GQA-, "
              "VizWiz-, TextVQA-like accuracy, POPE-like F1 (mean of the three splits), MMBench-like "
              "CircularEval. Paper rows (italics) are the Q-Mamba paper's own numbers on the real benchmarks.",
+             *([] if not data.get("tier_settings") else
+               ["", "Tier settings: " + ", ".join(f"{k} {v}" for k, v in data["tier_settings"].items()
+                                                  if k not in ("name", "missing")) + "."]),
              "", "## Findings", "",
              "reproduced: our intervals separate in the paper's direction; not reproduced: they separate the "
              "other way; inconclusive: they overlap.", "", *findings_table(data["findings"])]
