@@ -9,6 +9,7 @@ The cross-attention mask is ``local`` (query i sees its own slice of the patches
 ``global``. With width 768 and 24 layers the Mamba layers match mamba-130m and can be copied from it
 (``load_mamba_layers``). The preprocessing connector can be copied from a trained VL-Mamba
 connector (``load_preprocess``) and run forward- or backward-only at inference (Table 4).
+``forward_with_weights`` also returns each block's cross-attention weights, with either mask, for attention maps.
 """
 
 from __future__ import annotations
