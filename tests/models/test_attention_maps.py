@@ -70,6 +70,8 @@ def test_query_groups_blocks_and_masks():
     assert len(query_groups(128)) == 8 and query_groups(128)[-1] == (112, 128)
     with pytest.raises(InputError, match="5 query groups asked for 4 queries"):
         query_groups(4, 5)
+    with pytest.raises(InputError, match="0 query groups asked for 4 queries"):
+        query_groups(4, 0)
     assert resolve_blocks([0, 5, -1, 23], 24) == [0, 5, 23]
     assert resolve_blocks(None, 2) == [0, 1]
     with pytest.raises(InputError, match=r"block\(s\) \[2\] out of range: the connector has 2 blocks"):

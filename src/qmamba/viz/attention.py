@@ -40,7 +40,7 @@ class AttentionMaps:
 def query_groups(n_queries: int, n_groups: int | None = None) -> list[tuple[int, int]]:
     """Contiguous [start, end) ranges covering the queries in order; the first ``n_queries % n_groups`` take one
     more. Default: one per query up to ``MAX_SINGLE_QUERIES`` queries, else that many groups."""
-    n = n_groups or min(n_queries, MAX_SINGLE_QUERIES)
+    n = min(n_queries, MAX_SINGLE_QUERIES) if n_groups is None else n_groups
     if not 1 <= n <= n_queries:
         raise InputError(f"{n} query groups asked for {n_queries} queries; give 1 to {n_queries}")
     base, extra = divmod(n_queries, n)
@@ -150,11 +150,13 @@ def attention_figure(model_dir: str | Path, image: str | Path, out: str | Path, 
     model_dir = require_dir(model_dir, "viz attention")
     connector = read_json(model_dir / "config.json", "model config").get("connector") or {}
     require_query_connector(connector.get("type"), f"model {model_dir}")
+    if panel < 32:
+        raise InputError(f"panel size {panel} px is too small for a labelled panel; give at least 32")
     transform = MultiImageTransform(read_json(model_dir / "preprocessor_config.json", "image preprocessing")
                                     ["transforms"])
     dev = resolve_device(device)
+    pixel_values = transform([load_image(image)]).to(dev)  # (1, 3k, S, S), before the weights load
     model = MultimodalModel.from_pretrained(model_dir, dtype=torch.float32, device=dev)
-    pixel_values = transform([load_image(image)]).to(dev)  # (1, 3k, S, S)
     cfg = model.connector.cfg
     maps = query_attention_maps(model, pixel_values, blocks, n_groups, masks_to_draw(cfg.attention, mask))
     title = [f"{model_dir.name}: {cfg.type}, {cfg.n_queries} queries, {cfg.n_layer} blocks, {cfg.attention} mask",
