@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("qmamba.commands.train", "train a multimodal model stage by stage from a YAML config"),
     "data": ("qmamba.commands.data", "generate the synthetic micro-world (qmamba data synth)"),
     "micro": ("qmamba.commands.micro", "build the micro-world's pretrained backbones (tokenizer, SigLIP, Mamba LM)"),
+    "viz": ("qmamba.commands.viz", "draw a query connector's cross-attention maps over an image (viz attention)"),
     "replicate": ("qmamba.commands.replicate", "the paper's Tables 1-4 on the micro-world: seeds, intervals, report"),
 }
 

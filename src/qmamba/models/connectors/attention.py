@@ -2,7 +2,9 @@
 cross-attention from queries to visual features, and self-attention among queries.
 
 All attention runs through ``F.scaled_dot_product_attention`` with an explicit boolean mask
-(True = may attend), so every backend sees exactly the same mask.
+(True = may attend), so every backend sees exactly the same mask. ``CrossAttention.forward(...,
+return_weights=True)`` is the one other path: the same math written out (``attention_weights``), which also
+returns the weights, for query attention maps; it gives the same output as the SDPA path.
 """
 
 from __future__ import annotations
@@ -44,14 +46,23 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(d_kv, d, **fk)
         self.out_proj = nn.Linear(d, d, **fk)
 
-    def forward(self, x: Tensor, kv: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x (b, q, d), kv (b, k, d_kv), mask (q, k) bool or None -> (b, q, d)."""
+    def forward(self, x: Tensor, kv: Tensor, mask: Tensor | None = None,
+                return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x (b, q, d), kv (b, k, d_kv), mask (q, k) bool or None -> (b, q, d).
+
+        ``return_weights``: also the attention weights (b, h, q, k), from the written-out softmax instead of
+        SDPA (slower; for attention maps). Masked keys get weight exactly 0 and every row sums to 1.
+        """
         h = self.n_heads
         q = self.q_proj(x).unflatten(-1, (h, -1)).transpose(1, 2)  # (b, h, q, hd)
         k = self.k_proj(kv).unflatten(-1, (h, -1)).transpose(1, 2)  # (b, h, k, hd)
         v = self.v_proj(kv).unflatten(-1, (h, -1)).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, h, q, hd)
-        return self.out_proj(y.transpose(1, 2).flatten(-2))
+        if not return_weights:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, h, q, hd)
+            return self.out_proj(y.transpose(1, 2).flatten(-2))
+        w = attention_weights(q, k, mask)  # (b, h, q, k)
+        y = w @ v  # (b, h, q, hd)
+        return self.out_proj(y.transpose(1, 2).flatten(-2)), w
 
 
 class SelfAttention(CrossAttention):
@@ -69,9 +80,19 @@ class SelfAttention(CrossAttention):
         return super().forward(x, x, mask)
 
 
-def attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(hd) + mask) v written out, for tests; q (b, h, q, hd), k/v (b, h, k, hd)."""
-    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+def attention_weights(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(hd) + mask): q (b, h, q, hd), k (b, h, k, hd), mask (q, k) bool -> (b, h, q, k).
+
+    Scores are computed in float32 at least; keys outside the mask get exactly 0. A row with no allowed key
+    (never made by ``local_attention_mask``) would be NaN, as in SDPA.
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    scores = q.to(dtype) @ k.to(dtype).transpose(-1, -2) / q.shape[-1] ** 0.5  # (b, h, q, k)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1) @ v
+    return scores.softmax(-1).to(q.dtype)
+
+
+def attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(hd) + mask) v written out, for tests; q (b, h, q, hd), k/v (b, h, k, hd)."""
+    return attention_weights(q, k, mask) @ v

@@ -9,6 +9,7 @@ The cross-attention mask is ``local`` (query i sees its own slice of the patches
 ``global``. With width 768 and 24 layers the Mamba layers match mamba-130m and can be copied from it
 (``load_mamba_layers``). The preprocessing connector can be copied from a trained VL-Mamba
 connector (``load_preprocess``) and run forward- or backward-only at inference (Table 4).
+``forward_with_weights`` also returns each block's cross-attention weights, with either mask, for attention maps.
 """
 
 from __future__ import annotations
@@ -78,15 +79,37 @@ class QueryConnector(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """(b, p, d_vision) -> (b, n_queries, d_model)."""
-        kv = self.preprocess(features) if self.preprocess is not None else features
-        kv = self.kv_norm(kv)  # (b, p, d_kv)
-        mask = None
-        if self.cfg.attention == "local":
-            mask = local_attention_mask(self.cfg.n_queries, kv.shape[1], device=kv.device)  # (q, p)
-        x = self.query.expand(features.shape[0], -1, -1).to(kv.dtype)  # (b, q, width)
+        kv, mask, x = self._inputs(features, self.cfg.attention)
         for block in self.blocks:
             x = block(x, kv, mask)
         return self.proj(self.norm_f(x))
+
+    def forward_with_weights(self, features: Tensor, attention: str | None = None) -> tuple[Tensor, list[Tensor]]:
+        """``forward`` that also returns each block's cross-attention weights, for attention maps:
+        (b, p, d_vision) -> (b, n_queries, d_model), [(b, h, n_queries, p)] * n_layer.
+
+        ``attention``: "local" or "global" to run the same weights with that mask instead of the config's.
+        With the config's mask the output equals ``forward``'s (which keeps the SDPA path).
+        """
+        attention = attention or self.cfg.attention
+        if attention not in ATTENTION:
+            raise ConfigError(f"attention={attention!r}; expected one of {ATTENTION}")
+        kv, mask, x = self._inputs(features, attention)
+        weights = []
+        for block in self.blocks:
+            x, w = block(x, kv, mask, return_weights=True)
+            weights.append(w)  # (b, h, q, p)
+        return self.proj(self.norm_f(x)), weights
+
+    def _inputs(self, features: Tensor, attention: str) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The keys/values (b, p, d_kv), the mask (q, p) or None, and the queries (b, q, width)."""
+        kv = self.preprocess(features) if self.preprocess is not None else features
+        kv = self.kv_norm(kv)  # (b, p, d_kv)
+        mask = None
+        if attention == "local":
+            mask = local_attention_mask(self.cfg.n_queries, kv.shape[1], device=kv.device)  # (q, p)
+        x = self.query.expand(features.shape[0], -1, -1).to(kv.dtype)  # (b, q, width)
+        return kv, mask, x
 
     def num_tokens(self, num_patches: int) -> int:
         return self.cfg.n_queries

@@ -37,10 +37,18 @@ class QueryBlock(nn.Module):
         self.ffn = FFN(d, ffn_mult, **fk) if ffn_mult else None
         self.norm_ffn = RMSNorm(d, eps=norm_eps, **fk) if ffn_mult else None
 
-    def forward(self, x: Tensor, visual: Tensor, mask: Tensor | None) -> Tensor:
-        """x (b, q, d), visual (b, k, d_kv), mask (q, k) -> (b, q, d)."""
+    def forward(self, x: Tensor, visual: Tensor, mask: Tensor | None,
+                return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x (b, q, d), visual (b, k, d_kv), mask (q, k) -> (b, q, d).
+
+        ``return_weights``: also the cross-attention weights (b, h, q, k) (``CrossAttention``'s written-out path).
+        """
         x = x + self.mixer(self.norm(x))
-        x = x + self.xattn(self.norm_xattn(x), visual, mask)
+        if return_weights:
+            y, w = self.xattn(self.norm_xattn(x), visual, mask, return_weights=True)
+        else:
+            y, w = self.xattn(self.norm_xattn(x), visual, mask), None
+        x = x + y
         if self.ffn is not None:
             x = x + self.ffn(self.norm_ffn(x))
-        return x
+        return (x, w) if return_weights else x
