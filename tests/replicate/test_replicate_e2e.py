@@ -92,3 +92,19 @@ def check_report(out, report: dict) -> None:
     for name in ("table1.png", "pareto_tokens.png"):
         with Image.open(out / "plots" / name) as img:
             assert img.size[0] > 100
+
+
+def test_a_run_killed_in_training_resumes_at_its_unfinished_stage(tmp_path, monkeypatch):
+    import qmamba.train.loop
+    import qmamba.train.runner
+
+    opts = ReplicateOptions(out=str(tmp_path / "rep"), tier=TINY, seeds=1, experiments=["table1"],
+                            presets=["cobra"], device="cpu")
+    stages = counting(monkeypatch, qmamba.train.runner, "run_stage", fail_at=2)  # killed entering finetune
+    with pytest.raises(Kill):
+        replicate(opts)
+    assert len(stages) == 2
+    monkeypatch.undo()
+    built = counting(monkeypatch, qmamba.train.loop, "StageTrainer")
+    assert replicate(opts)["ran"] == ["table1/cobra/seed0"]
+    assert [trainer[1] for trainer in built] == [1]  # only the finetune stage was trained again
