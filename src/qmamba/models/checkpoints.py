@@ -49,7 +49,10 @@ def _load_one(file: Path) -> dict[str, Tensor]:
     if file.suffix == ".safetensors":
         from qmamba.utils.weights_header import weights_summary
 
-        weights_summary(file)  # a truncated or damaged file: one error naming it and what is wrong
+        try:  # a truncated or damaged file: one error naming it and what is wrong
+            weights_summary(file)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot read weights file {file}: {str(e).removeprefix(f'{file}: ')}") from None
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
