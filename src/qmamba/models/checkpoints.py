@@ -95,7 +95,7 @@ def parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
 
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+def to_torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """A torch float dtype from a dtype or its name ('bfloat16', 'float32', ...); None stays None."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype

@@ -276,7 +276,7 @@ class MambaLM(nn.Module):
         state = self.state_dict()
         if self.config.tie_embeddings:
             state.pop("lm_head.weight")
-        target = ckpt.resolve_dtype(dtype)
+        target = ckpt.to_torch_dtype(dtype)
         if target is not None:
             with torch.device("meta"):  # the dtype each tensor has in a model built in ``target``
                 like = MambaLM(self.config, dtype=target, init=False).state_dict()

@@ -179,15 +179,16 @@ class MultimodalModel(nn.Module):
 
         ``dtype``: the floating-point weights' dtype on disk, bf16 by default (tensors the model keeps in fp32
         at any dtype, ``A_log`` and ``D``, stay fp32); ``torch.float32`` keeps full precision; None writes each
-        tensor as it is. ``state_dict``: the full weights when this module's own
-        are sharded (training with FSDP). ``max_new_tokens``: the default answer length in generation_config.
+        tensor as it is. ``state_dict``: the full weights when this module's own are sharded (training with
+        FSDP). ``max_new_tokens``: the default answer length in generation_config.json.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = dict(state_dict if state_dict is not None else self.state_dict())
         if self.config.llm.tie_embeddings:
             state.pop("llm.lm_head.weight", None)
-        state = ckpt.cast_floats(state, ckpt.resolve_dtype(dtype), self._state_in(ckpt.resolve_dtype(dtype)))
+        target = ckpt.to_torch_dtype(dtype)
+        state = ckpt.cast_floats(state, target, self._state_in(target))
         write_json(path / "config.json", {"architectures": [type(self).__name__],
                                           "torch_dtype": ckpt.DTYPE_NAMES[ckpt.stored_dtype(state)],
                                           **self.config.to_dict()})
@@ -224,4 +225,3 @@ class MultimodalModel(nn.Module):
         ckpt.load_into(model, state, f"weights in {path}", optional=optional)
         model.llm.tie_weights()
         return model.eval()
-
