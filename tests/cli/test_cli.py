@@ -75,7 +75,7 @@ def test_generate_with_a_language_model(tmp_path, capsys):
 
     tok = tiny_tokenizer()
     lm = MambaLM(MambaLMConfig(d_model=32, n_layer=2, vocab_size=len(tok), ssm_cfg={"d_state": 8})).eval()
-    lm.save_pretrained(tmp_path)
+    lm.save_pretrained(tmp_path, dtype=torch.float32)
     tok.save_pretrained(tmp_path)
     assert main(["generate", "--model", str(tmp_path), "--prompt", "what is", "--max-new-tokens", "3"]) == 0
     ids = torch.tensor([tok.encode("what is")])

@@ -158,7 +158,7 @@ def test_multiscan_matches_index_gathers_forward_and_backward(scan, bias, monkey
 
 def test_qmamba_mamba_layers_load_from_a_mamba_lm(tmp_path):
     lm = MambaLM(MambaLMConfig(d_model=32, n_layer=3, vocab_size=50, ssm_cfg={"d_state": 16}))
-    lm.save_pretrained(tmp_path)
+    lm.save_pretrained(tmp_path, dtype=torch.float32)
     conn = build_connector(QM, DV, DM)
     conn.load_mamba_layers(tmp_path)
     for i, block in enumerate(conn.blocks):

@@ -55,7 +55,7 @@ def test_qmamba_model_exported_to_transformers_gives_same_logits(tmp_path, ssm_c
     with torch.no_grad():
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    ours.save_pretrained(tmp_path, format="transformers")
+    ours.save_pretrained(tmp_path, format="transformers", dtype=torch.float32)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     ids = torch.randint(0, 90, (2, 17))
     with torch.no_grad():

@@ -92,7 +92,7 @@ def test_prefix_layout_puts_visual_tokens_first():
 
 def test_save_load_round_trip_with_processor(tmp_path):
     model, tok = _model(), tiny_tokenizer()
-    model.save_pretrained(tmp_path, tokenizer=tok)
+    model.save_pretrained(tmp_path, tokenizer=tok, dtype=torch.float32)
     pipe = Pipeline.from_pretrained(tmp_path, device="cpu")
     proc = Processor(tok, MultiImageTransform(model.vision.config.transforms))
     batch = proc(["what is the shape ?"], [_image(3)])

@@ -1,9 +1,7 @@
-"""Chat templates of Mamba chat models, and prompt encoding with an image placeholder.
+"""Chat prompts of Mamba chat models, and prompt encoding with an image placeholder.
 
-``zephyr`` is the template of mamba-2.8b-zephyr as Cobra uses it:
-    user turn:       "<|user|>\\n{msg}<|endoftext|>\\n<|assistant|>\\n"   (later user turns start with "\\n")
-    assistant turn:  "{msg}<|endoftext|>"
-``plain`` is Cobra's template for base Mamba LMs: "In: {msg}\\nOut: " then "{msg}<|endoftext|>".
+The templates themselves (``zephyr``, ``plain``) and their Jinja form live in ``qmamba.chat_templates``,
+which the model directory writer shares; they are importable from here as before.
 
 The image placeholder ``<image>`` in a user message becomes the id ``IMAGE_TOKEN_ID`` (``qmamba.constants``,
 -200 as in LLaVA) in the token sequence; the model replaces it with the connector's visual tokens.
@@ -11,34 +9,15 @@ The image placeholder ``<image>`` in a user message becomes the id ``IMAGE_TOKEN
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from qmamba.chat_templates import (  # noqa: F401  (re-exported: the template table's home before)
+    IMAGE_PLACEHOLDER,
+    TEMPLATES,
+    ChatTemplate,
+    get_template,
+    jinja_template,
+)
 from qmamba.constants import IMAGE_TOKEN_ID
-from qmamba.errors import ConfigError, InputError
-
-IMAGE_PLACEHOLDER = "<image>"
-
-
-@dataclass(frozen=True)
-class ChatTemplate:
-    name: str
-    user: str  # with {msg}; ends where the assistant's reply starts
-    assistant: str  # with {msg}; includes the end-of-turn marker
-    later_user_prefix: str  # put before every user turn but the first
-    stop: str  # the end-of-turn marker generation stops at
-
-
-TEMPLATES = {
-    "zephyr": ChatTemplate("zephyr", "<|user|>\n{msg}<|endoftext|>\n<|assistant|>\n", "{msg}<|endoftext|>",
-                           "\n", "<|endoftext|>"),
-    "plain": ChatTemplate("plain", "In: {msg}\nOut: ", "{msg}<|endoftext|>", "\n", "<|endoftext|>"),
-}
-
-
-def get_template(name: str) -> ChatTemplate:
-    if name not in TEMPLATES:
-        raise ConfigError(f"chat_template={name!r}; expected one of {sorted(TEMPLATES)}")
-    return TEMPLATES[name]
+from qmamba.errors import InputError
 
 
 def render_turns(template: ChatTemplate, turns: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -191,7 +191,7 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     for kind in ("chat", "grounded", "exist", "choice"):
         picked = [d for d in held_docs if d.kind == kind and len(d.pieces) > 1][: cfg.eval_questions]
         result[f"answer_accuracy_{kind}"] = answer_accuracy(model, tokenizer, picked, device)
-    model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir, dtype=torch.float32)
     save_tokenizer(tokenizer, out_dir)
     result["seconds"] = time.perf_counter() - start
     return result

@@ -246,38 +246,54 @@ class MambaLM(nn.Module):
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None) -> MambaLM:
         """Load a mamba_ssm (config.json + pytorch_model.bin / model.safetensors) or transformers
-        (``MambaForCausalLM`` / ``Mamba2ForCausalLM``) checkpoint directory."""
+        (``MambaForCausalLM`` / ``Mamba2ForCausalLM``) checkpoint directory, one weights file or shards with
+        their index. ``dtype``: None keeps the stored dtype."""
         path = ckpt.require_dir(path, "MambaLM.from_pretrained")
         config, fmt = read_lm_config(path)
         state = ckpt.load_state_dict(path, f"MambaLM.from_pretrained({path})")
         if fmt == "transformers":
             state = hf_convert.hf_to_mamba_ssm_keys(state)
         with torch.device("meta"):  # no memory, no init: every tensor comes from the checkpoint
-            model = cls(config, dtype=dtype, init=False)
+            model = cls(config, dtype=dtype or ckpt.stored_dtype(state), init=False)
         model = model.to_empty(device=device or "cpu")
         ckpt.load_into(model, state, f"weights in {path}",
                        optional=("lm_head.weight",) if config.tie_embeddings else ())
         model.tie_weights()
         return model.eval()
 
-    def save_pretrained(self, path: str | Path, format: str = "mamba_ssm", safe_serialization: bool = True) -> None:
-        """Write config.json + weights. ``format``: 'mamba_ssm' (its names and config) or 'transformers'."""
+    def save_pretrained(self, path: str | Path, format: str = "mamba_ssm", safe_serialization: bool = True,
+                        dtype: torch.dtype | str | None = torch.bfloat16,
+                        max_shard_size: int | str = ckpt.DEFAULT_MAX_SHARD_SIZE, tokenizer=None,
+                        max_new_tokens: int = ckpt.DEFAULT_MAX_NEW_TOKENS) -> None:
+        """Write config.json, the weights and generation_config.json. ``format``: 'mamba_ssm' (its names and
+        its config.json, which mamba_ssm reads with no other keys) or 'transformers' (config.json with
+        ``architectures`` and ``torch_dtype``). ``dtype``: the floating-point weights' dtype on disk, bf16 by
+        default (``A_log`` and ``D`` stay fp32, as the model keeps them; ``torch.float32`` on request; None: as
+        they are). Past ``max_shard_size`` (e.g. "5GB") the
+        weights are shards with an index. ``tokenizer``: its eos / pad ids go into generation_config.json."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = self.state_dict()
         if self.config.tie_embeddings:
             state.pop("lm_head.weight")
+        target = ckpt.to_torch_dtype(dtype)
+        if target is not None:
+            with torch.device("meta"):  # the dtype each tensor has in a model built in ``target``
+                like = MambaLM(self.config, dtype=target, init=False).state_dict()
+            state = ckpt.cast_floats(state, target, like)
         cfg = self.config.to_dict()
         if format == "transformers":
             hf_convert.check_hf_exportable(cfg, self.config.layer, "save_pretrained")
             full = config_to_dict(self.config) | {"ssm_cfg": _full_ssm_cfg(self.config)}
             cfg = hf_convert.mamba_ssm_to_hf_config(full, self.config.layer, self.config.padded_vocab_size,
                                                     _dims(self))
+            cfg["torch_dtype"] = ckpt.DTYPE_NAMES[ckpt.stored_dtype(state)]
             state = hf_convert.mamba_ssm_to_hf_keys(state)
         elif format != "mamba_ssm":
             raise ConfigError(f"format={format!r}; use 'mamba_ssm' or 'transformers'")
         write_json(path / "config.json", cfg)
-        ckpt.save_state_dict(state, path / ("model.safetensors" if safe_serialization else "pytorch_model.bin"))
+        write_json(path / "generation_config.json", ckpt.generation_config(tokenizer, max_new_tokens))
+        ckpt.save_weights(state, path, max_shard_size, safe=safe_serialization)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

@@ -6,8 +6,10 @@
 ``image_position``: 'placeholder' puts the visual tokens where ``<image>`` stands in the prompt;
 'prefix' (Cobra, ML-Mamba) puts them before all text (the prompt encoder moves the placeholder).
 
-One directory holds a whole model: config.json (vision, connector, llm, layout), model.safetensors
-(``vision.*``, ``connector.*``, ``llm.*``), the tokenizer files and preprocessor_config.json.
+One directory holds a whole model: config.json (vision, connector, llm, layout; ``architectures`` and
+``torch_dtype`` for other tools), the weights in bf16 by default (model.safetensors, or shards and
+model.safetensors.index.json; keys ``vision.*``, ``connector.*``, ``llm.*``), generation_config.json, the
+tokenizer files with the chat template as Jinja, and preprocessor_config.json.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from qmamba.chat_templates import get_template, write_chat_template
 from qmamba.errors import CheckpointError, ConfigError
 from qmamba.models import checkpoints as ckpt
 from qmamba.models.cache import MambaCache
@@ -29,6 +32,7 @@ from qmamba.utils.config import config_from_dict, config_to_dict, read_json, wri
 
 MODEL_TYPE = "qmamba-mllm"
 IMAGE_POSITIONS = ("placeholder", "prefix")
+_ECOSYSTEM_KEYS = ("architectures", "torch_dtype", "dtype", "transformers_version")  # other tools' fields
 
 
 @dataclass
@@ -57,7 +61,7 @@ class MultimodalConfig:
             vision=config_from_dict(VisionConfig, data["vision"], f"{where}: vision"),
             connector=connector_config(data["connector"], f"{where}: connector"),
             llm=MambaLMConfig.from_dict(data["llm"], f"{where}: llm"),
-            **config_from_dict(_Layout, rest, where).__dict__,
+            **config_from_dict(_Layout, rest, where, ignore=_ECOSYSTEM_KEYS).__dict__,
         )
 
     def to_dict(self) -> dict:
@@ -96,7 +100,7 @@ class MultimodalModel(nn.Module):
         vis = (VisionEncoder(vision, device=device, dtype=dtype) if isinstance(vision, VisionConfig)
                else VisionEncoder.from_pretrained(vision).to(device=device, dtype=dtype))
         lm = (MambaLM(llm, device=device, dtype=dtype) if isinstance(llm, MambaLMConfig)
-              else MambaLM.from_pretrained(llm, dtype=dtype, device=device))
+              else MambaLM.from_pretrained(llm, dtype=dtype or torch.get_default_dtype(), device=device))
         config = MultimodalConfig(vision=vis.config, connector=connector_config(connector), llm=lm.config,
                                   image_position=image_position, chat_template=chat_template)
         return cls(config, device=device, dtype=dtype, vision=vis, llm=lm)
@@ -164,33 +168,59 @@ class MultimodalModel(nn.Module):
         counts["total"] = sum(counts.values())
         return counts
 
-    def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict | None = None) -> None:
-        """Write config.json, model.safetensors, preprocessor_config.json and (if given) the tokenizer.
+    def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict | None = None,
+                        dtype: torch.dtype | str | None = torch.bfloat16,
+                        max_shard_size: int | str = ckpt.DEFAULT_MAX_SHARD_SIZE,
+                        max_new_tokens: int = ckpt.DEFAULT_MAX_NEW_TOKENS) -> None:
+        """Write a model directory other tools read: config.json (with ``architectures`` and ``torch_dtype``),
+        the weights (``model.safetensors``, or shards and ``model.safetensors.index.json`` past
+        ``max_shard_size``, e.g. "5GB"), generation_config.json, preprocessor_config.json and (if given) the
+        tokenizer, whose tokenizer_config.json carries the chat template as Jinja.
 
-        ``state_dict``: the full weights when this module's own are sharded (training with FSDP).
+        ``dtype``: the floating-point weights' dtype on disk, bf16 by default (tensors the model keeps in fp32
+        at any dtype, ``A_log`` and ``D``, stay fp32); ``torch.float32`` keeps full precision; None writes each
+        tensor as it is. ``state_dict``: the full weights when this module's own are sharded (training with
+        FSDP). ``max_new_tokens``: the default answer length in generation_config.json.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = dict(state_dict if state_dict is not None else self.state_dict())
         if self.config.llm.tie_embeddings:
             state.pop("llm.lm_head.weight", None)
-        write_json(path / "config.json", self.config.to_dict())
+        target = ckpt.to_torch_dtype(dtype)
+        state = ckpt.cast_floats(state, target, self._state_in(target))
+        write_json(path / "config.json", {"architectures": [type(self).__name__],
+                                          "torch_dtype": ckpt.DTYPE_NAMES[ckpt.stored_dtype(state)],
+                                          **self.config.to_dict()})
         write_json(path / "preprocessor_config.json", {"transforms": config_to_dict(self.vision.config)["transforms"],
                                                        "chat_template": self.config.chat_template})
-        ckpt.save_state_dict(state, path / "model.safetensors")
+        write_json(path / "generation_config.json",
+                   ckpt.generation_config(tokenizer, max_new_tokens, get_template(self.config.chat_template).stop))
+        ckpt.save_weights(state, path, max_shard_size)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(path))
+            write_chat_template(path, self.config.chat_template)
+
+    def _state_in(self, dtype: torch.dtype | None) -> dict[str, Tensor]:
+        """The (meta) state of this model built in ``dtype``: the dtype each tensor is stored and loaded in."""
+        if dtype is None:
+            return {}
+        with torch.device("meta"):
+            return type(self)(self.config, dtype=dtype, init=False).state_dict()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None) -> MultimodalModel:
+        """Load a directory ``save_pretrained`` wrote (one weights file or shards with their index), or one of
+        the earlier layout (fp32 model.safetensors, no generation_config, no architectures / torch_dtype).
+        ``dtype``: None keeps the stored dtype."""
         path = ckpt.require_dir(path, "MultimodalModel.from_pretrained")
         config = MultimodalConfig.from_dict(read_json(path / "config.json", "multimodal config"),
                                             str(path / "config.json"))
-        with torch.device("meta"):
-            model = cls(config, dtype=dtype, init=False)
-        model = model.to_empty(device=device or "cpu")
         state = ckpt.load_state_dict(path, f"MultimodalModel.from_pretrained({path})")
+        with torch.device("meta"):
+            model = cls(config, dtype=dtype or ckpt.stored_dtype(state), init=False)
+        model = model.to_empty(device=device or "cpu")
         optional = ("llm.lm_head.weight",) if config.llm.tie_embeddings else ()
         ckpt.load_into(model, state, f"weights in {path}", optional=optional)
         model.llm.tie_weights()

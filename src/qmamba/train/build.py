@@ -29,7 +29,7 @@ def build_model(spec: ModelConfig, start_from: Path | None, seed: int) -> tuple[
     spec = _resolved(spec)
     source = start_from or (Path(spec.init_from) if spec.init_from else None)
     if source is not None:
-        model = MultimodalModel.from_pretrained(source)
+        model = MultimodalModel.from_pretrained(source, dtype=torch.float32)
         log.info("model: loaded from %s", source)
     else:
         model = _new_model(spec)

@@ -197,7 +197,7 @@ class StageTrainer:
         else:
             state = self.model.state_dict()
         if self.env.is_main:
-            self.model.save_pretrained(out, tokenizer=self.tokenizer, state_dict=state)
+            self.model.save_pretrained(out, tokenizer=self.tokenizer, state_dict=state, dtype=torch.float32)
             (self.dir / "DONE").write_text(f"{self.state['step']}\n")
         barrier(self.env)
         return out
