@@ -23,7 +23,7 @@ SHRUNK = dataclasses.replace(
     text_tower={**SMALL.text_tower, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                 "num_attention_heads": 2},
     lm={"d_model": 32, "n_layer": 1, "ssm_cfg": {"d_state": 4}},
-    world={**SMALL.world, "image_size": 96, "max_objects": 6},
+    world={**SMALL.world, "image_size": 96, "max_objects": 6, "workers": 0},
     world_size=40, vocab_size=400, eval_images=6,
     lm_train={"steps": 3, "batch_size": 2, "micro_batch_size": 0, "seq_len": 64, "eval_rows": 2,
               "eval_questions": 4, "heldout_fraction": 0.2, "sft_steps": 2, "sft_batch_size": 2, "sft_max_len": 384, "choice_sft_steps": 2},

@@ -7,7 +7,7 @@
 Generates a synth world (or uses --world), trains a byte-level BPE tokenizer on its training text, a
 SigLIP encoder with the sigmoid image-text loss and a Mamba LM, and writes OUT/siglip (transformers
 SiglipModel), OUT/mamba (mamba_ssm format), OUT/build.json and OUT/README.md (tiny: under 20 MB in all).
-``--size small`` (a GPU tier: 128 px encoder, 26M-parameter LM, a harder world) builds into
+``--size small`` (a GPU tier: 128 px encoder, 28M-parameter LM, a harder world) builds into
 ``$QMAMBA_CACHE/micro-small`` (default ``~/.cache/qmamba``) unless --out is given, and prints its gates.
 """
 

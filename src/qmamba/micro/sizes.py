@@ -6,10 +6,10 @@ trainings and the gates its build must pass. A test shrinks a size with ``datacl
 the same code path as a real build.
 
     small   SigLIP-architecture encoder at 128 px (8 px patches: 16 x 16 = 256 patches, width 256, 6 layers)
-            and a Mamba LM of d_model 512 x 16 layers (about 26M parameters with its 2,048-token vocabulary),
+            and a Mamba LM of d_model 512 x 16 layers (28.2M parameters with its 2,048-token vocabulary),
             pretrained on a harder world (4 x 4 grid, 2-9 objects, more text) drawn in the "varied" style,
-            its evaluation sets also drawn in the held-out "light" style. Sized to build in minutes on one GPU
-            (the step counts below; the estimate is in benchmarks/RESULTS.md with the build's measured time).
+            its evaluation sets also drawn in the held-out "light" style. Its step counts are sized for a build of
+            minutes on one GPU; build.json records the measured seconds of each part.
 
 Cache: ``$QMAMBA_CACHE`` (default ``~/.cache/qmamba``) / ``micro-<size>``; ``--out`` overrides it.
 """
@@ -61,12 +61,12 @@ SMALL = MicroSize(
     "small", vision_tower=SIGLIP_SMALL, text_tower=TEXT_SMALL,
     lm={"d_model": 512, "n_layer": 16, "ssm_cfg": {"d_state": 16}},
     world={"image_size": 128, "grid": 4, "min_objects": 2, "max_objects": 9, "text_prob": 0.2, "style": "varied",
-           "heldout_style": "light"},
+           "heldout_style": "light", "workers": 8},  # workers: rendering processes (same output)
     world_size=20000, vocab_size=2048,
-    lm_train={"steps": 2500, "batch_size": 32, "micro_batch_size": 0, "seq_len": 512, "lr": 1.5e-3,
-              "sft_steps": 1500, "sft_batch_size": 64, "sft_lr": 5e-4, "sft_max_len": 768,
-              "choice_sft_steps": 800, "choice_sft_lr": 3e-4, "eval_questions": 400},
-    vision_train={"steps": 3000, "batch_size": 256, "lr": 1e-3, "text_len": 96, "heldout": 1024,
+    lm_train={"steps": 2000, "batch_size": 32, "micro_batch_size": 0, "seq_len": 512, "lr": 1.5e-3,
+              "sft_steps": 1200, "sft_batch_size": 64, "sft_lr": 5e-4, "sft_max_len": 768,
+              "choice_sft_steps": 600, "choice_sft_lr": 3e-4, "eval_questions": 400},
+    vision_train={"steps": 2500, "batch_size": 256, "lr": 1e-3, "text_len": 128, "heldout": 1024,
                   "eval_batch": 64, "aux_weight": 1.0},
     gates={"lm_grounded": 0.95, "lm_mmbench_circular": 0.90, "probe_shape": 0.95, "probe_color": 0.95,
            "probe_position": 0.95},

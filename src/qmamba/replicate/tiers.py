@@ -2,7 +2,7 @@
 
     tiny   qmamba's shipped micro backbones (64 px SigLIP-architecture encoder, 8 px patches: 64 patches;
            micro Mamba LM) on the quickstart's world and schedule; runs on CPU, faster on a GPU
-    small  the backbones of 'qmamba micro build --size small' (128 px encoder, 16 x 16 = 256 patches; a 26M-parameter
+    small  the backbones of 'qmamba micro build --size small' (128 px encoder, 16 x 16 = 256 patches; a 28M-parameter
            Mamba LM) from their cache folder (``qmamba.micro.sizes.cache_dir``), for one GPU
 
 A tier is data: the driver reads nothing else to decide sizes, so a test shrinks a tier with
