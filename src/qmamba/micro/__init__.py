@@ -7,6 +7,9 @@ Modules, in the order a build runs them: ``corpus`` (the LM's text from a synth 
 ``describe`` writes scene graphs as prose), ``tokenizer`` (byte-level BPE with the chat markers),
 ``pretrain_vision`` (SigLIP with the sigmoid image-text loss), ``pretrain_lm`` (the Mamba LM), ``loop``
 (what the two trainers share), ``report`` (sizes, versions, README) and ``build`` (all of it, one call).
+Sizes beyond the shipped tiny one: ``sizes`` (the small GPU tier and its cache folder), ``probe`` (a linear
+probe of a frozen encoder), ``grounding`` (the LM answering from scenes in words) and ``gates`` (what a sized
+build must reach, measured with both).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Writes ``out_dir/siglip/``, ``out_dir/mamba/`` (weights in fp32 safetensors, tok
 and fails if they take more than ``report.SIZE_LIMIT`` bytes. Everything is built in a staging folder
 inside ``out_dir`` and moved into place at the end, so a failed build leaves an earlier one intact.
 Deterministic for a seed on one device (timings aside).
+
+``size`` (a ``sizes.MicroSize``; None: the tiny, shipped backbones) sets the towers, the LM's shape, the
+pretraining world, both trainings, the size budget and the gates: for a size with gates, the build measures
+them on the staged backbones (``gates.measure_gates``) and records them under ``gates`` in build.json.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import torch
 
 from qmamba.data.synth.manifest import MANIFEST, SynthManifest
 from qmamba.errors import ConfigError
+from qmamba.micro import report
 from qmamba.micro.corpus import build_corpus, corpus_stats
 from qmamba.micro.loop import pick_device
 from qmamba.micro.pretrain_lm import LMTrainConfig, pretrain_lm
 from qmamba.micro.pretrain_vision import VisionTrainConfig, pretrain_vision
 from qmamba.micro.report import check_size, file_sizes, readme, versions
+from qmamba.micro.sizes import MicroSize
 from qmamba.micro.tokenizer import SPECIAL_TOKENS, check_tokenizer, train_tokenizer
 from qmamba.utils.config import write_json
 
@@ -43,19 +49,27 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
                        world_size: int = 4000, lm_steps: int = 900, vision_steps: int = 600,
                        world_dir: str | Path | None = None, vocab_size: int = 1024, show_progress: bool = True,
                        overwrite: bool = False, lm_config: LMTrainConfig | None = None,
-                       vision_config: VisionTrainConfig | None = None) -> dict:
+                       vision_config: VisionTrainConfig | None = None, size: MicroSize | None = None) -> dict:
     """Build the micro backbones into ``out_dir``; returns the build record (also ``build.json``).
 
     ``world_size``: align and finetune images of the generated world (ignored when ``world_dir`` holds a
     world already, which is then used as it is; a ``world_dir`` without one receives the generated world,
     else it lives in a temporary folder). ``lm_steps`` / ``vision_steps``: optimizer steps of each model;
     ``lm_config`` / ``vision_config``, when given, set everything about that model's training instead.
+    ``size``: another size than tiny; its settings replace ``world_size``, ``vocab_size`` and the step counts
+    (``lm_config`` / ``vision_config`` still win when given).
     """
     start = time.perf_counter()
     out = _check_out(Path(out_dir), overwrite)
     device = pick_device(device)
     seconds: dict[str, float] = {}
-    with _world(world_dir, seed + WORLD_SEED_OFFSET, world_size, show_progress) as manifest, \
+    world = {"size": world_size, "eval": EVAL_IMAGES, "settings": {}}
+    if size is not None:
+        world = {"size": size.world_size, "eval": size.eval_images, "settings": size.world}
+        vocab_size = size.vocab_size
+        vision_config = vision_config or VisionTrainConfig(**size.vision_train, seed=seed)
+        lm_config = lm_config or LMTrainConfig(**size.lm_train, seed=seed)
+    with _world(world_dir, seed + WORLD_SEED_OFFSET, world, show_progress) as manifest, \
             tempfile.TemporaryDirectory(prefix=".micro-build-", dir=out) as staging:
         stage = Path(staging)  # the outputs are moved into ``out`` only once all of them are good
         seconds["world"] = time.perf_counter() - start
@@ -64,9 +78,11 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
         check_tokenizer(tokenizer)
         seconds["tokenizer"] = time.perf_counter() - start - seconds["world"]
         vision_config = vision_config or VisionTrainConfig(steps=vision_steps, seed=seed)
-        vision = pretrain_vision(manifest, tokenizer, stage / "siglip", vision_config, device, show_progress)
+        towers = None if size is None else (size.vision_tower, size.text_tower)
+        vision = pretrain_vision(manifest, tokenizer, stage / "siglip", vision_config, device, show_progress, towers)
         lm_config = lm_config or LMTrainConfig(steps=lm_steps, seed=seed)
-        lm = pretrain_lm(docs, tokenizer, stage / "mamba", lm_config, device, show_progress)
+        lm = pretrain_lm(docs, tokenizer, stage / "mamba", lm_config, device, show_progress,
+                         None if size is None else size.lm)
         seconds.update(vision=vision["seconds"], lm=lm["seconds"], total=time.perf_counter() - start)
         record = {"format": "qmamba-micro-assets-1", "seed": seed, "device": str(device),
                   "threads": torch.get_num_threads(), "world": _world_record(manifest, world_dir),
@@ -74,7 +90,14 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
                   "tokenizer": {"vocab_size": len(tokenizer), "requested_vocab_size": vocab_size,
                                 "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}},
                   "vision": vision, "lm": lm, "seconds": seconds, "versions": versions()}
-        _finish(stage, record)
+        if size is not None:
+            record["size"] = size.name
+            if size.gates:
+                from qmamba.micro.gates import measure_gates
+
+                record["gates"] = measure_gates(stage, manifest, size, lm, device)
+            seconds["total"] = time.perf_counter() - start
+        _finish(stage, record, size.size_limit if size is not None else report.SIZE_LIMIT)
         _install(stage, out)
     return record
 
@@ -101,20 +124,22 @@ def _install(stage: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _world(world_dir, seed: int, size: int, show_progress: bool) -> Iterator[SynthManifest]:
-    """The world to pretrain on: an existing one in ``world_dir``, or a new one there or in a temp folder."""
+def _world(world_dir, seed: int, world: dict, show_progress: bool) -> Iterator[SynthManifest]:
+    """The world to pretrain on: an existing one in ``world_dir``, or a new one there or in a temp folder
+    (``world``: its ``size`` per training set, ``eval`` images per evaluation set, other ``settings``)."""
     from qmamba.data.synth import synthesize
 
     if world_dir is not None and (Path(world_dir) / MANIFEST).is_file():
         yield SynthManifest.load(world_dir)
         return
+    size = world["size"]
     if size < 1:
         raise ConfigError(f"world_size={size}: the pretraining world needs at least one image per set")
     with contextlib.ExitStack() as stack:
         root = Path(world_dir) if world_dir is not None else Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="qmamba-micro-world-")))
-        yield synthesize(root, seed=seed, n_align=size, n_finetune=size, n_eval=EVAL_IMAGES,
-                         progress=show_progress)
+        yield synthesize(root, seed=seed, n_align=size, n_finetune=size, n_eval=world["eval"],
+                         progress=show_progress, **world["settings"])
 
 
 def _world_record(manifest: SynthManifest, world_dir) -> dict:
@@ -123,11 +148,13 @@ def _world_record(manifest: SynthManifest, world_dir) -> dict:
             "image_size": manifest.config.get("image_size"), "grid": manifest.config.get("grid")}
 
 
-def _finish(stage: Path, record: dict) -> None:
-    """Write build.json and README.md into ``stage``, then check the size budget of all the outputs."""
+def _finish(stage: Path, record: dict, limit: int | None) -> None:
+    """Write build.json and README.md into ``stage``, then check the size budget (``limit`` bytes, None: no
+    budget) of all the outputs."""
     sizes = file_sizes(stage, ("siglip", "mamba"))
     record["files"] = sizes
     record["total_bytes"] = sum(sizes.values())  # weights + tokenizers; README and build.json add a few kB
     (stage / "README.md").write_text(readme(record), encoding="utf-8")
     write_json(stage / "build.json", record)
-    check_size(file_sizes(stage, OUTPUTS))
+    if limit is not None:
+        check_size(file_sizes(stage, OUTPUTS), limit)

@@ -160,8 +160,9 @@ def answer_accuracy(model: MambaLM, tokenizer, docs: list[Document], device: tor
 
 # --------------------------------------------------------------------------------------- entry point
 def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | None = None, device=None,
-                show_progress: bool = True) -> dict:
-    """Train the micro LM on ``docs``, save it (+ tokenizer) to ``out_dir``; returns the measurements."""
+                show_progress: bool = True, shape: dict | None = None) -> dict:
+    """Train the micro LM on ``docs``, save it (+ tokenizer) to ``out_dir``; returns the measurements.
+    ``shape``: ``MambaLMConfig`` fields over the ``micro-mamba`` preset (another size's LM)."""
     cfg = cfg or LMTrainConfig()
     device = pick_device(device)
     start = time.perf_counter()
@@ -172,7 +173,7 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     held_text = [encode_document(tokenizer, d) for d in select_documents(held_docs, cfg.kinds)]
     held_rows = pack(held_text, cfg.seq_len, "held-out text")
     held_rows = held_rows[: cfg.eval_rows]
-    config = dataclasses.replace(LLM_PRESETS["micro-mamba"](), vocab_size=len(tokenizer))
+    config = dataclasses.replace(LLM_PRESETS["micro-mamba"](), **(shape or {}), vocab_size=len(tokenizer))
     model = MambaLM(config, device=device)
     before = heldout_loss(model, held_rows, device)
     log = train_lm(model, train_rows, cfg, device, show_progress)

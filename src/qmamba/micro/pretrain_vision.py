@@ -12,12 +12,18 @@ logit scale and bias start at log 10 and -10 (the SigLIP paper). The last ``held
 never trained on; image -> caption retrieval is measured on them, each image against the captions of
 its batch of ``eval_batch`` (chance 1 / eval_batch), before and after training.
 
+With ``aux_weight`` > 0 (the small size), linear heads on the cell-pooled patch features of the layer the
+connectors read (``hidden_states[-2]``, pooled as ``probe.cell_pool``) also learn each cell's shape and colour
+from the world's scene graphs; the loss adds ``aux_weight`` times their cross-entropy. The heads are dropped
+after training: the saved model is a plain ``SiglipModel``. Other sizes pass their towers (``towers``).
+
 Written to ``out_dir``: config.json + model.safetensors (``SiglipModel.save_pretrained``), a
 ``preprocessor_config.json`` in ``SiglipImageProcessor``'s format, and the tokenizer files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -53,6 +59,7 @@ class VisionTrainConfig:
     heldout: int = 256  # align pairs kept out of training, for retrieval
     eval_batch: int = 64  # captions each held-out image is ranked against
     seed: int = 0
+    aux_weight: float = 0.0  # weight of the per-cell shape / colour loss (0: the sigmoid loss alone)
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 2:
@@ -64,31 +71,35 @@ class VisionTrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- model
-def siglip_config(tokenizer, text_len: int = 64):
-    """The ``SiglipConfig``: ``SIGLIP_MICRO`` vision tower, ``TEXT_TOWER`` text tower on ``tokenizer``."""
+def siglip_config(tokenizer, text_len: int = 64, towers: tuple[dict, dict] | None = None):
+    """The ``SiglipConfig``: ``SIGLIP_MICRO`` vision tower, ``TEXT_TOWER`` text tower on ``tokenizer``
+    (or ``towers`` = (vision fields, text fields) of another size)."""
     from transformers import SiglipConfig
 
-    vision = {k: v for k, v in SIGLIP_MICRO.items() if k != "model_type"}
-    text = {**TEXT_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": text_len,
+    vision_tower, text_tower = towers or (SIGLIP_MICRO, TEXT_TOWER)
+    vision = {k: v for k, v in vision_tower.items() if k != "model_type"}
+    text = {**text_tower, "vocab_size": len(tokenizer), "max_position_embeddings": text_len,
             "projection_size": vision["hidden_size"], "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id, "bos_token_id": None}
     return SiglipConfig(text_config=text, vision_config=vision)
 
 
-def new_siglip(tokenizer, text_len: int = 64):
+def new_siglip(tokenizer, text_len: int = 64, towers: tuple[dict, dict] | None = None):
     """A freshly initialised ``SiglipModel`` (seed torch first), logit scale log 10 and bias -10."""
     from transformers import SiglipModel
 
-    model = SiglipModel(siglip_config(tokenizer, text_len))
+    model = SiglipModel(siglip_config(tokenizer, text_len, towers))
     with torch.no_grad():
         model.logit_scale.fill_(math.log(10.0))
         model.logit_bias.fill_(-10.0)
     return model
 
 
-def image_transform() -> ImageTransformConfig:
-    """The micro SigLIP's preprocessing, as ``VisionEncoder`` applies it (vision preset 'siglip-micro')."""
-    return vision_preset("siglip-micro").transform_configs()[0]
+def image_transform(image_size: int | None = None) -> ImageTransformConfig:
+    """The micro SigLIP's preprocessing, as ``VisionEncoder`` applies it (vision preset 'siglip-micro'), at
+    ``image_size`` when given (the same transform at another resolution)."""
+    cfg = vision_preset("siglip-micro").transform_configs()[0]
+    return cfg if image_size is None else dataclasses.replace(cfg, image_size=image_size)
 
 
 def preprocessor_config(cfg: ImageTransformConfig) -> dict:
@@ -133,17 +144,60 @@ def caption_ids(tokenizer, captions: list[str], text_len: int) -> tuple[torch.Te
 
 # ------------------------------------------------------------------------------------ train, evaluate
 def train_siglip(model, pixels: torch.Tensor, ids: torch.Tensor, cfg: VisionTrainConfig, device: torch.device,
-                 show_progress: bool = True) -> LossLog:
-    """``cfg.steps`` steps of the sigmoid loss on shuffled pairs (reshuffled each epoch)."""
+                 show_progress: bool = True, aux: CellHeads | None = None) -> LossLog:
+    """``cfg.steps`` steps of the sigmoid loss on shuffled pairs (reshuffled each epoch); with ``aux``, plus
+    ``cfg.aux_weight`` times its per-cell loss (the heads train with the model)."""
     def backward(idx: torch.Tensor) -> float:
         with autocast(device):
-            loss = model(input_ids=ids[idx].to(device), pixel_values=pixels[idx].to(device), return_loss=True).loss
+            out = model(input_ids=ids[idx].to(device), pixel_values=pixels[idx].to(device), return_loss=True,
+                        output_hidden_states=aux is not None)
+            loss = out.loss
+            if aux is not None:
+                feats = out.vision_model_output.hidden_states[-2]  # (b, p, d): the layer connectors read
+                loss = loss + cfg.aux_weight * aux.loss(feats, idx)
         loss.backward()
         return float(loss.detach())
 
-    return fit(model, len(pixels), cfg.batch_size, cfg.steps, cfg.seed,
+    trained = model if aux is None else torch.nn.ModuleDict({"siglip": model, "aux": aux})
+    return fit(trained, len(pixels), cfg.batch_size, cfg.steps, cfg.seed,
                (cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "pretrain SigLIP",
                show_progress)
+
+
+class CellHeads(torch.nn.Module):
+    """Linear shape and colour heads on cell-pooled patch features, with the training scenes' labels."""
+
+    def __init__(self, d: int, shapes: torch.Tensor, colors: torch.Tensor, image_size: int, grid: int):
+        super().__init__()
+        from qmamba.micro.probe import COLOR_CLASSES, SHAPE_CLASSES
+
+        self.shape, self.color = torch.nn.Linear(d, len(SHAPE_CLASSES)), torch.nn.Linear(d, len(COLOR_CLASSES))
+        self.register_buffer("shapes", shapes, persistent=False)  # (n, g*g)
+        self.register_buffer("colors", colors, persistent=False)  # (n, g*g)
+        self.image_size, self.grid = image_size, grid
+
+    def loss(self, feats: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        from qmamba.micro.probe import cell_pool
+
+        cells = cell_pool(feats.float(), self.image_size, self.grid)  # (b, g*g, d)
+        idx = idx.to(self.shapes.device)
+        ce = torch.nn.functional.cross_entropy
+        return (ce(self.shape(cells).flatten(0, 1), self.shapes[idx].flatten())
+                + ce(self.color(cells).flatten(0, 1), self.colors[idx].flatten()))
+
+
+def cell_heads(world, d: int, n: int, image_size: int) -> CellHeads:
+    """``CellHeads`` for the first ``n`` align scenes of ``world`` (the order of its align pairs)."""
+    import json
+
+    from qmamba.data.synth.scene import Scene
+    from qmamba.micro.probe import cell_labels
+
+    manifest = world if isinstance(world, SynthManifest) else SynthManifest.load(world)
+    scenes = [Scene.from_dict(s) for s in json.loads(manifest.path("scenes", "align").read_text())][:n]
+    labels = [cell_labels(s) for s in scenes]
+    return CellHeads(d, torch.tensor([a for a, _ in labels]), torch.tensor([b for _, b in labels]), image_size,
+                     scenes[0].grid)
 
 
 @torch.no_grad()
@@ -173,8 +227,9 @@ def save_siglip(model, out_dir: str | Path, tokenizer, transform: ImageTransform
 
 # ----------------------------------------------------------------------------------------- entry point
 def pretrain_vision(world, tokenizer, out_dir, cfg: VisionTrainConfig | None = None, device=None,
-                    show_progress: bool = True) -> dict:
-    """Train the micro SigLIP on ``world``'s align pairs, save it to ``out_dir``; returns the measurements."""
+                    show_progress: bool = True, towers: tuple[dict, dict] | None = None) -> dict:
+    """Train the micro SigLIP on ``world``'s align pairs, save it to ``out_dir``; returns the measurements.
+    ``towers``: (vision, text) tower fields of another size than ``SIGLIP_MICRO`` / ``TEXT_TOWER``."""
     cfg = cfg or VisionTrainConfig()
     device = pick_device(device)
     start = time.perf_counter()
@@ -182,15 +237,18 @@ def pretrain_vision(world, tokenizer, out_dir, cfg: VisionTrainConfig | None = N
     if len(paths) < cfg.heldout + cfg.batch_size:
         raise InputError(f"the world has {len(paths)} align pairs; vision pretraining needs heldout={cfg.heldout} "
                          f"+ batch_size={cfg.batch_size}: generate a larger world")
-    transform = image_transform()
+    transform = image_transform(None if towers is None else towers[0]["image_size"])
     pixels = load_pixels(paths, transform)  # (n, 3, S, S)
     ids, cut = caption_ids(tokenizer, captions, cfg.text_len)  # (n, text_len)
     split = len(paths) - cfg.heldout
     seed_everything(cfg.seed)
-    model = new_siglip(tokenizer, cfg.text_len).to(device)
+    model = new_siglip(tokenizer, cfg.text_len, towers).to(device)
+    aux = None
+    if cfg.aux_weight > 0:
+        aux = cell_heads(world, model.config.vision_config.hidden_size, split, transform.image_size).to(device)
     held = (pixels[split:], ids[split:], captions[split:], cfg.eval_batch, device)
     before = retrieval_accuracy(model, *held)
-    log = train_siglip(model, pixels[:split], ids[:split], cfg, device, show_progress)
+    log = train_siglip(model, pixels[:split], ids[:split], cfg, device, show_progress, aux)
     result = {"config": asdict(cfg), "device": str(device), "parameters": sum(p.numel() for p in model.parameters()),
               "train_pairs": split, "heldout_pairs": cfg.heldout, "captions_cut": cut,
               "first_losses": log.losses[:5], "loss_curve": log.losses[:: max(1, cfg.steps // 20)],

@@ -2,7 +2,8 @@
 
     tiny   qmamba's shipped micro backbones (64 px SigLIP-architecture encoder, 8 px patches: 64 patches;
            micro Mamba LM) on the quickstart's world and schedule; runs on CPU, faster on a GPU
-    small  a larger encoder and LM on a harder world, for one GPU; named here, its backbones are not built yet
+    small  the backbones of 'qmamba micro build --size small' (128 px encoder, 16 x 16 = 256 patches; a 28M-parameter
+           Mamba LM) from their cache folder (``qmamba.micro.sizes.cache_dir``), for one GPU
 
 A tier is data: the driver reads nothing else to decide sizes, so a test shrinks a tier with
 ``dataclasses.replace`` and runs the same code path as a real replication.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qmamba.errors import ConfigError
+from qmamba.micro.sizes import cache_dir, is_built
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,10 @@ class Tier:
 TIERS: dict[str, Tier] = {
     "tiny": Tier("tiny", llm="assets:micro/mamba", vision="assets:micro/siglip", n_patches=64),
     "small": Tier(
-        "small", llm="cache:micro-small/mamba", vision="cache:micro-small/siglip", n_patches=0,  # set with its encoder
-        missing="its backbones (a SigLIP-architecture encoder above 64 px and a Mamba LM of about 20-60M "
-                "parameters, pretrained by 'qmamba micro build --size small') and its harder world are not "
-                "built yet; use --tier tiny"),
+        "small", llm=str(cache_dir("small") / "mamba"), vision=str(cache_dir("small") / "siglip"), n_patches=256,
+        missing=None if is_built(cache_dir("small")) else (
+            f"its backbones are not built in {cache_dir('small')}: run 'qmamba micro build --size small "
+            f"--device cuda' first")),
 }
 
 

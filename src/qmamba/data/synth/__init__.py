@@ -5,7 +5,8 @@ evaluation sets in the official file formats of VQAv2, GQA, VizWiz, TextVQA, POP
 >>> manifest = synthesize("micro", seed=0, n_align=4000, n_finetune=4000, n_eval=200)  # doctest: +SKIP
 >>> chance_levels(manifest)  # doctest: +SKIP
 
-Modules: ``vocab`` (words), ``font`` (bitmap font), ``scene`` (scene graphs), ``render`` (pixels),
+Modules: ``vocab`` (words), ``font`` (bitmap font), ``scene`` (scene graphs), ``style`` (drawing styles and
+held-out styles), ``render`` (pixels),
 ``language`` (referring expressions, captions), ``questions`` / ``relations`` / ``families``
 (question families), ``choice`` (multiple choice), ``answers`` (10 human answers),
 ``conversations`` (align / finetune data), ``eval_sets`` / ``pope`` / ``mmbench`` (evaluation

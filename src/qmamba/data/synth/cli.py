@@ -7,6 +7,7 @@ import time
 
 from qmamba.data.synth.chance import chance_levels
 from qmamba.data.synth.pipeline import TASK_NAMES, synthesize
+from qmamba.data.synth.style import STYLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-eval", type=int, default=200, help="images per evaluation set")
     for task in TASK_NAMES:
         p.add_argument(f"--n-{task}", type=int, default=None, help=f"images of the {task} set (default --n-eval)")
+    p.add_argument("--min-objects", type=int, default=1, help="fewest objects per scene")
     p.add_argument("--max-objects", type=int, default=5, help="most objects per scene")
+    p.add_argument("--style", choices=tuple(STYLES), default="plain",
+                   help="drawing style of every scene (plain: the default world; varied: shades, sizes, offsets, "
+                        "outlines and noise vary)")
+    p.add_argument("--heldout-style", choices=tuple(STYLES), default=None,
+                   help="also write every evaluation set drawn in this style, never used in training, "
+                        "under eval-<style>/ (e.g. light: a light background with dark outlines)")
     p.add_argument("--text-prob", type=float, default=0.15, help="chance that an object is a word or number")
     p.add_argument("--image-format", choices=("jpg", "png"), default="jpg",
                    help="jpg (quality 95, 4:4:4; the official file names) or png (lossless)")
@@ -43,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out, seed=args.seed, image_size=args.image_size, grid=args.grid, n_align=args.n_align,
         n_finetune=args.n_finetune, n_eval=args.n_eval, eval_sizes=sizes, max_objects=args.max_objects,
         text_prob=args.text_prob, image_format=args.image_format, workers=args.workers,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress, style=args.style,
+        heldout_style=args.heldout_style, min_objects=args.min_objects,
     )
     seconds = time.perf_counter() - start
     counts = manifest.counts
@@ -52,4 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     chance = chance_levels(manifest)
     for task, c in counts["eval"].items():
         print(f"  {task:8s} {c['images']:6d} images {c['questions']:7d} questions   chance {100 * chance[task]:5.1f}%")
+    for style in manifest.heldout_styles:
+        print(f"  held-out style {style!r}: the same evaluation sets under {manifest.root}/eval-{style}/")
     return 0

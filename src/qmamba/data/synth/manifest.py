@@ -38,6 +38,21 @@ class SynthManifest:
         return self.root / node
 
     @property
+    def heldout_styles(self) -> list[str]:
+        """Drawing styles whose copies of the evaluation sets this world holds (never used in training)."""
+        return list(self.paths.get("styles", {}))
+
+    def styled(self, style: str) -> SynthManifest:
+        """This world with its evaluation sets replaced by their copies drawn in held-out ``style``: every
+        reader of ``path("eval", ...)`` then evaluates the held-out style with no other change."""
+        if style not in self.paths.get("styles", {}):
+            raise ConfigError(f"{self.root / MANIFEST}: no evaluation sets in held-out style {style!r}; "
+                              f"held: {self.heldout_styles} (synthesize with heldout_style={style!r})")
+        paths = {**self.paths, "eval": self.paths["styles"][style]["eval"]}
+        counts = {**self.counts, "eval": self.counts["styles"][style]["eval"]}
+        return SynthManifest(self.root, self.seed, {**self.config, "eval_style": style}, counts, paths, self.version)
+
+    @property
     def eval_tasks(self) -> list[str]:
         return list(self.paths.get("eval", {}))
 

@@ -7,6 +7,8 @@ Layout of ``out_dir``::
     images/align/*.jpg  images/finetune/*.jpg
     scenes/align.json  scenes/finetune.json          ground-truth scene graphs
     eval/<task>/...               official-format files, LLaVA question jsonl, image folder, scenes.json
+    eval-<style>/<task>/...       with ``heldout_style``: the same evaluation scenes and questions, drawn in a
+                                  style never used for training (``SynthManifest.styled(style)`` reads them)
 
 Streams: every scene has its own seeded generator (``scene.scene_rng``); align, finetune and each
 evaluation task draw from different streams. Held out by construction: a fixed hash of the scene
@@ -33,10 +35,12 @@ from qmamba.data.synth.manifest import MANIFEST, SynthManifest
 from qmamba.data.synth.mmbench import build_mmbench
 from qmamba.data.synth.pope import POPE_K, build_pope
 from qmamba.data.synth.scene import Scene, SceneSpec, sample_scene, scene_rng
+from qmamba.data.synth.style import DrawStyle, get_style, restyle
 from qmamba.errors import ConfigError
 
 ALIGN_STREAM, FINETUNE_STREAM, QUESTION_OFFSET = 1, 2, 100
 HELDOUT_MOD = 4  # 1 in 4 scene graphs is reserved for evaluation
+STYLE_OFFSET = 200  # stream offset of the held-out style's redrawn backgrounds
 
 
 def _textvqa_scenes(base: SceneSpec) -> SceneSpec:
@@ -74,6 +78,10 @@ TASK_NAMES = tuple(t.name for t in TASKS)
 _OUTPUTS = ("images", "scenes", "eval", "align.json", "finetune.json", MANIFEST)
 
 
+def _style_dir(style: str) -> str:
+    return f"eval-{style}"
+
+
 def is_heldout(scene: Scene) -> bool:
     """Whether a scene graph belongs to the evaluation side of the fixed split of all scene graphs.
 
@@ -100,7 +108,7 @@ def scenes_of(seed: int, stream: int, n: int, spec: SceneSpec, name: Callable[[i
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
-    existing = [p for p in _OUTPUTS if (out / p).exists()]
+    existing = [p for p in _OUTPUTS if (out / p).exists()] + sorted(p.name for p in out.glob("eval-*"))
     if existing and not overwrite:
         raise ConfigError(f"{out} already holds {', '.join(existing)}: "
                           "pass overwrite=True (--overwrite) or a new --out")
@@ -142,6 +150,9 @@ def synthesize(
     workers: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    style: str | DrawStyle | None = None,
+    heldout_style: str | DrawStyle | None = None,
+    min_objects: int = 1,
 ) -> SynthManifest:
     """Generate the micro-world into ``out_dir`` and return its manifest (also saved as manifest.json).
 
@@ -153,29 +164,49 @@ def synthesize(
     (``COCO_val2014_<id>.jpg``, ``<imageId>.jpg``, ...), so loaders that derive image names from the
     official files find them; "png" is lossless (exact palette colours) but then only the LLaVA
     question files (whose ``image`` fields are authoritative) name the images correctly.
+    ``style``: the drawing style of every scene (``style.STYLES``; default plain, today's world);
+    ``heldout_style``: also write every evaluation set drawn in this style (same scenes and questions,
+    background, noise and outline redrawn) under ``eval-<name>/``; it must differ from ``style``.
+    ``min_objects`` / ``max_objects`` / ``grid`` / ``text_prob`` make a harder world (more objects,
+    relations, larger counts, more reading); the defaults are the default world.
     """
     sizes = {t: n_eval for t in TASK_NAMES} | (eval_sizes or {})
     _check(n_align, n_finetune, sizes, image_format, tuple(turns))
-    spec = SceneSpec(image_size=image_size, grid=grid, max_objects=max_objects, text_prob=text_prob)
+    draw, held_style = get_style(style), None if heldout_style is None else get_style(heldout_style)
+    if held_style is not None and held_style.name == draw.name:
+        raise ConfigError(f"heldout_style {held_style.name!r} is the training style: choose another")
+    spec = SceneSpec(image_size=image_size, grid=grid, min_objects=min_objects, max_objects=max_objects,
+                     text_prob=text_prob, style=None if draw.plain else draw)
     out = Path(out_dir)
     _prepare(out, overwrite)
     config = {"image_size": image_size, "grid": grid, "n_align": n_align, "n_finetune": n_finetune,
               "eval_sizes": sizes, "max_objects": max_objects, "text_prob": text_prob, "turns": list(turns),
               "image_format": image_format}
+    config |= {} if min_objects == 1 else {"min_objects": min_objects}  # the default world's record is unchanged
+    config |= {} if draw.plain else {"style": draw.name}
+    config |= {} if held_style is None else {"heldout_style": held_style.name}
     manifest = SynthManifest(out, seed, config)
     align = scenes_of(seed, ALIGN_STREAM, n_align, spec, lambda i: f"align/{i:06d}.{image_format}", False)
     finetune = scenes_of(seed, FINETUNE_STREAM, n_finetune, spec, lambda i: f"finetune/{i:06d}.{image_format}",
                          False)
     held_out = {t.name: scenes_of(seed, t.stream, sizes[t.name], t.spec(spec),
                                   lambda i, t=t: t.image_name(i, image_format), True) for t in TASKS}
-    bar = _progress_bar(progress, len(align) + len(finetune) + sum(sizes.values()))
+    restyled = {} if held_style is None else {
+        t.name: [restyle(s, held_style, scene_rng(seed, t.stream + STYLE_OFFSET, i), spec.noise_prob)
+                 for i, s in enumerate(held_out[t.name])] for t in TASKS}
+    bar = _progress_bar(progress, len(align) + len(finetune) + sum(sizes.values()) * (1 + bool(restyled)))
     with _pool(workers) as pool:
         write_images(out / "images", align + finetune, image_format, pool, bar)
         for task in TASKS:
             write_images(out / "eval" / task.name / task.image_dir, held_out[task.name], image_format, pool, bar)
+            if restyled:
+                write_images(out / _style_dir(held_style.name) / task.name / task.image_dir, restyled[task.name],
+                             image_format, pool, bar)
     _write_training(manifest, align, finetune, tuple(turns))
     for task in TASKS:
         _write_task(manifest, task, held_out[task.name])
+        if restyled:
+            _write_task(manifest, task, restyled[task.name], held_style.name)
     if bar is not None:
         bar.close()
     manifest.save()
@@ -199,15 +230,20 @@ def _write_training(manifest: SynthManifest, align: list[Scene], finetune: list[
                             "finetune_turns": sum(len(c["conversations"]) // 2 for c in conversations)})
 
 
-def _write_task(manifest: SynthManifest, task: EvalTask, scenes: list[Scene]) -> None:
-    task_dir = manifest.root / "eval" / task.name
+def _write_task(manifest: SynthManifest, task: EvalTask, scenes: list[Scene], style: str | None = None) -> None:
+    """One evaluation set's files; with ``style``, the held-out style's copy under ``eval-<style>/``
+    (recorded in the manifest under ``styles``, so ``SynthManifest.styled`` reads it as the set itself)."""
+    top = "eval" if style is None else _style_dir(style)
+    task_dir = manifest.root / top / task.name
     result = task.build(task_dir, scenes, manifest.seed, task.stream + QUESTION_OFFSET)
     write_scenes(task_dir / "scenes.json", scenes)
-    rel = f"eval/{task.name}"
+    rel = f"{top}/{task.name}"
     paths = {"dir": rel, "image_folder": f"{rel}/{task.image_dir}", "scenes": f"{rel}/scenes.json"}
     paths |= {role: f"{rel}/{name}" for role, name in result.pop("files").items()}
-    manifest.paths.setdefault("eval", {})[task.name] = paths
-    manifest.counts.setdefault("eval", {})[task.name] = {"images": len(scenes), **result}
+    path_root = manifest.paths if style is None else manifest.paths.setdefault("styles", {}).setdefault(style, {})
+    count_root = manifest.counts if style is None else manifest.counts.setdefault("styles", {}).setdefault(style, {})
+    path_root.setdefault("eval", {})[task.name] = paths
+    count_root.setdefault("eval", {})[task.name] = {"images": len(scenes), **result}
 
 
 def _progress_bar(enabled: bool, total: int):

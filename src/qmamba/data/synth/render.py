@@ -1,7 +1,8 @@
 """Rendering a scene graph to pixels (PIL + numpy, no anti-aliasing).
 
 The background is a flat grey, optionally with light Gaussian noise (seeded by the scene's
-``noise_seed``) kept below 110 in every channel; objects are drawn in their exact palette colour
+``noise_seed``) kept below 110 in every channel (below the ``Look``'s ceiling for a non-plain drawing
+style, whose shapes may also carry a 1-px outline: ``style.py``); objects are drawn in their exact palette colour
 (``vocab.COLORS``), every palette colour has a channel >= 150, so an object's pixels and the
 background never collide. Shapes are centred on ``obj.center`` and fill ``obj.bbox``; the pixel
 at the centre of every shape carries the shape's colour (exactly in PNG; in JPEG within ~20 per
@@ -30,35 +31,39 @@ def render_scene(scene: Scene) -> Image.Image:
     pixels[:] = scene.background
     if scene.noise > 0:
         pixels += np.random.default_rng(scene.noise_seed).normal(0.0, scene.noise, size=pixels.shape)
-    pixels = np.clip(np.rint(pixels), 0, NOISE_MAX).astype(np.uint8)
+    ceiling = NOISE_MAX if scene.look is None else scene.look.ceiling
+    pixels = np.clip(np.rint(pixels), 0, ceiling).astype(np.uint8)
     for obj in scene.objects:
         if obj.text is not None:
             _draw_text(pixels, scene, obj)
     image = Image.fromarray(pixels, mode="RGB")
     draw = ImageDraw.Draw(image)
+    outline = None if scene.look is None else scene.look.outline
     for obj in scene.objects:
         if obj.shape is not None:
-            _draw_shape(draw, obj)
+            _draw_shape(draw, obj, outline)
     return image
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, obj: SceneObject) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, obj: SceneObject, outline: tuple | None = None) -> None:
+    """One shape; with ``outline`` (a grey), a 1-px border in it (the centre pixel keeps the fill)."""
     x, y = obj.center
     r = (obj.bbox[2] - obj.bbox[0]) // 2
-    fill = vocab.COLORS[obj.color]
+    ink = {"fill": vocab.COLORS[obj.color]} if outline is None else {"fill": vocab.COLORS[obj.color],
+                                                                     "outline": outline}
     if obj.shape == "circle":
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+        draw.ellipse((x - r, y - r, x + r, y + r), **ink)
     elif obj.shape == "square":
         s = max(1, round(r * 0.85))
-        draw.rectangle((x - s, y - s, x + s, y + s), fill=fill)
+        draw.rectangle((x - s, y - s, x + s, y + s), **ink)
     elif obj.shape == "triangle":
-        draw.polygon([(x, y - r), (x + r, y + r), (x - r, y + r)], fill=fill)
+        draw.polygon([(x, y - r), (x + r, y + r), (x - r, y + r)], **ink)
     elif obj.shape == "diamond":
-        draw.polygon([(x, y - r), (x + r, y), (x, y + r), (x - r, y)], fill=fill)
+        draw.polygon([(x, y - r), (x + r, y), (x, y + r), (x - r, y)], **ink)
     elif obj.shape == "cross":
         t = max(1, round(r * 0.3))
-        draw.rectangle((x - r, y - t, x + r, y + t), fill=fill)
-        draw.rectangle((x - t, y - r, x + t, y + r), fill=fill)
+        draw.rectangle((x - r, y - t, x + r, y + t), **ink)
+        draw.rectangle((x - t, y - r, x + t, y + r), **ink)
     else:  # pragma: no cover - scene sampling only draws known shapes
         raise ValueError(f"unknown shape {obj.shape!r}")
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from qmamba.data.synth import vocab
 from qmamba.data.synth.font import fit_scale, text_bitmap
+from qmamba.data.synth.style import DrawStyle, Look, draw_background, get_style
 from qmamba.errors import ConfigError
 
 MIN_CELL = 19  # px: a three-letter word (17 px wide) plus a 1-px margin each side
@@ -60,6 +61,7 @@ class Scene:
     noise: float
     noise_seed: int
     objects: tuple[SceneObject, ...]
+    look: Look | None = None  # drawing choices of a non-plain style (``style.Look``); None: the plain style
 
     def at(self, row: int, col: int) -> SceneObject | None:
         return next((o for o in self.objects if (o.row, o.col) == (row, col)), None)
@@ -78,6 +80,8 @@ class Scene:
         d = dataclasses.asdict(self)
         d["background"] = list(self.background)
         d["objects"] = [_object_dict(self, o) for o in self.objects]
+        if self.look is None:
+            del d["look"]  # plain scenes are written as they were before styles existed
         return d
 
     @classmethod
@@ -88,7 +92,7 @@ class Scene:
             for o in d["objects"]
         )
         return cls(d["image"], d["image_size"], d["grid"], tuple(d["background"]), d["noise"],
-                   d["noise_seed"], objs)
+                   d["noise_seed"], objs, Look.from_dict(d.get("look")))
 
 
 def _object_dict(scene: Scene, o: SceneObject) -> dict:
@@ -110,6 +114,7 @@ class SceneSpec:
     min_categories: int = 0  # distinct shape categories (POPE needs several)
     noise_prob: float = 0.5
     dominant_prob: float = 0.5  # chance that a scene favours one colour (makes co-occurrence structure)
+    style: DrawStyle | None = None  # how scenes are drawn (``style.STYLES``); None: the plain style
 
     def __post_init__(self) -> None:
         cell = self.image_size // max(self.grid, 1)
@@ -151,10 +156,8 @@ def sample_scene(rng: np.random.Generator, spec: SceneSpec, image: str) -> Scene
     objects = tuple(
         _place(rng, spec, i, divmod(cell, spec.grid), attr) for i, (cell, attr) in enumerate(zip(cells, attrs))
     )
-    gray = int(rng.integers(30, 71))
-    background = tuple(int(np.clip(gray + t, 0, 255)) for t in rng.integers(-6, 7, size=3))
-    noise = 0.0 if rng.random() >= spec.noise_prob else round(float(rng.uniform(2.0, 6.0)), 2)
-    return Scene(image, spec.image_size, spec.grid, background, noise, int(rng.integers(2**31)), objects)
+    background, noise, noise_seed, look = draw_background(rng, get_style(spec.style), spec.noise_prob)
+    return Scene(image, spec.image_size, spec.grid, background, noise, noise_seed, objects, look)
 
 
 def _sample_attributes(rng: np.random.Generator, spec: SceneSpec) -> list[tuple]:
@@ -189,8 +192,10 @@ def _place(rng: np.random.Generator, spec: SceneSpec, i: int, rc: tuple[int, int
     x0, y0, x1, y1 = cell_box(row, col, spec.image_size, spec.grid)
     c = min(x1 - x0, y1 - y0)
     if text is None:
-        r = max(2, int(vocab.SIZE_RADIUS[size] * c))
-        j = max(0, (c - 1) // 2 - r - 1)
+        style = get_style(spec.style)
+        scale = 1.0 if style.plain else float(rng.uniform(1 - style.size_jitter, 1 + style.size_jitter))
+        r = max(2, int(vocab.SIZE_RADIUS[size] * c * scale))
+        j = max(0, (c - 1) // 2 - r - (0 if style.free_offset else 1))
         cx = x0 + (c - 1) // 2 + int(rng.integers(-j, j + 1))
         cy = y0 + (c - 1) // 2 + int(rng.integers(-j, j + 1))
         bbox = (cx - r, cy - r, cx + r, cy + r)

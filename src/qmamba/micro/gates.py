@@ -1,0 +1,55 @@
+"""The gates of a sized micro build, measured on its staged backbones: the LM given each scene in words, and a
+linear probe of the frozen encoder.
+
+* ``lm_grounded``: held-out grounded conversations whose first reply the LM reproduces (``pretrain_lm``'s
+  ``answer_accuracy_grounded``: the grounded open questions with the image given in words);
+* ``lm_mmbench_circular``: the world's MMBench-like questions with the scene in words, under CircularEval
+  (``grounding.score_mmbench``); POPE-like accuracy per split is recorded beside it;
+* ``probe_shape`` / ``probe_color`` / ``probe_position``: ``probe.probe_encoder`` fitted on the align scenes,
+  scored on the VQAv2-like evaluation scenes; for each held-out style, the same probe scored on that style's
+  copies of those scenes is recorded (not gated) beside it.
+
+A gate passes when its figure is >= its target (``MicroSize.gates``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from qmamba.data.tokenizer import load_tokenizer
+from qmamba.micro.grounding import SPLITS, score_mmbench, score_split
+from qmamba.micro.probe import ProbeConfig, probe_encoder
+from qmamba.models.mamba_lm import MambaLM
+from qmamba.models.vision import VisionEncoder
+
+
+def measure_gates(stage: Path, manifest, size, lm_record: dict, device: torch.device) -> dict:
+    """{"figures", "targets", "passed", "all_passed", "mmbench", "pope", "probe", "probe_heldout_style"}."""
+    lm = MambaLM.from_pretrained(stage / "mamba").to(device).eval()
+    tokenizer = load_tokenizer(stage / "mamba")
+    mmbench = score_mmbench(lm, tokenizer, manifest.path("eval", "mmbench", "dir"))
+    pope = {s: score_split(lm, tokenizer, manifest.path("eval", "pope", "dir"), s) for s in SPLITS}
+    del lm
+    encoder = VisionEncoder.from_pretrained(stage / "siglip").to(device)
+    cfg = ProbeConfig(steps=size.probe["steps"])
+    n_train, n_test = size.probe["n_train"], size.probe["n_test"]
+    probe = probe_encoder(encoder, manifest, n_train=n_train, n_test=n_test, cfg=cfg)
+    heldout = {style: probe_encoder(encoder, manifest.styled(style), n_train=n_train, n_test=n_test, cfg=cfg)
+               for style in manifest.heldout_styles}
+    figures = {"lm_grounded": lm_record["answer_accuracy_grounded"], "lm_mmbench_circular": mmbench["circular"],
+               "probe_shape": probe["shape"], "probe_color": probe["color"], "probe_position": probe["position"]}
+    passed = {k: figures[k] is not None and figures[k] >= t for k, t in size.gates.items()}
+    return {"figures": figures, "targets": dict(size.gates), "passed": passed, "all_passed": all(passed.values()),
+            "mmbench": mmbench, "pope": pope, "probe": probe, "probe_heldout_style": heldout}
+
+
+def gate_lines(gates: dict) -> list[str]:
+    """One printable line per gate: figure, target, PASS/FAIL; then the held-out style's probe."""
+    lines = [f"gate {name:22s} {100 * (gates['figures'][name] or 0):6.1f}%  target >= {100 * target:.0f}%  "
+             f"{'PASS' if gates['passed'][name] else 'FAIL'}" for name, target in gates["targets"].items()]
+    for style, p in gates.get("probe_heldout_style", {}).items():
+        lines.append(f"probe in held-out style {style!r}: shape {100 * p['shape']:.1f}%, colour "
+                     f"{100 * p['color']:.1f}%, position {100 * p['position']:.1f}% (not gated)")
+    return lines
