@@ -110,3 +110,11 @@ def test_peer_config_changes_only_what_timm_does_differently():
     config = peer_config("tiny-cobra")
     assert config.vision.hf_configs[1]["hidden_act"] == "gelu"
     assert [c["image_size"] for c in config.vision.hf_configs] == [32, 32]
+
+
+def test_a_run_that_does_not_fit_the_preset_names_its_keys(tmp_path):
+    ref = reference_model("tiny-cobra")
+    dino, siglip = write_towers(ref, tmp_path)
+    run = write_run(ref, tmp_path, "cobra")
+    with pytest.raises(CheckpointError, match=r"latest-checkpoint\.pt: keys no rule .*mixer\.x_proj.*lacks.*dt_bias.*--preset"):
+        convert_cobra(run, dino, siglip, None, None, preset="tiny-mlmamba")  # a Mamba-2 LM for Cobra's Mamba-1

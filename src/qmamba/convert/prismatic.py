@@ -128,8 +128,8 @@ def assemble(config: MultimodalConfig, state: dict[str, Tensor], files: dict[str
         raise unknown_keys_error(Path(", ".join(where)), unknown, missing,
                                  "check that the preset matches the run (--preset) and the tower files are the ones "
                                  "the peer trained with")
-    ckpt.load_into(model, {**filled, **{k: v.to(own[k].dtype) for k, v in state.items()}}, "converted weights",
-                   optional=optional)
+    where = "weights converted from " + ", ".join(sorted({str(f) for f in files.values()}))
+    ckpt.load_into(model, {**filled, **{k: v.to(own[k].dtype) for k, v in state.items()}}, where, optional=optional)
     model.llm.tie_weights()
     return model.eval()
 
