@@ -13,6 +13,7 @@ features channel-concatenated (DINOv2 first), as the peers' fused backbone does.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,16 +77,16 @@ def read_run_dir(path: str | Path, modules: tuple[str, ...], what: str) -> RunDi
 def peer_vision(config: MultimodalConfig, image_size: int, resize_strategy: str | None) -> MultimodalConfig:
     """``config`` with its dinosiglip towers set up as the peer runs timm's: both at ``image_size`` (position
     tables resampled at conversion, so transformers never interpolates) and SigLIP with timm's exact GELU."""
-    config = copy.deepcopy(config)
     vision = config.vision
     if vision.kind != "dinosiglip":
         raise ConfigError(f"preset vision kind {vision.kind!r}; the peers' backbone is 'dinosiglip'")
-    vision.hf_configs = [{**vision.hf_configs[0], "image_size": image_size},
-                         {**vision.hf_configs[1], "image_size": image_size, "hidden_act": TIMM_ACT}]
-    vision.transforms = [{**t, "image_size": image_size, **({"resize_strategy": resize_strategy}
-                                                           if resize_strategy else {})} for t in vision.transforms]
-    vision.image_size = image_size
-    vision.__post_init__()  # the same checks a stored config gets
+    strategy = {"resize_strategy": resize_strategy} if resize_strategy else {}
+    config = copy.deepcopy(config)
+    config.vision = dataclasses.replace(  # a new VisionConfig: the same checks a stored config gets
+        vision, image_size=image_size,
+        transforms=[{**t, "image_size": image_size, **strategy} for t in vision.transforms],
+        hf_configs=[{**vision.hf_configs[0], "image_size": image_size},
+                    {**vision.hf_configs[1], "image_size": image_size, "hidden_act": TIMM_ACT}])
     return config
 
 
