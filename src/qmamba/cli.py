@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "micro": ("qmamba.commands.micro", "build the micro-world's pretrained backbones (tokenizer, SigLIP, Mamba LM)"),
     "viz": ("qmamba.commands.viz", "draw a query connector's cross-attention maps over an image (viz attention)"),
     "replicate": ("qmamba.commands.replicate", "the paper's Tables 1-4 on the micro-world: seeds, intervals, report"),
+    "convert": ("qmamba.commands.convert", "convert Cobra's or ML-Mamba's released weights to a qmamba model"),
 }
 
 
