@@ -45,7 +45,8 @@ def test_command_writes_a_directory_that_loads(tmp_path, capsys):
     tiny_tokenizer().save_pretrained(str(tmp_path / "tok"))
     out = tmp_path / "out"
     rc = main(["convert", "cobra", "--run-dir", str(run), "--dinov2", str(dino), "--siglip", str(siglip),
-               "--llm-tokenizer", str(tmp_path / "tok"), "--out", str(out), "--preset", "tiny-cobra"])
+               "--llm-tokenizer", str(tmp_path / "tok"), "--out", str(out), "--preset", "tiny-cobra",
+               "--dtype", "fp32"])
     assert rc == 0, capsys.readouterr().err
     assert (out / "tokenizer_config.json").is_file() and (out / "converted_from.json").is_file()
     _assert_same(_logits(MultimodalModel.from_pretrained(out)), _logits(ref))

@@ -12,7 +12,8 @@ import pytest
 from qmamba.cli import main
 from qmamba.errors import ConfigError
 from qmamba.micro import sizes
-from qmamba.micro.sizes import SMALL, backbones, cache_dir, is_built
+from qmamba.micro.build import backbones
+from qmamba.micro.sizes import SMALL, cache_dir, is_built
 from qmamba.models.mamba_lm import MambaLM
 from qmamba.models.vision import VisionEncoder
 

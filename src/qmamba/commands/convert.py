@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--siglip", required=True, help="timm / open_clip SigLIP so400m/14 384 weights (file or directory)")
     p.add_argument("--llm-tokenizer", required=True, help="the LM's tokenizer directory (GPT-NeoX, as the peer used)")
     p.add_argument("--out", required=True, help="the model directory to write")
-    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="weights' dtype in memory and on disk")
+    p.add_argument("--dtype", choices=DTYPES, default="bf16", help="weights' dtype in memory and on disk")
     p.add_argument("--preset", help="the qmamba preset the run fits (default: the peer's name; tiny-* for tests)")
 
 

@@ -184,6 +184,6 @@ def save(model: MultimodalModel, out: str | Path, tokenizer_dir: str | Path | No
             raise ConfigError(f"{tokenizer_dir}: the tokenizer has {len(tokenizer)} tokens but the checkpoint's "
                               f"LM embeds {model.config.llm.padded_vocab_size}; give the peer's LM tokenizer")
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, tokenizer=tokenizer)
+    model.save_pretrained(out, tokenizer=tokenizer, dtype=None)  # each tensor as the model holds it (--dtype)
     write_json(out / "converted_from.json", provenance)
     return out

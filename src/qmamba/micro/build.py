@@ -36,7 +36,7 @@ from qmamba.micro.loop import pick_device
 from qmamba.micro.pretrain_lm import LMTrainConfig, pretrain_lm
 from qmamba.micro.pretrain_vision import VisionTrainConfig, pretrain_vision
 from qmamba.micro.report import check_size, file_sizes, readme, versions
-from qmamba.micro.sizes import MicroSize
+from qmamba.micro.sizes import MicroSize, cache_dir, get_size, is_built
 from qmamba.micro.tokenizer import SPECIAL_TOKENS, check_tokenizer, train_tokenizer
 from qmamba.utils.config import write_json
 
@@ -158,3 +158,23 @@ def _finish(stage: Path, record: dict, limit: int | None) -> None:
     write_json(stage / "build.json", record)
     if limit is not None:
         check_size(file_sizes(stage, OUTPUTS), limit)
+
+
+def backbones(size: str, folder: str | Path | None = None, device=None, build: bool = True, say=print,
+              **build_kwargs) -> Path:
+    """The folder of ``size``'s backbones (``folder`` or ``cache_dir(size)``), built there on first use.
+
+    Says which folder it uses, and when it builds; ``build=False`` raises instead of building.
+    ``build_kwargs`` go to ``build_micro_assets`` (e.g. ``seed``, ``show_progress``).
+    """
+    folder = Path(folder) if folder is not None else cache_dir(size)
+    if is_built(folder):
+        say(f"using the {size} micro backbones in {folder}")
+        return folder
+    command = f"qmamba micro build --size {size} --device cuda" + (f" --out {folder}" if folder != cache_dir(size)
+                                                                      else "")
+    if not build:
+        raise ConfigError(f"the {size} micro backbones are not built in {folder}: run '{command}' first")
+    say(f"building the {size} micro backbones into {folder} (first use; '{command}' does the same)")
+    build_micro_assets(folder, size=get_size(size), device=device, overwrite=True, **build_kwargs)
+    return folder

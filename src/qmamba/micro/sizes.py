@@ -92,25 +92,3 @@ def is_built(folder: str | Path) -> bool:
     """Whether ``folder`` holds a finished build (the build moves build.json in last)."""
     folder = Path(folder)
     return all((folder / name).exists() for name in ("siglip", "mamba", "build.json"))
-
-
-def backbones(size: str, folder: str | Path | None = None, device=None, build: bool = True, say=print,
-              **build_kwargs) -> Path:
-    """The folder of ``size``'s backbones (``folder`` or ``cache_dir(size)``), built there on first use.
-
-    Says which folder it uses, and when it builds; ``build=False`` raises instead of building.
-    ``build_kwargs`` go to ``build_micro_assets`` (e.g. ``seed``, ``show_progress``).
-    """
-    folder = Path(folder) if folder is not None else cache_dir(size)
-    if is_built(folder):
-        say(f"using the {size} micro backbones in {folder}")
-        return folder
-    command = f"qmamba micro build --size {size} --device cuda" + (f" --out {folder}" if folder != cache_dir(size)
-                                                                      else "")
-    if not build:
-        raise ConfigError(f"the {size} micro backbones are not built in {folder}: run '{command}' first")
-    from qmamba.micro.build import build_micro_assets
-
-    say(f"building the {size} micro backbones into {folder} (first use; '{command}' does the same)")
-    build_micro_assets(folder, size=get_size(size), device=device, overwrite=True, **build_kwargs)
-    return folder
