@@ -61,3 +61,20 @@ def assert_grads_match(out, ref, inputs: dict, ref_inputs: dict, tol: float) -> 
     for name, g, r in zip(inputs, got, want):
         assert g.dtype == inputs[name].dtype, f"grad {name}: dtype {g.dtype} vs input {inputs[name].dtype}"
         assert_close(g, r, tol, f"grad {name}")
+
+
+MAMBA1 = {"layer": "Mamba1", "d_state": 8}
+MAMBA2 = {"layer": "Mamba2", "d_state": 16, "headdim": 8, "chunk_size": 8}
+
+
+def tiny_lm(ssm_cfg: dict, device=None, dtype=None, **config):
+    """A 2-layer, 32-wide MambaLM (``config`` overrides MambaLMConfig fields) whose weights are moved away from
+    the init so that every parameter matters."""
+    from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
+
+    cfg = {"d_model": 32, "n_layer": 2, "vocab_size": 97, "ssm_cfg": dict(ssm_cfg), **config}
+    model = MambaLM(MambaLMConfig(**cfg), device=device, dtype=dtype).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model

@@ -6,30 +6,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testing_utils import assert_close
+from testing_utils import MAMBA1, MAMBA2, assert_close
+from testing_utils import tiny_lm as tiny
 
-from qmamba import MambaLM
 from qmamba.errors import InputError
 from qmamba.infer import GenerationConfig, generate
 from qmamba.infer.cuda_graph import GraphDecoder, bucket_size, graph_generate, graph_stream
-from qmamba.models.mamba_lm import MambaLMConfig
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
 from qmamba.models.splice import IMAGE_TOKEN_ID
 
-MAMBA1 = {"layer": "Mamba1", "d_state": 8}
-MAMBA2 = {"layer": "Mamba2", "d_state": 16, "headdim": 8, "chunk_size": 8}
 LAYERS = pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-
-def tiny(ssm_cfg: dict, device=None, dtype=None, d_model: int = 32, n_layer: int = 2) -> MambaLM:
-    model = MambaLM(MambaLMConfig(d_model=d_model, n_layer=n_layer, vocab_size=97, ssm_cfg=dict(ssm_cfg)),
-                    device=device, dtype=dtype).eval()
-    with torch.no_grad():  # move away from the init so every parameter matters
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
 
 
 def left_padded(lengths, vocab: int = 97, device=None) -> tuple[torch.Tensor, torch.Tensor]:

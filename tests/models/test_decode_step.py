@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testing_utils import assert_close
+from testing_utils import MAMBA1, MAMBA2, assert_close
+from testing_utils import tiny_lm as tiny
 
-from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
 from qmamba.models.multimodal import MultimodalModel
 from qmamba.models.presets import get_preset
 from qmamba.models.splice import IMAGE_TOKEN_ID, image_column, splice_at_column, splice_visual_tokens
-
-MAMBA1 = {"layer": "Mamba1", "d_state": 8}
-MAMBA2 = {"layer": "Mamba2", "d_state": 16, "headdim": 8, "chunk_size": 8}
-
-
-def tiny(ssm_cfg: dict, **kw) -> MambaLM:
-    cfg = {"d_model": 32, "n_layer": 2, "vocab_size": 97, "ssm_cfg": dict(ssm_cfg), **kw}
-    model = MambaLM(MambaLMConfig(**cfg)).eval()
-    with torch.no_grad():  # move away from the init so every parameter matters
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
 
 
 @pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])

@@ -9,24 +9,12 @@ import copy
 import pytest
 import torch
 from safetensors.torch import load_file
-from testing_utils import FIXTURES, assert_close
+from testing_utils import FIXTURES, MAMBA1, MAMBA2, assert_close
+from testing_utils import tiny_lm as tiny
 
 from qmamba import MambaLM
 from qmamba.infer import generate
-from qmamba.models.mamba_lm import MambaLMConfig
 from qmamba.ops.mamba_inner import length_multiple, padding
-
-MAMBA1 = {"layer": "Mamba1", "d_state": 8}
-MAMBA2 = {"layer": "Mamba2", "d_state": 16, "headdim": 8, "chunk_size": 8}
-
-
-def tiny(ssm_cfg: dict, **kw) -> MambaLM:
-    cfg = {"d_model": 32, "n_layer": 2, "vocab_size": 97, "ssm_cfg": dict(ssm_cfg), **kw}
-    model = MambaLM(MambaLMConfig(**cfg)).eval()
-    with torch.no_grad():  # move away from the init so every parameter matters
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
 
 
 @pytest.mark.parametrize("name", ["mamba1-tiny", "mamba2-tiny"])
