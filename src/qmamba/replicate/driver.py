@@ -7,7 +7,6 @@ same command again resumes it (``run.py`` says how each step resumes).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ def replicate(opts: ReplicateOptions) -> dict:
     """Run what is missing and write the report; returns report.json's data (plus ``"ran"``: the runs done now)."""
     tier = get_tier(opts.tier) if isinstance(opts.tier, str) else opts.tier
     tier.check()
+    tier = tier.resolved()
     if opts.seeds < 1:
         raise ConfigError(f"--seeds {opts.seeds}: need at least one seed")
     bench = _load_bench(opts.bench_json)
@@ -53,13 +53,14 @@ def replicate(opts: ReplicateOptions) -> dict:
         log.info("replicate: [%d/%d] %s/%s seed %d", i + 1, len(todo), cell.experiment, cell.variant, seed)
         run_cell(out, tier, cell, seed, world, opts.device)
         ran.append(f"{cell.experiment}/{cell.variant}/seed{seed}")
-    report = write_report(out, tier.name, cells, seeds, bench, settings=dataclasses.asdict(tier))
+    report = write_report(out, tier.name, cells, seeds, bench, settings=tier.settings(),
+                          heldout_style=tier.heldout_style)
     return {**report, "ran": ran}
 
 
 def _check_tier(out: Path, tier: Tier) -> None:
     """A replication directory holds one tier's runs: its settings are written once and must match after."""
-    path, settings = out / "tier.json", dataclasses.asdict(tier)
+    path, settings = out / "tier.json", tier.settings()
     if path.is_file():
         have = json.loads(path.read_text())
         diff = {k: (have.get(k), v) for k, v in settings.items() if have.get(k) != v}

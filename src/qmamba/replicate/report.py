@@ -1,7 +1,8 @@
 """The replication report: ``report.md``, ``report.json`` and PNG plots from every ``result.json`` under
 ``<out>/runs``. Per cell and task, the mean and Student-t 95% interval over seeds; Table 1's rows beside the
 paper's own; each finding's status (``findings``); Pareto plots of accuracy against visual tokens and, given
-``qmamba bench`` JSON, against the full-size preset's time per answer."""
+``qmamba bench`` JSON, against the full-size preset's time per answer. Where the tier has a held-out drawing
+style, each experiment's table has a second one beside it: the same cells scored on images in that style."""
 
 from __future__ import annotations
 
@@ -30,15 +31,18 @@ MODEL_SUPPORT = (
 )
 
 
-def load_results(out: Path, cells: list[Cell], seeds: list[int]) -> Results:
-    """(experiment, variant) -> seed -> {task: score} for every finished run of ``cells`` at ``seeds``."""
+def load_results(out: Path, cells: list[Cell], seeds: list[int], heldout: bool = False) -> Results:
+    """(experiment, variant) -> seed -> {task: score} for every finished run of ``cells`` at ``seeds``;
+    ``heldout``: the scores in the held-out style instead (runs without them are left out)."""
     results: Results = {}
     for cell in cells:
         for seed in seeds:
             path = cell_dir(out, cell, seed) / RESULT
             if path.is_file():
                 data = json.loads(path.read_text())
-                results.setdefault((cell.experiment, cell.variant), {})[seed] = data["scores"]
+                scores = data.get("heldout", {}).get("scores") if heldout else data["scores"]
+                if scores is not None:
+                    results.setdefault((cell.experiment, cell.variant), {})[seed] = scores
     return results
 
 
@@ -48,14 +52,26 @@ def bench_latency(bench: dict | None, preset: str | None) -> float | None:
     return figures.get("total_ms") if isinstance(figures, dict) else None
 
 
-def cell_summary(cell: Cell, per_seed: dict[int, dict], bench: dict | None) -> dict:
+def score_summary(per_seed: dict[int, dict]) -> dict:
+    """{"seeds", "tasks": {task: interval}, "mean": interval of the per-seed means of the six}."""
     tasks = {t: mean_ci([s.get(t) for s in per_seed.values()]) for t in TASK_ORDER}
     mean = mean_ci(list(seed_means({("c", "c"): per_seed}, ("c", "c"), TASK_ORDER).values()))
-    return {"experiment": cell.experiment, "variant": cell.variant, "label": cell.label, "train": cell.train.key,
-            "eval": cell.eval_key, "visual_tokens": cell.visual_tokens, "seeds": sorted(per_seed),
-            "tasks": {t: iv.to_dict() for t, iv in tasks.items()}, "mean": mean.to_dict(),
-            "paper_row": cell.paper_row, "paper": PAPER.get(cell.experiment, {}).get(cell.paper_row or ""),
-            "bench_preset": cell.bench_preset, "latency_ms": bench_latency(bench, cell.bench_preset)}
+    return {"seeds": sorted(per_seed), "tasks": {t: iv.to_dict() for t, iv in tasks.items()}, "mean": mean.to_dict()}
+
+
+def cell_summary(cell: Cell, per_seed: dict[int, dict], bench: dict | None,
+                 heldout: dict[int, dict] | None = None) -> dict:
+    """The cell's row: its intervals, the paper's row and the time per answer; ``heldout``: its per-seed
+    scores in the held-out style, summarised under "heldout" (absent without them)."""
+    summary = score_summary(per_seed)
+    row = {"experiment": cell.experiment, "variant": cell.variant, "label": cell.label, "train": cell.train.key,
+           "eval": cell.eval_key, "visual_tokens": cell.visual_tokens, "seeds": summary["seeds"],
+           "tasks": summary["tasks"], "mean": summary["mean"],
+           "paper_row": cell.paper_row, "paper": PAPER.get(cell.experiment, {}).get(cell.paper_row or ""),
+           "bench_preset": cell.bench_preset, "latency_ms": bench_latency(bench, cell.bench_preset)}
+    if heldout:
+        row["heldout"] = score_summary(heldout)
+    return row
 
 
 def _iv(d: dict) -> Interval:
@@ -115,16 +131,19 @@ def draw_plots(out: Path, summaries: dict[str, list[dict]]) -> list[Path]:
 
 
 def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], bench: dict | None = None,
-                 settings: dict | None = None) -> dict:
+                 settings: dict | None = None, heldout_style: str | None = None) -> dict:
     """Write ``<out>/report.md``, ``report.json`` and ``plots/*.png`` for ``cells``; returns report.json's data.
-    ``settings``: the tier's fields, recorded in report.json."""
+    ``settings``: the tier's fields, recorded in report.json. ``heldout_style``: the style the runs were also
+    scored in; its scores go beside the in-style ones (each row's "heldout", a second table per experiment)."""
     results = load_results(out, cells, seeds)
+    heldout = load_results(out, cells, seeds, heldout=True) if heldout_style else {}
     summaries: dict[str, list[dict]] = {}
     missing = []
     for cell in cells:
         per_seed = results.get((cell.experiment, cell.variant), {})
         if per_seed:
-            summaries.setdefault(cell.experiment, []).append(cell_summary(cell, per_seed, bench))
+            summaries.setdefault(cell.experiment, []).append(
+                cell_summary(cell, per_seed, bench, heldout.get((cell.experiment, cell.variant))))
         missing += [f"{cell.experiment}/{cell.variant}/seed{s}" for s in seeds if s not in per_seed]
     findings = judge_all(results)
     plots = draw_plots(out, summaries)
@@ -132,6 +151,8 @@ def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], benc
             "missing_runs": missing,
             "needs_model_support": list(MODEL_SUPPORT), "differences": list(DIFFERENCES),
             "plots": [str(p.relative_to(out)) for p in plots]}
+    if heldout_style:
+        data["heldout_style"] = heldout_style
     write_json_atomic(out / "report.json", data)
     (out / "report.md").write_text(render_markdown(data, bench is not None), encoding="utf-8")
     return data
@@ -149,10 +170,18 @@ def render_markdown(data: dict, latency: bool) -> str:
              "", "## Findings", "",
              "reproduced: our intervals separate in the paper's direction; not reproduced: they separate the "
              "other way; inconclusive: they overlap.", "", *findings_table(data["findings"])]
+    style = data.get("heldout_style")
+    if style:
+        lines[2] += (f" Every run is also scored on the same evaluation sets drawn in the held-out style *{style}*"
+                     " (never seen in training): the second table of each experiment.")
     for experiment, rows in data["cells"].items():
         lines += ["", f"## {TITLES[experiment]}", "",
                   *experiment_table(rows, latency and experiment in ("table1", "queries")),
                   "", f"![{experiment}](plots/{experiment}.png)"]
+        held = [{**r, **r["heldout"], "paper": None} for r in rows if r.get("heldout")]
+        if style and held:
+            lines += ["", f"Held-out style *{style}* (the same models, evaluation images drawn in a style never "
+                      "seen in training):", "", *experiment_table(held, False)]
     if "plots/pareto_tokens.png" in data["plots"]:
         lines += ["", "## Pareto: accuracy vs visual tokens", "", "![pareto](plots/pareto_tokens.png)"]
     if "plots/pareto_latency.png" in data["plots"]:

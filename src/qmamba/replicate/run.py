@@ -4,7 +4,9 @@ training its preprocessing starts from), the six micro-benchmarks, and the cell'
     <out>/world/                               the tier's micro-world, generated once (every seed reads it)
     <out>/train/<spec>/seed<k>/                a two-stage training run (align, finetune), shared by cells
     <out>/eval/<eval key>/seed<k>/             <task>/ (qmamba eval's files), model/ (inference overrides),
-                                               scores.json; shared by cells with the same training and overrides
+                                               style-<name>/<task>/ (the held-out style's, where the tier has
+                                               one), scores.json; shared by cells with the same training and
+                                               overrides
     <out>/runs/<experiment>/<variant>/seed<k>/ result.json, the cell's record
 
 Every step resumes: the world is written to a temporary directory and renamed when whole, training resumes
@@ -40,7 +42,11 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def world_settings(tier: Tier) -> dict:
-    return {"n_align": tier.n_align, "n_finetune": tier.n_finetune, "n_eval": tier.n_eval, "seed": tier.world_seed}
+    """What the world under ``<out>/world`` was made with: its sizes, seed and the tier's world arguments
+    (rendering ``workers`` aside: they do not change the images)."""
+    extra = {k: v for k, v in (tier.world or {}).items() if k != "workers"}
+    return {"n_align": tier.n_align, "n_finetune": tier.n_finetune, "n_eval": tier.n_eval, "seed": tier.world_seed,
+            **extra}
 
 
 def ensure_world(out: Path, tier: Tier):
@@ -58,7 +64,7 @@ def ensure_world(out: Path, tier: Tier):
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("replicate: generating the %s micro-world into %s", tier.name, world)
     synthesize(tmp, seed=tier.world_seed, n_align=tier.n_align, n_finetune=tier.n_finetune, n_eval=tier.n_eval,
-               overwrite=True)
+               overwrite=True, **(tier.world or {}))
     write_json_atomic(tmp / marker.name, want)
     shutil.rmtree(world, ignore_errors=True)
     os.replace(tmp, world)
@@ -136,10 +142,28 @@ def eval_dir(out: Path, cell: Cell, seed: int) -> Path:
     return out / "eval" / cell.eval_key / f"seed{seed}"
 
 
+def score_tasks(pipe, world, out_dir: Path, tier: Tier, model_id: str) -> dict:
+    """The six micro-benchmarks of ``pipe`` on ``world``'s evaluation sets, answers under ``out_dir/<task>/``:
+    {"scores": {task: main metric}, "pope_accuracy", "pope_f1_undefined"}."""
+    from qmamba.eval.runner import run_eval
+
+    scores, pope_accuracy, pope_f1_undefined = {}, None, False
+    for task in TASKS:
+        task_dir = run_eval(pipe, task, **eval_job(world, task), out_dir=out_dir, batch_size=tier.eval_batch_size,
+                            max_new_tokens=tier.max_new_tokens, model_id=model_id, show_progress=False)
+        metrics = json.loads((task_dir / "metrics.json").read_text())
+        scores[task] = metrics.get("main")
+        if task == "pope":  # F1 is undefined when no answer is "yes": recall 0, so F1 0 by the usual convention
+            pope_accuracy = metrics["metrics"].get("accuracy_mean_of_splits")
+            pope_f1_undefined, scores[task] = scores[task] is None, scores[task] or 0.0
+    return {"scores": scores, "pope_accuracy": pope_accuracy, "pope_f1_undefined": pope_f1_undefined}
+
+
 def evaluate(out: Path, tier: Tier, cell: Cell, seed: int, world, device: str | None) -> dict:
     """The six micro-benchmarks of the cell's model (shared by every cell with its ``eval_key``):
-    {"model", "scores": {task: main metric}, "pope_accuracy", "seconds"}, kept in ``scores.json``."""
-    from qmamba.eval.runner import run_eval
+    {"model", "scores": {task: main metric}, "pope_accuracy", "pope_f1_undefined", "seconds"}, kept in
+    ``scores.json``. A tier with a held-out style also scores its copies of the evaluation sets (answers under
+    ``style-<name>/<task>/``) into "heldout_style" and "heldout": the same keys as above, less "model"."""
     from qmamba.pipeline import Pipeline
 
     here = eval_dir(out, cell, seed)
@@ -151,18 +175,12 @@ def evaluate(out: Path, tier: Tier, cell: Cell, seed: int, world, device: str | 
     if cell.infer:
         model = inference_model(model, here / "model", cell.infer)
     pipe = Pipeline.from_pretrained(model, device=device)
-    scores, pope_accuracy, pope_f1_undefined = {}, None, False
-    for task in TASKS:
-        task_dir = run_eval(pipe, task, **eval_job(world, task), out_dir=here, batch_size=tier.eval_batch_size,
-                            max_new_tokens=tier.max_new_tokens, model_id=cell.eval_key, show_progress=False)
-        metrics = json.loads((task_dir / "metrics.json").read_text())
-        scores[task] = metrics.get("main")
-        if task == "pope":  # F1 is undefined when no answer is "yes": recall 0, so F1 0 by the usual convention
-            pope_accuracy = metrics["metrics"].get("accuracy_mean_of_splits")
-            pope_f1_undefined, scores[task] = scores[task] is None, scores[task] or 0.0
-    done = {"model": str(model), "scores": scores, "pope_accuracy": pope_accuracy,
-            "pope_f1_undefined": pope_f1_undefined,
-            "seconds": {"train_or_load": round(t1 - t0, 3), "eval": round(time.perf_counter() - t1, 3)}}
+    done = {"model": str(model), **score_tasks(pipe, world, here, tier, cell.eval_key)}
+    style = tier.heldout_style
+    if style is not None:
+        done["heldout_style"] = style
+        done["heldout"] = score_tasks(pipe, world.styled(style), here / f"style-{style}", tier, cell.eval_key)
+    done["seconds"] = {"train_or_load": round(t1 - t0, 3), "eval": round(time.perf_counter() - t1, 3)}
     write_json_atomic(here / "scores.json", done)
     return done
 
