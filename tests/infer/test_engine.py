@@ -162,3 +162,30 @@ def test_background_thread_streams_and_bad_requests_end_alone():
         engine.stop(60)
     assert bad.finish_reason == "error" and bad.error is not None
     assert got == good.tokens == alone(model, ids, max_new_tokens=6)
+
+
+def test_decode_seam_sees_bucketed_slot_rows_and_a_failing_step_ends_only_its_batch():
+    model = tiny(MAMBA1)
+    rows, fail = [], [False]
+
+    def decode(tokens, cache):  # where a CUDA-graph decoder plugs in: the first B slots, B a bucket
+        rows.append((tokens.shape[0], cache.batch_size))
+        if fail[0]:
+            raise RuntimeError("device lost")
+        return model.step(tokens, cache)
+
+    engine = Engine(model, num_slots=6, decode=decode)
+    handles = [engine.submit(Request(prompt(3, i), config=GenerationConfig(max_new_tokens=4))) for i in range(3)]
+    engine.step()
+    handles[1].cancel()
+    engine.step()  # slots 0 and 2 run: rows 0..3
+    assert rows == [(4, 4), (4, 4)]
+    fail[0] = True
+    with pytest.raises(RuntimeError, match="device lost"):
+        engine.step()
+    assert [h.finish_reason for h in handles] == ["error", "cancelled", "error"] and not engine.has_work
+    fail[0] = False
+    ids = prompt(5, 7)
+    after = engine.submit(Request(ids, config=GenerationConfig(max_new_tokens=3)))
+    engine.run_until_idle()
+    assert after.tokens == alone(model, ids, max_new_tokens=3) and rows[-1] == (1, 1)

@@ -130,8 +130,13 @@ class Engine:
             if not running:
                 return 0
             rows = min(bucket_size(running[-1][0] + 1, self.buckets), self.num_slots)
-            logits = self.decode(self.tokens[:rows], self.cache.first_rows(rows))  # (B, v)
-            self._choose_all(running, logits)
+            try:
+                logits = self.decode(self.tokens[:rows], self.cache.first_rows(rows))  # (B, v)
+                self._choose_all(running, logits)
+            except Exception as err:  # the batch cannot go on: its requests end with the error, the engine stays
+                for slot, _ in running:
+                    self._free(slot, "error", err)
+                raise
             self._reap()
             return len(running)
 
@@ -167,7 +172,10 @@ class Engine:
                     self._wake.wait()
                 if self._stopping:
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception:  # already reported to the requests it ended; the next ones may still run
+                continue
 
     # ------------------------------------------------------------------ internals (under the lock)
     def _reap(self) -> None:
