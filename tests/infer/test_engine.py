@@ -189,3 +189,37 @@ def test_decode_seam_sees_bucketed_slot_rows_and_a_failing_step_ends_only_its_ba
     after = engine.submit(Request(ids, config=GenerationConfig(max_new_tokens=3)))
     engine.run_until_idle()
     assert after.tokens == alone(model, ids, max_new_tokens=3) and rows[-1] == (1, 1)
+
+
+def test_concurrent_clients_on_the_background_thread_get_their_answers_alone():
+    torch.manual_seed(5)
+    model = tiny(MAMBA2)
+    engine = Engine(model, num_slots=3, max_queue=16)
+    cases = [(prompt(2 + i % 5, 20 + i), 3 + i % 4) for i in range(10)]
+    got: dict[int, list[int]] = {}
+
+    def client(i: int) -> None:
+        ids, new = cases[i]
+        handle = engine.submit(Request(ids, config=GenerationConfig(max_new_tokens=new)))
+        got[i] = list(handle)  # streamed while the engine steps on its own thread
+
+    def leaver() -> None:  # a client that goes away after two tokens
+        handle = engine.submit(Request(prompt(4, 99), config=GenerationConfig(max_new_tokens=100)))
+        for n, _ in enumerate(handle, 1):
+            if n == 2:
+                handle.cancel()
+        got[-1] = handle.finish_reason
+
+    engine.start()
+    try:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(cases))]
+        threads.append(threading.Thread(target=leaver))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        engine.stop(60)
+    assert got.pop(-1) == "cancelled"
+    assert got == {i: alone(model, ids, max_new_tokens=new) for i, (ids, new) in enumerate(cases)}
+    assert not engine.has_work

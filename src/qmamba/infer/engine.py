@@ -24,8 +24,9 @@ The seam for CUDA graphs: ``decode`` (default: ``model.step``) is called with th
 B in ``buckets``; a graphed decoder captures ``model.step`` once per bucket over a static token buffer and
 those same views, and replays it. Token choice then reads the logits as here.
 
-Threads: ``submit`` and ``cancel`` may be called from any thread; ``step`` from one thread at a time (``start``
-runs it on a background thread until ``stop``). Greedy answers equal ``generate(model, ...)`` of each request
+Threads: ``submit`` and ``cancel`` may be called from any thread and never wait for a running step (the queue
+has its own lock); ``step`` runs on one thread at a time (``start`` runs it on a background thread until
+``stop``). Greedy answers equal ``generate(model, ...)`` of each request
 alone; a seeded sampled request draws the same tokens whatever runs beside it.
 
 The model takes part through the protocol of ``infer.loop`` (``prefill``, ``step``, ``generation_vocab_size``,
@@ -74,8 +75,9 @@ class Engine:
         self.slots: list[RequestHandle | None] = [None] * num_slots
         self.queue: deque[RequestHandle] = deque()
         self._ids = itertools.count()
-        self._lock = threading.RLock()
-        self._wake = threading.Condition(self._lock)
+        self._lock = threading.RLock()  # the slots and their buffers: held by a step
+        self._queue_lock = threading.Lock()  # the queue alone: submit never waits for a step
+        self._wake = threading.Condition(self._queue_lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -86,7 +88,7 @@ class Engine:
         if request.config.stop_strings and self.tokenizer is None:
             raise ConfigError("this request has stop_strings but the engine has no tokenizer: "
                               "pass tokenizer=... to Engine")
-        with self._lock:
+        with self._queue_lock:
             if len(self.queue) >= self.max_queue:
                 raise QueueFull(f"{len(self.queue)} requests are waiting (max_queue={self.max_queue}) and "
                                 f"{self.num_running} of {self.num_slots} slots run; retry later")
@@ -97,8 +99,10 @@ class Engine:
             return handle
 
     def cancel(self, handle: RequestHandle) -> None:
-        """End ``handle`` with 'cancelled': at once when no step is running, else at the next step boundary."""
+        """End ``handle`` with 'cancelled': at once while it waits or when no step is running, else at the
+        next step boundary."""
         handle.cancel_requested = True
+        self._reap_queue()
         if self._lock.acquire(blocking=False):
             try:
                 with torch.inference_mode():  # the slot buffers are inference tensors
@@ -158,7 +162,7 @@ class Engine:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        with self._lock:
+        with self._queue_lock:
             self._stopping = True
             self._wake.notify_all()
         if self._thread is not None:
@@ -167,7 +171,7 @@ class Engine:
 
     def _loop(self) -> None:
         while True:
-            with self._lock:
+            with self._queue_lock:
                 while not self.has_work and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
@@ -178,14 +182,20 @@ class Engine:
                 continue
 
     # ------------------------------------------------------------------ internals (under the lock)
-    def _reap(self) -> None:
-        """End cancelled and expired requests, queued or running; free their slots."""
+    def _reap_queue(self) -> None:
+        """End cancelled and expired requests that wait."""
         now = self.clock()
-        for handle in list(self.queue):
-            reason = self._ended(handle, now)
-            if reason:
-                self.queue.remove(handle)
-                handle.finish(reason)
+        with self._queue_lock:
+            for handle in list(self.queue):
+                reason = self._ended(handle, now)
+                if reason:
+                    self.queue.remove(handle)
+                    handle.finish(reason)
+
+    def _reap(self) -> None:
+        """End cancelled and expired requests, waiting or running; free their slots."""
+        self._reap_queue()
+        now = self.clock()
         for i, handle in enumerate(self.slots):
             if handle is not None:
                 reason = self._ended(handle, now)
@@ -210,8 +220,11 @@ class Engine:
 
     def _admit(self) -> None:
         """Move waiting requests into free slots: prefill alone, write the state into the slot, first token."""
-        while self.queue and None in self.slots:
-            handle = self.queue.popleft()
+        while None in self.slots:
+            with self._queue_lock:
+                if not self.queue:
+                    return
+                handle = self.queue.popleft()
             slot = self.slots.index(None)
             try:
                 logits = self._prefill_into(handle, slot)
