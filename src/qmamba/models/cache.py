@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qmamba.errors import InputError
+
 
 @dataclass
 class LayerState:
@@ -60,6 +62,24 @@ class MambaCache:
             dst.conv_state[:b].copy_(src.conv_state)
             dst.ssm_state[:b].copy_(src.ssm_state)
         self.seqlen_offset = source.seqlen_offset
+
+    def write_rows(self, source: MambaCache, rows: Tensor | list[int]) -> None:
+        """Copy ``source``'s k rows into rows ``rows`` (k slot indices) of these buffers, in place: the other rows
+        and the buffers themselves stay, so a decode batch over these buffers keeps its rows (and any captured
+        graph stays valid) while one row's sequence is replaced. ``seqlen_offset`` is left as it is."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.layers[0].conv_state.device)  # (k,)
+        if index.numel() != source.batch_size:
+            raise InputError(f"{index.numel()} slot indices for a source of {source.batch_size} rows")
+        for dst, src in zip(self.layers, source.layers):
+            dst.conv_state.index_copy_(0, index, src.conv_state.to(dst.conv_state.dtype))
+            dst.ssm_state.index_copy_(0, index, src.ssm_state.to(dst.ssm_state.dtype))
+
+    def clear_rows(self, rows: Tensor | list[int]) -> None:
+        """Zero rows ``rows`` of every state (a freed slot), in place."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.layers[0].conv_state.device)  # (k,)
+        for layer in self.layers:
+            layer.conv_state.index_fill_(0, index, 0)
+            layer.ssm_state.index_fill_(0, index, 0)
 
     def select_rows(self, rows: Tensor) -> None:
         """Keep only batch rows ``rows`` (e.g. after some sequences finished)."""

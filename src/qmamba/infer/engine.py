@@ -1,0 +1,294 @@
+"""Continuous batching over fixed-size Mamba states: requests join and leave one running decode batch.
+
+A Mamba sequence's whole past is a fixed-size state, so requests that arrive at different times can share a
+decode batch without a paged cache. The engine holds ``num_slots`` rows of one cache, allocated once:
+
+    slots      cache = model.allocate_inference_cache(num_slots): conv (S, conv_dim, d_conv), ssm (S, ...) per layer
+    tokens     (S,) each slot's next input token (0 in a free slot)
+    queue      waiting requests, at most ``max_queue`` (``submit`` raises ``QueueFull`` past it)
+
+    engine.step():
+        1. end cancelled and expired requests (queued or running): their slots are free again
+        2. admit waiting requests into free slots (lowest first): each one's prefill (vision encoder, connector,
+           LM prefill) runs alone into a fresh one-row cache whose states are then written into its slot
+           (``cache.write_rows``); its first token is chosen from the prefill's logits and streamed
+        3. one decode step for the slots 0 .. B-1, B the smallest bucket holding every running slot:
+           ``decode(tokens[:B], cache.first_rows(B))`` -> logits (B, v); rows of free slots are computed and
+           ignored. Each running request chooses its token with its own settings and generator, streams it, and
+           ends on eos, a stop string or max_new_tokens; its slot is freed (and zeroed) at once
+
+Rows never move: a request keeps its slot from admission to its end, so nothing is copied when the batch
+changes, and the decode step always reads and writes the same buffers (the views of ``first_rows``).
+
+The seam for CUDA graphs: ``decode`` (default: ``model.step``) is called with the slot cache's first B rows for
+B in ``buckets``; a graphed decoder captures ``model.step`` once per bucket over a static token buffer and
+those same views, and replays it. Token choice then reads the logits as here.
+
+Threads: ``submit`` and ``cancel`` may be called from any thread and never wait for a running step (the queue
+has its own lock); ``step`` runs on one thread at a time (``start`` runs it on a background thread until
+``stop``). Greedy answers equal ``generate(model, ...)`` of each request
+alone; a seeded sampled request draws the same tokens whatever runs beside it.
+
+The model takes part through the protocol of ``infer.loop`` (``prefill``, ``step``, ``generation_vocab_size``,
+``allocate_inference_cache``); the cache it returns must offer ``write_rows``, ``clear_rows`` and ``first_rows``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from qmamba.errors import ConfigError
+from qmamba.infer.cuda_graph import BUCKETS, bucket_size, check_decodable, model_device
+from qmamba.infer.request import QueueFull, Request, RequestHandle
+from qmamba.infer.sampling import next_tokens
+
+DecodeFn = Callable[[Tensor, Any], Tensor]  # (tokens (B,), cache of B rows) -> logits (B, v), advancing the cache
+
+
+class Engine:
+    """Continuous batching of ``model`` over ``num_slots`` state rows (see the module docstring).
+
+    ``tokenizer``: needed by requests with stop strings. ``clock``: seconds, for deadlines (``time.monotonic``).
+    ``decode``: the decode step over the first B slots (default ``model.step``; the seam for CUDA graphs)."""
+
+    def __init__(self, model, num_slots: int = 8, max_queue: int = 64, tokenizer=None,
+                 buckets: tuple[int, ...] = BUCKETS, decode: DecodeFn | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        check_decodable(model)
+        if num_slots < 1 or max_queue < 0:
+            raise ConfigError(f"num_slots must be >= 1 and max_queue >= 0, got {num_slots} and {max_queue}")
+        self.model, self.tokenizer, self.clock = model, tokenizer, clock
+        self.num_slots, self.max_queue, self.buckets = num_slots, max_queue, tuple(buckets)
+        self.decode = decode or model.step
+        self.device = model_device(model)
+        with torch.inference_mode():
+            self.cache = model.allocate_inference_cache(num_slots, device=self.device)
+            self.tokens = torch.zeros(num_slots, dtype=torch.long, device=self.device)  # (S,)
+        self.slots: list[RequestHandle | None] = [None] * num_slots
+        self.queue: deque[RequestHandle] = deque()
+        self._ids = itertools.count()
+        self._lock = threading.RLock()  # the slots and their buffers: held by a step
+        self._queue_lock = threading.Lock()  # the queue alone: submit never waits for a step
+        self._wake = threading.Condition(self._queue_lock)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ callers' side
+    def submit(self, request: Request) -> RequestHandle:
+        """Queue ``request``; it starts at a coming step boundary. Raises ``QueueFull`` when ``max_queue``
+        requests already wait."""
+        if request.config.stop_strings and self.tokenizer is None:
+            raise ConfigError("this request has stop_strings but the engine has no tokenizer: "
+                              "pass tokenizer=... to Engine")
+        with self._queue_lock:
+            if len(self.queue) >= self.max_queue:
+                raise QueueFull(f"{len(self.queue)} requests are waiting (max_queue={self.max_queue}) and "
+                                f"{self.num_running} of {self.num_slots} slots run; retry later")
+            deadline = self.clock() + request.timeout if request.timeout is not None else None
+            handle = RequestHandle(next(self._ids), request, deadline, self)
+            self.queue.append(handle)
+            self._wake.notify()
+            return handle
+
+    def cancel(self, handle: RequestHandle) -> None:
+        """End ``handle`` with 'cancelled': at once while it waits or when no step is running, else at the
+        next step boundary."""
+        handle.cancel_requested = True
+        self._reap_queue()
+        if self._lock.acquire(blocking=False):
+            try:
+                with torch.inference_mode():  # the slot buffers are inference tensors
+                    self._reap()
+            finally:
+                self._lock.release()
+
+    @property
+    def num_running(self) -> int:
+        return sum(h is not None for h in self.slots)
+
+    @property
+    def num_queued(self) -> int:
+        return len(self.queue)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.queue) or self.num_running > 0
+
+    # ------------------------------------------------------------------ one step
+    @torch.inference_mode()
+    def step(self) -> int:
+        """End, admit, then one decode step for every running request (see the module docstring). Returns
+        the number of requests that ran the decode step."""
+        with self._lock:
+            self._reap()
+            self._admit()
+            running = [(i, h) for i, h in enumerate(self.slots) if h is not None]
+            if not running:
+                return 0
+            rows = min(bucket_size(running[-1][0] + 1, self.buckets), self.num_slots)
+            try:
+                logits = self.decode(self.tokens[:rows], self.cache.first_rows(rows))  # (B, v)
+                self._choose_all(running, logits)
+            except Exception as err:  # the batch cannot go on: its requests end with the error, the engine stays
+                for slot, _ in running:
+                    self._free(slot, "error", err)
+                raise
+            self._reap()
+            return len(running)
+
+    def run_until_idle(self, max_steps: int | None = None) -> int:
+        """Step until no request waits or runs (or ``max_steps``); returns the steps taken."""
+        steps = 0
+        while self.has_work and (max_steps is None or steps < max_steps):
+            self.step()
+            steps += 1
+        return steps
+
+    # ------------------------------------------------------------------ a background thread
+    def start(self) -> None:
+        """Run ``step`` on a daemon thread whenever there is work, until ``stop``."""
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="qmamba-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        with self._queue_lock:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._queue_lock:
+                while not self.has_work and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+            try:
+                self.step()
+            except Exception:  # already reported to the requests it ended; the next ones may still run
+                continue
+
+    # ------------------------------------------------------------------ internals (under the lock)
+    def _reap_queue(self) -> None:
+        """End cancelled and expired requests that wait."""
+        now = self.clock()
+        with self._queue_lock:
+            for handle in list(self.queue):
+                reason = self._ended(handle, now)
+                if reason:
+                    self.queue.remove(handle)
+                    handle.finish(reason)
+
+    def _reap(self) -> None:
+        """End cancelled and expired requests, waiting or running; free their slots."""
+        self._reap_queue()
+        now = self.clock()
+        for i, handle in enumerate(self.slots):
+            if handle is not None:
+                reason = self._ended(handle, now)
+                if reason:
+                    self._free(i, reason)
+
+    @staticmethod
+    def _ended(handle: RequestHandle, now: float) -> str | None:
+        if handle.cancel_requested:
+            return "cancelled"
+        if handle.deadline is not None and now >= handle.deadline:
+            return "deadline"
+        return None
+
+    def _free(self, slot: int, reason: str, error: BaseException | None = None) -> None:
+        handle = self.slots[slot]
+        self.slots[slot] = None
+        self.tokens[slot] = 0
+        self.cache.clear_rows([slot])
+        if handle is not None:
+            handle.finish(reason, error)
+
+    def _admit(self) -> None:
+        """Move waiting requests into free slots: prefill alone, write the state into the slot, first token."""
+        while None in self.slots:
+            with self._queue_lock:
+                if not self.queue:
+                    return
+                handle = self.queue.popleft()
+            slot = self.slots.index(None)
+            try:
+                logits = self._prefill_into(handle, slot)
+            except Exception as err:  # a bad request ends alone; the batch goes on
+                handle.finish("error", err)
+                continue
+            self.slots[slot], handle.slot = handle, slot
+            self._choose(slot, handle, logits.float())
+
+    def _prefill_into(self, handle: RequestHandle, slot: int) -> Tensor:
+        """The request's prefill into a fresh one-row cache, copied into ``slot``; returns its logits (1, v)."""
+        req = handle.request
+        ids = req.input_ids.to(self.device)[None]  # (1, l)
+        inputs = {} if req.pixel_values is None else {"pixel_values": req.pixel_values.to(self.device)}
+        logits, cache = self.model.prefill(ids, **inputs)  # (1, v)
+        self.cache.write_rows(cache, [slot])
+        prompt = ids[ids >= 0]  # negative ids are placeholders (e.g. an image), not tokens
+        handle.seen = torch.zeros(1, logits.shape[-1], dtype=torch.bool, device=self.device)
+        handle.seen[0, prompt] = True
+        seed = req.config.seed
+        handle.generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        return logits
+
+    def _choose_all(self, running: list[tuple[int, RequestHandle]], logits: Tensor) -> None:
+        """Each running request's next token from its row of ``logits`` (B, v)."""
+        logits = logits.float()
+        greedy = logits[:, :self.model.generation_vocab_size].argmax(-1).tolist()  # (B,): one sync
+        for slot, handle in running:
+            cfg = handle.request.config
+            if self.slots[slot] is not handle:  # ended by its own callback meanwhile
+                continue
+            if not cfg.do_sample and cfg.repetition_penalty == 1.0:
+                self._take(slot, handle, greedy[slot])
+            else:
+                self._choose(slot, handle, logits[slot:slot + 1])
+
+    def _choose(self, slot: int, handle: RequestHandle, logits: Tensor) -> None:
+        """The token of one request from its logits (1, v) float, with its settings and generator."""
+        logits = logits.clone()
+        logits[:, self.model.generation_vocab_size:] = float("-inf")
+        token = next_tokens(logits, handle.seen, handle.request.config, handle.generator)  # (1,)
+        self._take(slot, handle, int(token))
+
+    def _take(self, slot: int, handle: RequestHandle, token: int) -> None:
+        """Record and stream ``token``; end the request on eos, a stop string or max_new_tokens."""
+        handle.seen[0, token] = True
+        self.tokens[slot] = token
+        try:
+            handle.emit(token)
+        except Exception as err:  # the caller's callback failed (e.g. its client went away)
+            self._free(slot, "cancelled", err)
+            return
+        reason = self._stop_reason(handle, token)
+        if reason:
+            self._free(slot, reason)
+
+    def _stop_reason(self, handle: RequestHandle, token: int) -> str | None:
+        cfg = handle.request.config
+        if token in cfg.eos_ids():
+            return "eos"
+        if cfg.stop_strings:
+            text = self.tokenizer.decode(handle.tokens)
+            if any(s in text for s in cfg.stop_strings):
+                return "stop"
+        if len(handle.tokens) >= cfg.max_new_tokens:
+            return "length"
+        return None
