@@ -27,7 +27,6 @@ class QuickstartConfig:
     n_align: int = 3000
     n_finetune: int = 3000
     n_eval: int = 100
-    n_eval_pope: int = 50  # POPE-like asks 18 questions an image: half the images keep its noise under 2 points
     align_epochs: float = 1.0
     finetune_epochs: float = 2.0
     align_lr: float = 1e-3
@@ -79,8 +78,7 @@ def run_quickstart(q: QuickstartConfig) -> dict:
     out = Path(q.out)
     t0 = time.perf_counter()
     manifest = synthesize(out / "world", seed=q.seed, n_align=q.n_align, n_finetune=q.n_finetune,
-                          n_eval=q.n_eval, eval_sizes={"pope": min(q.n_eval, q.n_eval_pope)},
-                          overwrite=True, progress=True)
+                          n_eval=q.n_eval, overwrite=True, progress=True)
     q.timings["data_s"] = time.perf_counter() - t0
     log.info("quickstart: micro-world written in %.0f s", q.timings["data_s"])
     t0 = time.perf_counter()

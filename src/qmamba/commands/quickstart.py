@@ -20,8 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-align", type=int, default=d.n_align, help="align-stage images")
     p.add_argument("--n-finetune", type=int, default=d.n_finetune, help="finetune-stage images")
     p.add_argument("--n-eval", type=int, default=d.n_eval, help="images per evaluation set")
-    p.add_argument("--n-eval-pope", type=int, default=d.n_eval_pope,
-                   help="images of the POPE-like set (18 questions each; at most --n-eval)")
     p.add_argument("--align-epochs", type=float, default=d.align_epochs)
     p.add_argument("--finetune-epochs", type=float, default=d.finetune_epochs)
     p.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
@@ -34,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     q = QuickstartConfig(out=args.out, preset=args.preset, seed=args.seed, n_align=args.n_align,
-                         n_finetune=args.n_finetune, n_eval=args.n_eval, n_eval_pope=args.n_eval_pope,
-                         align_epochs=args.align_epochs,
+                         n_finetune=args.n_finetune, n_eval=args.n_eval, align_epochs=args.align_epochs,
                          finetune_epochs=args.finetune_epochs, device=args.device)
     result = run_quickstart(q)
     print("\nmicro-benchmarks (scored by the official rules; chance = an answer that ignores the image)")
