@@ -80,15 +80,20 @@ def run_quickstart(q: QuickstartConfig) -> dict:
     manifest = synthesize(out / "world", seed=q.seed, n_align=q.n_align, n_finetune=q.n_finetune,
                           n_eval=q.n_eval, overwrite=True, progress=True)
     q.timings["data_s"] = time.perf_counter() - t0
+    log.info("quickstart: micro-world written in %.0f s", q.timings["data_s"])
     t0 = time.perf_counter()
     model_dir = train(parse_config(train_config(q, out / "world"), "quickstart"))
     q.timings["train_s"] = time.perf_counter() - t0
+    log.info("quickstart: trained in %.0f s", q.timings["train_s"])
     t0 = time.perf_counter()
     scores = {}
     for task in TASKS:
+        t_task = time.perf_counter()
         task_dir = run_eval(model_dir, task, **eval_job(manifest, task), out_dir=out / "eval",
                             batch_size=q.eval_batch_size, max_new_tokens=16, device=q.device, model_id=q.preset)
         scores[task] = json.loads((task_dir / "metrics.json").read_text())
+        q.timings[f"eval_{task}_s"] = time.perf_counter() - t_task
+        log.info("quickstart: %s scored in %.0f s", task, q.timings[f"eval_{task}_s"])
     q.timings["eval_s"] = time.perf_counter() - t0
     return {"model": str(model_dir), "scores": scores, "chance": chance_levels(manifest),
             "report": write_report([out / "eval"]), "timings": q.timings, "manifest": manifest}
