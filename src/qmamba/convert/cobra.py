@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from qmamba.convert.prismatic import RunDir, build, chat_template, read_run_dir, save
+from qmamba.convert.prismatic import RunDir, build, chat_template, provenance, read_run_dir, save
 from qmamba.errors import ConfigError
 from qmamba.models.connectors import MLPConfig
 from qmamba.models.presets import get_preset
@@ -56,7 +56,5 @@ def convert_cobra(run_dir: str | Path, dinov2: str | Path, siglip: str | Path, l
     config.image_position, config.chat_template = "prefix", chat_template(str(run.model.get("llm_backbone_id", "")))
     model = build(run, config, *cobra_keys(run), dinov2, siglip, dtype)
     if out is not None:
-        save(model, out, llm_tokenizer, {"peer": "cobra", "run_dir": str(run.path), "checkpoint": str(run.file),
-                                         "model_id": run.model.get("model_id"), "dinov2": str(dinov2),
-                                         "siglip": str(siglip), "preset": preset})
+        save(model, out, llm_tokenizer, provenance("cobra", run, dinov2, siglip, preset))
     return model

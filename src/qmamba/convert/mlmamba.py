@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from qmamba.convert.prismatic import RunDir, build, read_run_dir, save
+from qmamba.convert.prismatic import RunDir, build, provenance, read_run_dir, save
 from qmamba.models.presets import get_preset
 
 MODULES = ("mlp", "bidirectional_mamba", "projector", "llm_backbone")
@@ -45,7 +45,5 @@ def convert_mlmamba(run_dir: str | Path, dinov2: str | Path, siglip: str | Path,
     config.image_position, config.chat_template = "prefix", "zephyr"
     model = build(run, config, *mlmamba_keys(run), dinov2, siglip, dtype)
     if out is not None:
-        save(model, out, llm_tokenizer, {"peer": "mlmamba", "run_dir": str(run.path), "checkpoint": str(run.file),
-                                         "model_id": run.model.get("model_id"), "dinov2": str(dinov2),
-                                         "siglip": str(siglip), "preset": preset})
+        save(model, out, llm_tokenizer, provenance("mlmamba", run, dinov2, siglip, preset))
     return model

@@ -187,3 +187,9 @@ def save(model: MultimodalModel, out: str | Path, tokenizer_dir: str | Path | No
     model.save_pretrained(out, tokenizer=tokenizer, dtype=None)  # each tensor as the model holds it (--dtype)
     write_json(out / "converted_from.json", provenance)
     return out
+
+
+def provenance(peer: str, run: RunDir, dinov2: str | Path, siglip: str | Path, preset: str) -> dict:
+    """What ``converted_from.json`` records: the peer, its run directory and checkpoint, the towers, the preset."""
+    return {"peer": peer, "run_dir": str(run.path), "checkpoint": str(run.file), "model_id": run.model.get("model_id"),
+            "dinov2": str(dinov2), "siglip": str(siglip), "preset": preset}

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 from qmamba.errors import ConfigError
 from qmamba.micro.sizes import SMALL, cache_dir, is_built
+from qmamba.quickstart import QuickstartConfig
+
+_QUICKSTART = QuickstartConfig()
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,17 @@ class Tier:
     llm: str
     vision: str
     n_patches: int
-    n_align: int = 3000
-    n_finetune: int = 3000
-    n_eval: int = 100
+    # the schedule defaults to the quickstart's (the tiny tier is the quickstart's world and schedule)
+    n_align: int = _QUICKSTART.n_align
+    n_finetune: int = _QUICKSTART.n_finetune
+    n_eval: int = _QUICKSTART.n_eval
     world_seed: int = 0  # the world is shared by every run and seed; seeds vary initialisation and data order
-    align_epochs: float = 1.0
-    finetune_epochs: float = 2.0
-    align_lr: float = 1e-3
-    finetune_lr: float = 1e-3
-    optimizer: str = "adamw"
-    batch_size: int = 32
+    align_epochs: float = _QUICKSTART.align_epochs
+    finetune_epochs: float = _QUICKSTART.finetune_epochs
+    align_lr: float = _QUICKSTART.align_lr
+    finetune_lr: float = _QUICKSTART.finetune_lr
+    optimizer: str = _QUICKSTART.optimizer
+    batch_size: int = _QUICKSTART.batch_size
     max_steps: int | None = None  # per stage; None: the epochs decide
     checkpoint_every_steps: int = 100
     eval_batch_size: int = 64
