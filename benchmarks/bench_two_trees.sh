@@ -3,17 +3,23 @@
 # time left: the same figures measured side by side, for a change that must not move them.
 #   here:  git archive <commit> src | tar -x -C .old   (.old is git-ignored; carry it with the call)
 #   there: BUDGET=560 bash benchmarks/bench_two_trees.sh [.old/src]
-# SECTIONS, REPEATS, NEW_S / OLD_S (each bench's limit, s) and TESTS_PATHS may be set; logs and JSON go to $OUT.
+# SECTIONS, REPEATS, PEERS (e.g. mamba_ssm: its wheels in .whl/ are installed to /tmp/site), NEW_S / OLD_S (each
+# bench's limit, s) and TESTS_PATHS may be set; logs and JSON go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OLD_SRC=${1:-.old/src}
 OUT=${OUT:-/tmp/qmamba-gpu}; mkdir -p "$OUT"
 T0=$(date +%s); BUDGET=${BUDGET:-560}
+SITE=""
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && SITE=/tmp/site
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 bench() {  # bench NAME SRC LIMIT
   local t; t=$(date +%s)
-  PYTHONPATH=$2 timeout "$3" python3 -m qmamba bench --only "${SECTIONS:-lm-mamba1,lm-mamba2,vqa}" \
-    --repeats "${REPEATS:-3}" --peers '' --out "$OUT/bench_$1.json" > "$OUT/bench_$1.log" 2>&1
+  PYTHONPATH=$2${SITE:+:$SITE} timeout "$3" python3 -m qmamba bench --only "${SECTIONS:-lm-mamba1,lm-mamba2,vqa}" \
+    --repeats "${REPEATS:-3}" --peers "${PEERS:-}" --out "$OUT/bench_$1.json" > "$OUT/bench_$1.log" 2>&1
   echo "$1: rc=$? $(( $(date +%s) - t )) s"
 }
 bench new "$PWD/src" "${NEW_S:-190}"
