@@ -60,6 +60,7 @@ class ChatService:
         stop = pipe.processor.template.stop
         self.eos_token_id = tok.eos_token_id  # the token an answer ends on, as Pipeline.chat's
         self.template_stops = [stop] if tok.convert_tokens_to_ids(stop) in (None, tok.unk_token_id) else []
+        self.max_token_chars = max(map(len, tok.get_vocab()), default=1)  # no token decodes to more characters
 
         self.running = False
 
@@ -74,6 +75,7 @@ class ChatService:
     # ------------------------------------------------------------------ one request
     def prepare(self, chat: ChatRequest) -> Prepared:
         """Images loaded and checked, the prompt rendered and tokenized; APIError(400) for what does not fit."""
+        self._check_length_early(chat)
         messages = [{"role": m.role, "content": [self._part(p) for p in m.parts]} for m in chat.messages]
         try:
             inputs = self.pipe.conversation_inputs(messages, None)
@@ -89,6 +91,16 @@ class ChatService:
                               "messages", "context_length_exceeded")
         visual = getattr(self.pipe.model, "num_visual_tokens", 1)
         return Prepared(ids, pixels, ids.numel() + images * (visual - 1))
+
+    def _check_length_early(self, chat: ChatRequest) -> None:
+        """Refuse a prompt that is surely too long before tokenizing it (or fetching its images): it has at least
+        one token per message and one per ``max_token_chars`` characters."""
+        limit = self.config.max_prompt_tokens
+        chars = sum(len(p) for m in chat.messages for p in m.parts if isinstance(p, str))
+        if limit is not None and max(len(chat.messages), chars // self.max_token_chars) > limit:
+            raise bad_request(f"the prompt has {len(chat.messages)} messages and {chars} characters: more than "
+                              f"this model's limit of {limit} tokens (--max-prompt-tokens); shorten the "
+                              f"conversation", "messages", "context_length_exceeded")
 
     def _part(self, part) -> dict:
         if isinstance(part, ImagePart):
