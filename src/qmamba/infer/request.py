@@ -40,6 +40,8 @@ class Request:
     timeout:      seconds from ``submit`` after which the request ends with 'deadline' (None: no deadline)
     on_token:     called with each new token id as it is chosen (on the thread that steps the engine); if it
                   raises, the request is cancelled (e.g. a client that went away)
+    on_finish:    called once with the finish reason when the request ends, on whichever thread ended it (a
+                  server wakes its event loop here); it must not raise
     """
 
     input_ids: Tensor
@@ -47,6 +49,7 @@ class Request:
     config: GenerationConfig = field(default_factory=GenerationConfig)
     timeout: float | None = None
     on_token: Callable[[int], None] | None = None
+    on_finish: Callable[[str], None] | None = None
 
     def __post_init__(self):
         ids = torch.as_tensor(self.input_ids, dtype=torch.long)
@@ -119,3 +122,5 @@ class RequestHandle:
         self.finish_reason, self.error, self.slot = reason, error, None
         self._events.put(_END)
         self._done.set()
+        if self.request.on_finish is not None:
+            self.request.on_finish(reason)
