@@ -86,7 +86,7 @@ def test_image_goes_into_the_next_turns_inputs(model_dir, pipe, monkeypatch, cap
     monkeypatch.setattr(Pipeline, "conversation_inputs", lambda self, messages, image=None: seen.append(
         inputs(self, messages, image)) or seen[-1])
     white_path = model_dir.parent / "white.png"
-    out, _ = chat(model_dir, monkeypatch, capsys, f"what ?\n/image {white_path}\ndescribe this object\n")
+    out, _ = chat(model_dir, monkeypatch, capsys, f"what ?\n/image '{white_path}'\ndescribe this object\n")  # quoted
     white = Image.open(white_path)
     assert out == replies(pipe, [user("what ?"), user("describe this object", white)])
     assert "pixel_values" not in seen[0]

@@ -82,7 +82,7 @@ class ChatSession:
             self.messages, self.pending, self.has_image, self.warned_long = [], None, False, False
             self.note("the conversation is reset")
         elif name == "/image":
-            self.attach(arg.strip())
+            self.attach(arg.strip().strip("'\""))  # a path dropped into a terminal may come quoted
         else:
             self.error(f"unknown command {name!r}: {COMMAND_HELP}")
         return True
@@ -185,6 +185,8 @@ def read_lines(interactive: bool):
         try:
             line = input("> ") if interactive else sys.stdin.readline()
         except (EOFError, KeyboardInterrupt):
+            if interactive:
+                print()  # the shell's prompt starts on a line of its own
             return
         if not interactive and not line:
             return
