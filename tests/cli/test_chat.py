@@ -141,19 +141,25 @@ def test_ctrl_c_at_the_prompt_leaves_with_0(model_dir, pipe, monkeypatch, capsys
     assert capsys.readouterr().out.splitlines() == [pipe.chat("how many ?", max_new_tokens=N)]
 
 
-def test_ctrl_c_during_an_answer_stops_it_and_keeps_the_history(model_dir, pipe, monkeypatch, capsys):
+def test_ctrl_c_during_an_answer_stops_it_where_it_stands(model_dir, pipe, monkeypatch, capsys):
     stream = Pipeline.stream
 
     def interrupted(self, messages, **gen):
-        if messages[-1]["content"] == "stop":
-            yield "one"
+        if messages[-1]["content"] in ("stop", "stop early"):
+            yield from [" one"] if messages[-1]["content"] == "stop" else []
             raise KeyboardInterrupt
         yield from stream(self, messages, **gen)
 
     monkeypatch.setattr(Pipeline, "stream", interrupted)
-    out, err = chat(model_dir, monkeypatch, capsys, "what ?\nstop\nhow many ?\n")
-    assert out == [*replies(pipe, [user("what ?")]), "one", replies(pipe, [user("what ?"), user("how many ?")])[1]]
-    assert err == ["[answer stopped; it is not kept in the conversation]"]
+    out, err = chat(model_dir, monkeypatch, capsys, "what ?\nstop\nhow many ?\nstop early\nwhat ?\n")
+    turns = [user("what ?"), user("stop"), user("how many ?")]
+    history, answers = [], []
+    for message in turns:  # the stopped answer is kept as it stands: "one"
+        answers.append("one" if message["content"] == "stop" else pipe.chat([*history, message], max_new_tokens=N))
+        history += [message, {"role": "assistant", "content": answers[-1]}]
+    last = pipe.chat([*history, user("what ?")], max_new_tokens=N)  # the turn stopped before any text: dropped
+    assert out == [*answers, "", last]
+    assert err == ["[answer stopped; the part shown stays in the conversation]", "[answer stopped; nothing is kept]"]
 
 
 def test_bad_options_fail_before_the_chat(model_dir, tmp_path, monkeypatch, capsys):

@@ -5,7 +5,7 @@
 Type a message and press Enter; the model answers with the whole conversation so far in view. Commands:
   /image PATH   attach an image to your next message (the model takes one image per conversation)
   /reset        forget the conversation and its image, and start a new one
-  /exit         leave (so do Ctrl-D and, at the prompt, Ctrl-C; Ctrl-C during an answer stops that answer)
+  /exit         leave (so do Ctrl-D and, at the prompt, Ctrl-C; Ctrl-C during an answer stops it there)
 Answers go to stdout, one line each; notes and errors go to stderr, so `qmamba chat ... < questions.txt`
 prints the answers alone. A bad command or image is one line of error, and the conversation goes on.
 """
@@ -119,27 +119,31 @@ class ChatSession:
 
     def turn(self, text: str) -> str | None:
         """Answer ``text`` after the history, printing the answer as it comes; the answer (None if the turn
-        failed or was stopped). The history keeps the answer as ``Pipeline.chat`` returns it (stripped)."""
+        failed). The history keeps the answer as ``Pipeline.chat`` returns it (stripped); an answer stopped with
+        Ctrl-C is kept as far as it went, as it stands on the screen (a turn stopped before any text is dropped)."""
         from qmamba.errors import QMambaError
 
-        history = [*self.messages, self.user_message(text)]
+        history, pieces = [*self.messages, self.user_message(text)], []
         try:
             self.warn_if_long(history)
-            answer = self.stream(history)
+            self.stream(history, pieces)
         except QMambaError as e:
             self.error(str(e))
             return None
         except KeyboardInterrupt:
             self.out.write("\n")
-            self.note("answer stopped; it is not kept in the conversation")
-            return None
+            kept = "".join(pieces).strip()
+            self.note("answer stopped; " + ("the part shown stays in the conversation" if kept else "nothing is kept"))
+            if not kept:
+                return None
+        answer = "".join(pieces).strip()
         self.messages = [*history, {"role": "assistant", "content": answer}]
         self.has_image, self.pending = self.has_image or self.pending is not None, None
         return answer
 
-    def stream(self, history: list[dict]) -> str:
-        """Print the answer's pieces as they are generated (leading whitespace dropped); the whole answer."""
-        pieces: list[str] = []
+    def stream(self, history: list[dict], pieces: list[str]) -> None:
+        """Print the answer's pieces as they are generated (leading whitespace dropped), appending them to
+        ``pieces``."""
         for piece in self.pipe.stream(history, **self.gen):
             shown = piece if "".join(pieces).strip() else piece.lstrip()
             pieces.append(piece)
@@ -147,7 +151,6 @@ class ChatSession:
             self.out.flush()
         self.out.write("\n")
         self.out.flush()
-        return "".join(pieces).strip()
 
     def warn_if_long(self, history: list[dict]) -> None:
         """Warn once per conversation when it grows past the length the model was trained on."""
