@@ -1,5 +1,6 @@
 """The chat page at / in headless Chromium, against the `qmamba serve` app on a free loopback port: an uploaded image and
-a question give the streamed answer `Pipeline.chat` gives (greedy), a follow-up is answered with the history, a
+a question give the streamed answer `Pipeline.chat` gives (greedy), a follow-up is answered with the history (and
+without it after New chat), a
 request the server refuses shows the server's message, Stop ends an answer and frees its slot; the page fetches
 nothing from elsewhere. Screenshots are kept under pytest's tmp dir and, if QMAMBA_ARTIFACTS is set, there.
 
@@ -8,6 +9,7 @@ own browser downloads are not used. Skipped, with the reason, when either is mis
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -137,6 +139,15 @@ def ask(page, text: str, image: Path | None = None, state: str = "done") -> str:
     return page.locator(".msg.assistant .text").nth(n).text_content()
 
 
+def paste(page, image: Path) -> None:
+    """Paste ``image`` into the message box, as Ctrl-V with an image on the clipboard does."""
+    page.evaluate("""(b64) => {
+        const data = new DataTransfer();
+        data.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], 'pasted.png', {type: 'image/png'}));
+        document.getElementById('input').dispatchEvent(new ClipboardEvent('paste', {clipboardData: data, bubbles: true}));
+    }""", base64.b64encode(image.read_bytes()).decode())
+
+
 def test_an_image_question_and_a_follow_up_get_pipeline_chats_answers(page, web_model, web_pipe, tmp_path):
     pipe, red = web_pipe, web_model.parent / "red.png"
     first = pipe.chat(QUESTION, image=red, max_new_tokens=N)
@@ -150,11 +161,17 @@ def test_an_image_question_and_a_follow_up_get_pipeline_chats_answers(page, web_
     assert all(s.startswith(f"{N} tokens · ") and " tokens/s · first token " in s for s in stats), stats
     assert page.locator(".msg.user img").get_attribute("src").startswith("data:image/png;base64,")
     screenshot(page, tmp_path, "web-chat.png")
+    page.click("#reset")  # New chat: no history, no image
+    assert page.locator(".msg").count() == 0
+    assert ask(page, FOLLOW_UP) == pipe.chat(FOLLOW_UP, max_new_tokens=N) != pipe.chat(history, image=red,
+                                                                                      max_new_tokens=N)
 
 
 def test_a_refused_request_shows_the_servers_message(page, server, web_model, tmp_path):
     first = ask(page, QUESTION, web_model.parent / "red.png")
-    page.set_input_files("#file", str(web_model.parent / "white.png"))
+    paste(page, web_model.parent / "white.png")  # a second image: this model takes one per conversation
+    page.wait_for_selector("#pending:not([hidden])")
+    assert page.text_content("#pending-name") == "pasted.png"
     page.fill("#input", FOLLOW_UP)
     page.press("#input", "Enter")
     page.wait_for_selector("#error:not([hidden])")

@@ -16,6 +16,7 @@ const state = {
   messages: [],      // the conversation as sent: {role, content}, user and assistant turns alternating
   pending: null,     // {url, name}: the image for the next message
   controller: null,  // the AbortController of the answer being streamed
+  conversation: 0,   // counts New chat presses: an answer that ends after one does not join the new conversation
 };
 
 class ServerError extends Error {}
@@ -91,16 +92,18 @@ async function ask(text) {
   hideError();
   setBusy(true);
   const controller = new AbortController();
+  const conversation = state.conversation;
+  const keep = (...turns) => { if (state.conversation === conversation) state.messages.push(...turns); };
   state.controller = controller;
   const run = { started: performance.now(), first: null, deltas: 0, usage: null, answer: "", drawing: false };
   try {
     await streamAnswer([...state.messages, user], controller.signal, run, reply.text);
-    state.messages.push(user, { role: "assistant", content: run.answer.trim() });
+    keep(user, { role: "assistant", content: run.answer.trim() });
     finish(reply, "done", stats(run));
   } catch (e) {
     if (e.name === "AbortError") {
       draw(run, reply.text);
-      if (run.answer.trim()) state.messages.push(user, { role: "assistant", content: run.answer.trim() });
+      if (run.answer.trim()) keep(user, { role: "assistant", content: run.answer.trim() });
       else finish(userView, "failed", "not sent");
       finish(reply, "stopped", `stopped${run.answer.trim() ? " (the partial answer stays in the conversation)" : ""}`);
     } else {
@@ -244,6 +247,7 @@ function imageOf(items) {
 
 function newChat() {
   if (state.controller) state.controller.abort();
+  state.conversation += 1;
   state.messages = [];
   for (const view of ui.log.querySelectorAll(".msg")) view.remove();
   ui.hint.hidden = false;
@@ -264,7 +268,7 @@ ui.input.addEventListener("keydown", (e) => {
     ui.form.requestSubmit();
   }
 });
-ui.input.addEventListener("paste", (e) => {
+document.addEventListener("paste", (e) => {
   const file = imageOf(e.clipboardData && e.clipboardData.items);
   if (file) { e.preventDefault(); attach(file); }
 });
