@@ -20,6 +20,7 @@ from qmamba import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("qmamba.commands.quickstart", "the whole pipeline at micro scale: data, training, six benchmarks"),
     "generate": ("qmamba.commands.generate", "answer a prompt about an image, or continue text with an LM"),
+    "chat": ("qmamba.commands.chat", "talk with a multimodal model in the terminal: /image PATH, /reset, /exit"),
     "serve": ("qmamba.commands.serve", "serve a model behind OpenAI's chat-completions API (continuous batching)"),
     "info": ("qmamba.commands.info", "show a model's config, parameter counts and visual-token count"),
     "eval": ("qmamba.commands.eval", "run, score and report the six benchmarks"),
