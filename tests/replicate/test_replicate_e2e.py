@@ -12,8 +12,10 @@ from PIL import Image
 
 import qmamba.eval.runner
 import qmamba.train.runner
+from qmamba.assets import resolve
 from qmamba.cli import main
 from qmamba.replicate import ReplicateOptions, replicate
+from qmamba.replicate.backbones import fingerprint
 from qmamba.replicate.findings import FINDINGS
 from qmamba.replicate.tiers import TIERS
 
@@ -89,6 +91,8 @@ def check_report(out, report: dict) -> None:
     md = (out / "report.md").read_text()
     assert "| Cobra (MLP) | 64 |" in md and "*paper: Cobra\\**" in md and " ± " in md and "*75.38*" in md
     assert "## Findings" in md and "Needs model support" in md
+    shipped = fingerprint((resolve(TINY.llm), resolve(TINY.vision)))
+    assert report["backbones"] == [{"fingerprint": shipped, "runs": 4}] and f"`{shipped}`: 4 run(s)" in md
     for name in ("table1.png", "pareto_tokens.png"):
         with Image.open(out / "plots" / name) as img:
             assert img.size[0] > 100

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from qmamba.eval.report import COLUMNS, TASK_ORDER
+from qmamba.replicate.backbones import builds_summary
 from qmamba.replicate.findings import Results, judge_all, seed_means
 from qmamba.replicate.paper import PAPER
 from qmamba.replicate.plots import interval_plot, pareto_plot
@@ -44,6 +45,12 @@ def load_results(out: Path, cells: list[Cell], seeds: list[int], heldout: bool =
                 if scores is not None:
                     results.setdefault((cell.experiment, cell.variant), {})[seed] = scores
     return results
+
+
+def load_backbones(out: Path, cells: list[Cell], seeds: list[int]) -> list[dict | None]:
+    """Each finished run's "backbones" record (None for runs recorded without one)."""
+    paths = [cell_dir(out, c, s) / RESULT for c in cells for s in seeds]
+    return [json.loads(p.read_text()).get("backbones") for p in paths if p.is_file()]
 
 
 def bench_latency(bench: dict | None, preset: str | None) -> float | None:
@@ -148,7 +155,7 @@ def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], benc
     findings = judge_all(results)
     plots = draw_plots(out, summaries)
     data = {"tier": tier, "tier_settings": settings, "seeds": seeds, "cells": summaries, "findings": findings,
-            "missing_runs": missing,
+            "missing_runs": missing, "backbones": builds_summary(load_backbones(out, cells, seeds)),
             "needs_model_support": list(MODEL_SUPPORT), "differences": list(DIFFERENCES),
             "plots": [str(p.relative_to(out)) for p in plots]}
     if heldout_style:
@@ -156,6 +163,20 @@ def write_report(out: Path, tier: str, cells: list[Cell], seeds: list[int], benc
     write_json_atomic(out / "report.json", data)
     (out / "report.md").write_text(render_markdown(data, bench is not None), encoding="utf-8")
     return data
+
+
+def backbones_lines(builds: list[dict]) -> list[str]:
+    """One line per distinct build of the backbones the runs were trained on (fingerprint of the weights)."""
+    if not builds:
+        return ["No finished runs."]
+    lines = [f"The runs were trained on {len(builds)} build(s) of the tier's backbones"
+             + (" (same recipe and seed, rebuilt on another machine: scores may differ a little between them)."
+                if len(builds) > 1 else ".")]
+    for b in builds:
+        figures = (b.get("gates") or {}).get("figures", {})
+        gates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in figures.items() if isinstance(v, (int, float)))
+        lines.append(f"- `{b['fingerprint']}`: {b['runs']} run(s)" + (f"; build gates: {gates}" if gates else ""))
+    return lines
 
 
 def render_markdown(data: dict, latency: bool) -> str:
@@ -189,6 +210,7 @@ def render_markdown(data: dict, latency: bool) -> str:
     elif not latency:
         lines += ["", "Latency: pass `--bench-json` (from `qmamba bench --only vqa --presets all --out F`) "
                   "to fill the time per answer."]
+    lines += ["", "## Backbones", "", *backbones_lines(data.get("backbones", []))]
     lines += ["", "## Differences from the paper's setup", "", *(f"- {m}" for m in data["differences"])]
     lines += ["", "## Needs model support", "", *(f"- {m}" for m in data["needs_model_support"])]
     if data["missing_runs"]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from qmamba.errors import ConfigError
 from qmamba.quickstart import TASKS, QuickstartConfig, eval_job, train_config
+from qmamba.replicate.backbones import backbones_record
 from qmamba.replicate.registry import Cell, TrainSpec
 from qmamba.replicate.tiers import Tier
 
@@ -52,10 +53,11 @@ def world_settings(tier: Tier) -> dict:
 def ensure_world(out: Path, tier: Tier):
     """The tier's micro-world under ``<out>/world``: loaded when it is there with the same settings, else made."""
     from qmamba.data.synth import SynthManifest, synthesize
+    from qmamba.data.synth.manifest import MANIFEST
 
     world, marker = out / "world", out / "world" / "replicate_world.json"
     want = world_settings(tier)
-    if marker.is_file():
+    if marker.is_file() and (world / MANIFEST).is_file():  # a marker alone (records carried elsewhere): remake
         have = json.loads(marker.read_text())
         if have != want:
             raise ConfigError(f"{world} was generated with {have}, this tier needs {want}: use another --out")
@@ -163,7 +165,8 @@ def evaluate(out: Path, tier: Tier, cell: Cell, seed: int, world, device: str | 
     """The six micro-benchmarks of the cell's model (shared by every cell with its ``eval_key``):
     {"model", "scores": {task: main metric}, "pope_accuracy", "pope_f1_undefined", "seconds"}, kept in
     ``scores.json``. A tier with a held-out style also scores its copies of the evaluation sets (answers under
-    ``style-<name>/<task>/``) into "heldout_style" and "heldout": the same keys as above, less "model"."""
+    ``style-<name>/<task>/``) into "heldout_style" and "heldout": the same keys as above, less "model".
+    "backbones": the fingerprint (and build gates) of the tier's backbones (``backbones.py``)."""
     from qmamba.pipeline import Pipeline
 
     here = eval_dir(out, cell, seed)
@@ -175,7 +178,8 @@ def evaluate(out: Path, tier: Tier, cell: Cell, seed: int, world, device: str | 
     if cell.infer:
         model = inference_model(model, here / "model", cell.infer)
     pipe = Pipeline.from_pretrained(model, device=device)
-    done = {"model": str(model), **score_tasks(pipe, world, here, tier, cell.eval_key)}
+    done = {"model": str(model), "backbones": backbones_record(tier.llm, tier.vision),
+            **score_tasks(pipe, world, here, tier, cell.eval_key)}
     style = tier.heldout_style
     if style is not None:
         done["heldout_style"] = style
