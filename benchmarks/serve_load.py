@@ -18,7 +18,7 @@ table gives the tokens that came back).
                requests sent / answered / failed (failures by class; the server's own count must agree)
     saturated  the best achieved answers/s as a fraction of the offline answers/s
 
-``--out DIR`` writes serve_load.json (and serve_load.png when matplotlib imports).
+``--out DIR`` writes serve_load_<model>.json (and a .png of latency against rate when matplotlib imports).
 """
 
 from __future__ import annotations
@@ -65,10 +65,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated arrival rates: answers/s, or NUMx for NUM times the offline answers/s")
     p.add_argument("--duration", type=float, default=15.0, help="seconds of arrivals per rate")
     p.add_argument("--requests", type=int, default=None, help="requests per rate (instead of --duration)")
+    p.add_argument("--all-rates", action="store_true",
+                   help="run every rate (default: stop after one achieving less than half its offered rate)")
     p.add_argument("--max-tokens", type=int, default=32, help="new tokens per answer")
     p.add_argument("--prompt", default="what is the shape ?", help="the question asked about each image")
     p.add_argument("--image-size", type=int, default=64, help="side of the random PNG images, in pixels")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one request may take")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (server and offline engine)")
+    p.add_argument("--check", action="store_true",
+                   help="only check that graphed decoding answers as eager decoding does (a few requests), then stop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="a directory for serve_load.json and serve_load.png")
     args = p.parse_args(argv)
@@ -156,7 +161,8 @@ def make_service(pipe, args, max_queue: int):
 
     config = ServeConfig(model=args.preset or args.model, served_model_name="load", num_slots=args.slots,
                          max_queue=max_queue, timeout=args.timeout, max_prompt_tokens=None,
-                         max_tokens_limit=args.max_tokens, default_max_tokens=args.max_tokens)
+                         max_tokens_limit=args.max_tokens, default_max_tokens=args.max_tokens,
+                         cuda_graphs=not args.no_cuda_graphs)
     return ChatService(pipe, config)
 
 
@@ -171,6 +177,48 @@ def engine_request(service, index: int, args):
 
 
 # ---------------------------------------------------------------------------------------------- offline
+def graphed(service):
+    """A decoder like the server's (CUDA graphs per bucket unless it runs eagerly), for another engine."""
+    from qmamba.infer.bucket_graphs import BucketGraphs
+
+    return BucketGraphs(service.pipe.model, use_graphs=service.decoder.use_graphs)
+
+
+def engine_like(service, num_slots: int, decode):
+    """An engine over the served model with ``num_slots`` slots and ``decode`` (its buckets captured now)."""
+    from qmamba.infer import Engine
+
+    engine = Engine(service.pipe.model, num_slots=num_slots, max_queue=1 << 30,
+                    tokenizer=service.pipe.processor.tokenizer, decode=decode)
+    if decode is not None:
+        decode.prepare(engine.cache, num_slots, engine.buckets)
+    return engine
+
+
+def check_graphs(service, args, requests: int = 12) -> dict:
+    """Greedy answers of ``requests`` requests joining a running batch at different steps, with different lengths,
+    on an engine decoding from the server's kind of decoder and on one calling ``model.step``: equal token for
+    token when graphs replay exactly the eager step."""
+    slots = min(args.slots, 8)
+    answers = []
+    for decode in (graphed(service), None):
+        engine, handles = engine_like(service, slots, decode), []
+        for i in range(requests):
+            request, _ = engine_request(service, -10_000 - i, args)
+            request.config.max_new_tokens = 2 + 5 * i % args.max_tokens
+            handles.append(engine.submit(request))
+            if i % 3 == 2:
+                for _ in range(i // 3 + 1):  # later requests join a batch that has run a while
+                    engine.step()
+        engine.run_until_idle()
+        answers.append([h.tokens for h in handles])
+    same = sum(a == b for a, b in zip(*answers))
+    kind = "graphed" if service.decoder.use_graphs else "eager (no CUDA graphs)"
+    print(f"check: {kind} answers == model.step answers on {same} of {requests} requests "
+          f"({'ok' if same == requests else 'MISMATCH'})", flush=True)
+    return {"decoder": kind, "requests": requests, "equal": same}
+
+
 def sync(device) -> None:
     import torch
 
@@ -181,10 +229,8 @@ def sync(device) -> None:
 def offline_engine(service, args, first: int) -> dict:
     """Answers/s of an engine of ``--offline-batch`` slots given that many requests at once: the faster of
     two rounds after one untimed round."""
-    from qmamba.infer import Engine
-
     n = args.offline_batch
-    engine = Engine(service.pipe.model, num_slots=n, max_queue=n, tokenizer=service.pipe.processor.tokenizer)
+    engine = engine_like(service, n, decode=graphed(service))
     rounds = []  # (seconds, tokens)
     for r in range(3):
         handles = [engine.submit(engine_request(service, first + r * n + i, args)[0]) for i in range(n)]
@@ -239,8 +285,11 @@ def spec(args, rate: float, count: int, first: int, url: str = "") -> dict:
 
 def run_client(job: dict, timeout: float) -> dict:
     """The load generator in its own process; its results."""
-    done = subprocess.run([sys.executable, str(CLIENT)], input=json.dumps(job), capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        done = subprocess.run([sys.executable, str(CLIENT)], input=json.dumps(job), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        fail(f"the load client did not finish {job['count']} requests at {job['rate']:.3g}/s in {timeout:.0f} s")
     if done.returncode != 0:
         fail(f"the load client failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout)
@@ -304,6 +353,9 @@ def load_rates(server, args, offline_rate: float) -> list[dict]:
         rows.append(summarize(rate, got, server_count))
         print(row(rows[-1]), flush=True)
         first += count
+        if rows[-1]["achieved_per_s"] < 0.5 * rate and not args.all_rates:
+            print(f"saturated at {rate:.3g}/s offered: higher rates skipped (--all-rates runs them)", flush=True)
+            break
     return rows
 
 
@@ -316,7 +368,8 @@ def environment(service, args) -> dict:
     return {"device": name, "dtype": str(next(service.pipe.model.parameters()).dtype).removeprefix("torch."),
             "model": args.preset or args.model, "slots": args.slots, "offline_batch": args.offline_batch,
             "max_tokens": args.max_tokens, "visual_tokens": service.pipe.model.num_visual_tokens,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "cuda_graphs": service.decoder.use_graphs,
+            "mode": "" if service.decoder.use_graphs or device.type != "cuda" else "-eager"}
 
 
 def plot(results: dict, path: Path) -> bool:
@@ -345,11 +398,13 @@ def plot(results: dict, path: Path) -> bool:
 
 
 def write(results: dict, out: str) -> None:
+    """serve_load_<model>.json (and .png) in ``out``: two presets' runs can share the folder."""
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "serve_load.json").write_text(json.dumps(results, indent=1))
-    drawn = plot(results, path / "serve_load.png")
-    print(f"wrote {path / 'serve_load.json'}" + (f" and {path / 'serve_load.png'}" if drawn else ""))
+    stem = path / f"serve_load_{Path(results['env']['model']).name}{results['env']['mode']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    drawn = plot(results, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json" + (f" and {stem}.png" if drawn else ""))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -364,7 +419,12 @@ def main(argv: list[str] | None = None) -> dict:
     except QMambaError as e:
         fail(str(e))
     service = make_service(pipe, args, max_queue=1 << 30)  # open loop: every request of a rate may wait
-    results = {"env": environment(service, args), "offline": offline(service, args)}
+    results = {"env": environment(service, args)}
+    if args.check or service.decoder.use_graphs:
+        results["check"] = check_graphs(service, args)
+        if args.check:
+            return results
+    results["offline"] = offline(service, args)
     offline_rate = results["offline"]["engine"]["answers_per_s"]
     batched = results["offline"]["generate"]
     print(f"{results['env']['device']}, {results['env']['model']} ({results['env']['dtype']}), {args.slots} slots, "

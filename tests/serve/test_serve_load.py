@@ -27,12 +27,12 @@ def load():
 
 def test_two_rates_answer_every_request_with_its_greedy_answer(load, model_dir, pipe, tmp_path, capsys):
     new, size = 6, 40
-    results = load.main(["--model", str(model_dir), "--device", "cpu", "--rates", "4,8", "--requests", "4",
+    results = load.main(["--model", str(model_dir), "--device", "cpu", "--rates", "4,8", "--requests", "4", "--all-rates",
                          "--slots", "4", "--offline-batch", "2", "--max-tokens", str(new), "--prompt", PROMPT,
                          "--image-size", str(size), "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert printed.count("| 4 |") + printed.count("| 8 |") >= 2 and "saturated:" in printed
-    assert (tmp_path / "serve_load.json").is_file()
+    assert (tmp_path / f"serve_load_{model_dir.name}.json").is_file()
     answers = {}
     for rate in results["rates"]:
         reqs = rate["requests"]
@@ -62,3 +62,9 @@ def test_bad_arguments_are_one_line_errors(load, model_dir, argv, message):
 def test_preset_and_model_are_exclusive(load, model_dir):
     with pytest.raises(SystemExit, match="exactly one of"):
         load.parse_args(["--model", str(model_dir), "--preset", "cobra"])
+
+
+def test_check_mode_compares_decoders_and_stops(load, model_dir, capsys):
+    results = load.main(["--model", str(model_dir), "--device", "cpu", "--check", "--max-tokens", "5"])
+    assert results["check"]["equal"] == results["check"]["requests"] == 12
+    assert "offline" not in results and "check: eager" in capsys.readouterr().out
