@@ -398,11 +398,13 @@ def plot(results: dict, path: Path) -> bool:
 
 
 def write(results: dict, out: str) -> None:
-    """serve_load_<model>.json (and .png) in ``out``: two presets' runs can share the folder."""
+    """serve_load_<model>[-eager].json (and .png) in ``out``: several runs can share the folder."""
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     stem = path / f"serve_load_{Path(results['env']['model']).name}{results['env']['mode']}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    rates = [{**r, "requests": [{k: v for k, v in q.items() if k != "text"} for q in r["requests"]]}
+             for r in results.get("rates", [])]  # the answers' text stays out of the file
+    stem.with_suffix(".json").write_text(json.dumps({**results, "rates": rates}, indent=1))
     drawn = plot(results, stem.with_suffix(".png"))
     print(f"wrote {stem}.json" + (f" and {stem}.png" if drawn else ""))
 
