@@ -18,7 +18,8 @@ table gives the tokens that came back).
                requests sent / answered / failed (failures by class; the server's own count must agree)
     saturated  the best achieved answers/s as a fraction of the offline answers/s
 
-``--out DIR`` writes serve_load_<model>.json (and a .png of latency against rate when matplotlib imports).
+``--out DIR`` writes serve_load_<model>[-eager].json (and a .png of latency against rate when matplotlib
+imports). ``--check`` only compares graphed with eager decoding (``serve_load_offline.check_graphs``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,15 +39,16 @@ CLIENT = HERE / "serve_load_client.py"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 
-def _client_module():
-    """``serve_load_client`` (the images and bodies the requests carry), loaded from its file."""
-    spec = importlib.util.spec_from_file_location("serve_load_client", CLIENT)
+def _sibling(name: str):
+    """The module of ``name``.py in this folder, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-client = _client_module()
+client = _sibling("serve_load_client")  # the images and bodies the requests carry
+offline = _sibling("serve_load_offline")  # the same engine without HTTP
 COLUMNS = ["offered /s", "achieved /s", "TTFT p50 s", "TTFT p99 s", "latency p50 s", "latency p99 s", "tokens/s",
            "tokens/answer", "sent", "answered", "failed"]
 
@@ -164,116 +165,6 @@ def make_service(pipe, args, max_queue: int):
                          max_tokens_limit=args.max_tokens, default_max_tokens=args.max_tokens,
                          cuda_graphs=not args.no_cuda_graphs)
     return ChatService(pipe, config)
-
-
-def engine_request(service, index: int, args):
-    """Request ``index`` as the server builds it from its JSON body (the same images, prompt and settings)."""
-    from qmamba.infer import Request
-    from qmamba.serve.schema import parse_chat_request
-
-    chat = parse_chat_request(client.body(spec(args, 0.0, 1, index), index), args.max_tokens)
-    prepared = service.prepare(chat)
-    return Request(prepared.input_ids, prepared.pixel_values, service.settings(chat)), prepared
-
-
-# ---------------------------------------------------------------------------------------------- offline
-def graphed(service):
-    """A decoder like the server's (CUDA graphs per bucket unless it runs eagerly), for another engine."""
-    from qmamba.infer.bucket_graphs import BucketGraphs
-
-    return BucketGraphs(service.pipe.model, use_graphs=service.decoder.use_graphs)
-
-
-def engine_like(service, num_slots: int, decode):
-    """An engine over the served model with ``num_slots`` slots and ``decode`` (its buckets captured now)."""
-    from qmamba.infer import Engine
-
-    engine = Engine(service.pipe.model, num_slots=num_slots, max_queue=1 << 30,
-                    tokenizer=service.pipe.processor.tokenizer, decode=decode)
-    if decode is not None:
-        decode.prepare(engine.cache, num_slots, engine.buckets)
-    return engine
-
-
-def check_graphs(service, args, requests: int = 12) -> dict:
-    """Greedy answers of ``requests`` requests joining a running batch at different steps, with different lengths,
-    on an engine decoding from the server's kind of decoder and on one calling ``model.step``: equal token for
-    token when graphs replay exactly the eager step."""
-    slots = min(args.slots, 8)
-    answers = []
-    for decode in (graphed(service), None):
-        engine, handles = engine_like(service, slots, decode), []
-        for i in range(requests):
-            request, _ = engine_request(service, -10_000 - i, args)
-            request.config.max_new_tokens = 2 + 5 * i % args.max_tokens
-            handles.append(engine.submit(request))
-            if i % 3 == 2:
-                for _ in range(i // 3 + 1):  # later requests join a batch that has run a while
-                    engine.step()
-        engine.run_until_idle()
-        answers.append([h.tokens for h in handles])
-    same = sum(a == b for a, b in zip(*answers))
-    kind = "graphed" if service.decoder.use_graphs else "eager (no CUDA graphs)"
-    print(f"check: {kind} answers == model.step answers on {same} of {requests} requests "
-          f"({'ok' if same == requests else 'MISMATCH'})", flush=True)
-    return {"decoder": kind, "requests": requests, "equal": same}
-
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def offline_engine(service, args, first: int) -> dict:
-    """Answers/s of an engine of ``--offline-batch`` slots given that many requests at once: the faster of
-    two rounds after one untimed round."""
-    n = args.offline_batch
-    engine = engine_like(service, n, decode=graphed(service))
-    rounds = []  # (seconds, tokens)
-    for r in range(3):
-        handles = [engine.submit(engine_request(service, first + r * n + i, args)[0]) for i in range(n)]
-        sync(engine.device)
-        start = time.perf_counter()
-        engine.run_until_idle()
-        sync(engine.device)
-        rounds.append((time.perf_counter() - start, sum(len(h.tokens) for h in handles)))
-    seconds, tokens = min(rounds[1:])  # the first round compiles, autotunes and captures
-    return {"answers_per_s": n / seconds, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "tokens_per_answer": tokens / n}
-
-
-def offline_generate(service, args, first: int) -> dict:
-    """Answers/s of batched ``generate`` (one prefill of the batch, then decoding) on ``--offline-batch``
-    requests of one shape (after one untimed call)."""
-    import torch
-
-    from qmamba.infer import generate
-
-    n = args.offline_batch
-    prepared = [engine_request(service, first + i, args)[1] for i in range(n)]
-    model, device = service.pipe.model, service.pipe.device
-    ids = torch.stack([p.input_ids for p in prepared]).to(device)  # (n, l): one length, one image each
-    pixels = torch.cat([p.pixel_values for p in prepared]).to(device)  # (n, 3k, S, S)
-    tok = service.pipe.processor.tokenizer
-    settings = {"max_new_tokens": args.max_tokens, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
-    for _ in range(2):
-        sync(device)
-        start = time.perf_counter()
-        generate(model, ids, pixel_values=pixels, **settings)
-        sync(device)
-        seconds = time.perf_counter() - start
-    return {"answers_per_s": n / seconds, "seconds": seconds}
-
-
-def offline(service, args) -> dict:
-    out = {"engine": offline_engine(service, args, first=-3 * args.offline_batch)}
-    try:
-        out["generate"] = offline_generate(service, args, first=-4 * args.offline_batch)
-    except Exception as e:  # a figure for reference only: its failure (e.g. memory) does not stop the run
-        out["generate"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- the load
@@ -409,6 +300,11 @@ def write(results: dict, out: str) -> None:
     print(f"wrote {stem}.json" + (f" and {stem}.png" if drawn else ""))
 
 
+def bodies(args):
+    """index -> the chat-completion body of request ``index``, as the load client sends it."""
+    return lambda index: client.body(spec(args, 0.0, 1, index), index)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; print the table; return (and with --out write) the results."""
     from qmamba.errors import QMambaError
@@ -422,17 +318,17 @@ def main(argv: list[str] | None = None) -> dict:
         fail(str(e))
     service = make_service(pipe, args, max_queue=1 << 30)  # open loop: every request of a rate may wait
     results = {"env": environment(service, args)}
-    if args.check or service.decoder.use_graphs:
-        results["check"] = check_graphs(service, args)
+    env = results["env"]
+    print(f"{env['device']}, {env['model']} ({env['dtype']}, {'CUDA graphs' if env['cuda_graphs'] else 'eager'}), "
+          f"{args.slots} slots, {args.max_tokens} tokens per answer", flush=True)
+    if args.check or env["cuda_graphs"]:
+        results["check"] = offline.check_graphs(service, bodies(args), min(args.slots, 8), args.max_tokens)
         if args.check:
             return results
-    results["offline"] = offline(service, args)
-    offline_rate = results["offline"]["engine"]["answers_per_s"]
-    batched = results["offline"]["generate"]
-    print(f"{results['env']['device']}, {results['env']['model']} ({results['env']['dtype']}), {args.slots} slots, "
-          f"{args.max_tokens} tokens per answer\noffline: engine {offline_rate:.3g} answers/s at batch "
-          f"{args.offline_batch}; batched generate " + (f"{batched['answers_per_s']:.3g} answers/s"
-                                                       if "error" not in batched else batched["error"]), flush=True)
+    results["offline"] = offline.figures(service, bodies(args), args.offline_batch, args.max_tokens)
+    offline_rate, batched = results["offline"]["engine"]["answers_per_s"], results["offline"]["generate"]
+    print(f"offline: engine {offline_rate:.3g} answers/s at batch {args.offline_batch}; batched generate "
+          + (f"{batched['answers_per_s']:.3g} answers/s" if "error" not in batched else batched["error"]), flush=True)
     with BackgroundServer(service) as server:
         results["rates"] = load_rates(server, args, offline_rate)
     best = max(r["achieved_per_s"] for r in results["rates"])
