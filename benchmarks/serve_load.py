@@ -227,7 +227,10 @@ def row(r: dict) -> str:
     cells = [r["offered_per_s"], r["achieved_per_s"], r["ttft_p50_s"], r["ttft_p99_s"], r["latency_p50_s"],
              r["latency_p99_s"], r["tokens_per_s"], r["tokens_per_answer"], r["sent"], r["answered"], r["failed"]]
     text = "| " + " | ".join("-" if c is None else f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells)
-    return text + " |" + (f" failures: {r['failures']}" if r["failures"] else "")
+    text += " |" + (f" failures: {r['failures']}" if r["failures"] else "")
+    if r["server_answered"] != r["answered"]:
+        text += f" (the server counted {r['server_answered']} answers: {r['server_outcomes']})"
+    return text
 
 
 def load_rates(server, args, offline_rate: float) -> list[dict]:

@@ -78,7 +78,9 @@ class BucketGraphs:
 
     # ------------------------------------------------------------------ capture
     def _graph(self, size: int, cache) -> tuple[Tensor, Any]:
-        key = (requested_backend(), tuple((p.data_ptr(), p.dtype) for p in self._params), _cache_key(cache))
+        # where each weight lives: a move or a dtype change gives a weight new storage (the old one is alive
+        # while the new one is made), so the addresses alone tell; map keeps this per-step check cheap
+        key = (requested_backend(), list(map(Tensor.data_ptr, self._params)), _cache_key(cache))
         if key != self._key:  # weights moved, dtype or backend changed, or another cache: every graph is stale
             self.graphs.clear()
             self._key = key
