@@ -53,8 +53,13 @@ COLUMNS = ["offered /s", "achieved /s", "TTFT p50 s", "TTFT p99 s", "latency p50
            "tokens/answer", "sent", "answered", "failed"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every other error here (not the usage text first)
+        fail(message)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", help="a full-size preset with random weights (qmamba-128, cobra, ...)")
     p.add_argument("--model", help="a saved multimodal model directory instead of --preset")
     p.add_argument("--tiny", action="store_true", help="the preset's toy shapes (tiny-NAME), for a CPU smoke run")

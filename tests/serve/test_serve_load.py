@@ -52,6 +52,7 @@ def test_two_rates_answer_every_request_with_its_greedy_answer(load, model_dir, 
     (["--rates", "0,1"], "positive rate"),
     (["--rates", "fast"], "not a number"),
     (["--slots", "0"], "--slots must be >= 1"),
+    (["--slots", "many"], "invalid int value"),
 ])
 def test_bad_arguments_are_one_line_errors(load, model_dir, argv, message):
     with pytest.raises(SystemExit) as e:
