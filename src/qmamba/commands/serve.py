@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the longest prompt, an image counted as one token (default: the length the model was "
                         "trained on, else 4096)")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="the most new tokens a request may ask for")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="run the decode step eagerly on a GPU (default: one CUDA graph per batch bucket)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout, device=args.device, dtype=args.dtype, served_model_name=args.served_model_name,
         allow_local_files=args.allow_local_files, allow_remote_images=args.allow_remote_images,
         max_image_bytes=args.max_image_bytes, max_tokens_limit=args.max_tokens_limit,
+        cuda_graphs=not args.no_cuda_graphs,
         max_prompt_tokens=args.max_prompt_tokens or (trained[0] if trained else 4096),
         default_max_tokens=min(int(generation.get("max_new_tokens") or 128), args.max_tokens_limit))
     serve(load_service(config))

@@ -21,8 +21,9 @@ Rows never move: a request keeps its slot from admission to its end, so nothing 
 changes, and the decode step always reads and writes the same buffers (the views of ``first_rows``).
 
 The seam for CUDA graphs: ``decode`` (default: ``model.step``) is called with the slot cache's first B rows for
-B in ``buckets``; a graphed decoder captures ``model.step`` once per bucket over a static token buffer and
-those same views, and replays it. Token choice then reads the logits as here.
+B in ``buckets``; a graphed decoder (``infer.bucket_graphs.BucketGraphs``) captures ``model.step`` once per
+bucket over a static token buffer and those same views, and replays it. Token choice then reads the logits as
+here.
 
 Threads: ``submit`` and ``cancel`` may be called from any thread and never wait for a running step (the queue
 has its own lock); ``step`` runs on one thread at a time (``start`` runs it on a background thread until

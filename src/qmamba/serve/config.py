@@ -24,6 +24,7 @@ class ServeConfig:
     default_max_tokens: int = 128  # new tokens when a request names none (the model's generation_config)
     remote_timeout: float = 10.0  # seconds for one remote image, redirects included
     remote_max_redirects: int = 3
+    cuda_graphs: bool = True  # on a GPU, replay the decode step from one CUDA graph per batch bucket
 
     @property
     def max_body_bytes(self) -> int:

@@ -10,8 +10,9 @@ A request's prompt is built exactly as ``Pipeline.chat`` builds it from the same
 end-of-turn marker as a stop string where it is not one token), so a greedy answer here equals ``Pipeline.chat``'s
 and ``qmamba generate``'s.
 
-The engine's decode step is ``model.step`` (``Engine(decode=...)`` is the seam where a CUDA-graph decoder per
-batch bucket plugs in; it is not used here yet).
+On a GPU the engine's decode step replays one CUDA graph per batch bucket (``infer.bucket_graphs``), captured
+for every bucket when the service starts; ``ServeConfig(cuda_graphs=False)`` (``--no-cuda-graphs``) runs
+``model.step`` eagerly, as on CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from torch import Tensor
 
 from qmamba.errors import QMambaError
 from qmamba.infer import Engine, GenerationConfig, QueueFull, Request
+from qmamba.infer.bucket_graphs import BucketGraphs
+from qmamba.infer.cuda_graph import graphable
 from qmamba.pipeline import Pipeline
 from qmamba.serve.bridge import Generation
 from qmamba.serve.config import ServeConfig
@@ -48,7 +51,10 @@ class ChatService:
         self.name = config.served_model_name or Path(config.model).name
         self.created = int(time.time())
         tok = pipe.processor.tokenizer
-        self.engine = Engine(pipe.model, num_slots=config.num_slots, max_queue=config.max_queue, tokenizer=tok)
+        self.decoder = BucketGraphs(pipe.model, use_graphs=None if config.cuda_graphs and graphable(pipe.model)
+                                    else False)
+        self.engine = Engine(pipe.model, num_slots=config.num_slots, max_queue=config.max_queue, tokenizer=tok,
+                             decode=self.decoder)
         remote = (RemoteLimits(config.max_image_bytes, config.remote_timeout, config.remote_max_redirects)
                   if config.allow_remote_images else None)
         local = Path(config.allow_local_files) if config.allow_local_files else None
@@ -65,6 +71,8 @@ class ChatService:
         self.running = False
 
     def start(self) -> None:
+        """Capture the decode step of every bucket (with CUDA graphs), then step the engine on its thread."""
+        self.decoder.prepare(self.engine.cache, self.engine.num_slots, self.engine.buckets)
         self.engine.start()
         self.running = True
 
