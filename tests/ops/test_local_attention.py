@@ -53,12 +53,13 @@ def test_slices_agree_with_the_connectors_mask():
         assert torch.equal(s.mask(), mask), (q, p)
         rows = [mask[i].nonzero().flatten().tolist() for i in range(q)]
         assert rows == [list(range(a, a + n)) for a, n in zip(s.starts, s.lengths)], (q, p)
-        if q <= p:  # the runs cover the queries in order and the keys in order, once each
-            assert sum(r.n for r in s.runs) == q and len(s.runs) <= 2, (q, p, s.runs)
-            assert [k for r in s.runs for k in range(r.key, r.key + r.n * r.length)] == list(range(p)), (q, p)
-            assert [r.length for r in s.runs for _ in range(r.n)] == list(s.lengths), (q, p)
-        else:
-            assert s.runs == () and s.owners().tolist() == list(s.starts), (q, p)
+        assert s.owners().tolist() == list(s.starts), (q, p)
+        grid, pad = s.padded_index().view(q, s.max_length), s.padding()  # (q, L), (q, L)
+        assert s.max_length == -(-p // q) and s.uniform == (p % q == 0 and q <= p), (q, p)
+        for i in range(q):  # each row: the query's keys, then its last key again where padded
+            keys = list(range(s.starts[i], s.starts[i] + s.lengths[i]))
+            assert grid[i].tolist() == keys + keys[-1:] * (s.max_length - len(keys)), (q, p, i)
+            assert pad[i].tolist() == [False] * len(keys) + [True] * (s.max_length - len(keys)), (q, p, i)
     assert local_slices(128, 729).max_length == 6 and local_slices(729, 729).max_length == 1
     with pytest.raises(ConfigError, match="0 queries, 5 keys"):
         local_slices(0, 5)

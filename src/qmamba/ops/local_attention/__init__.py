@@ -1,6 +1,6 @@
 """Local cross-attention of the query connectors: query i reads only its own contiguous slice of the keys.
 
-    slices.py    ``local_slices(q, p)``: each query's slice, the runs of equal slices, the dense mask (cached)
+    slices.py    ``local_slices(q, p)``: each query's slice, padded to the longest, and the dense mask (cached)
     naive.py     ``local_attention_naive``: k and v of every key, SDPA with the dense (q, p) mask (ground truth)
     absorbed.py  ``local_attention_absorbed``: k_proj and v_proj absorbed into the queries and outputs, scores
                  only within each slice, no (q, p) matrix (what the connectors run)

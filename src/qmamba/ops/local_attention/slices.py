@@ -1,12 +1,14 @@
 """The key slices of the local cross-attention mask (the Q-Mamba paper's Figure 3), derived from (q, p) alone.
 
     q <= p  the slices partition the keys in raster order: the first p % q queries own p // q + 1 keys, the
-            others p // q, each slice starting where the one before ends. The queries therefore fall in at
-            most two runs of equal-length adjacent slices, and the keys of a run are a view (n, L, d) of the
-            features: no gather, no padding.
+            others p // q, each slice starting where the one before ends.
     q > p   query i owns key floor(i p / q) alone (neighbouring queries may share a key).
 
-``local_slices(q, p)`` is cached; its ``mask`` equals ``models.connectors.attention.local_attention_mask``.
+Padded to L = ceil(p / q) keys a query, the slices are a (q, L) grid of key indices (``padded_index``, the
+padding repeating a slice's last key) with a (q, L) mask of the padding (``padding``); when q divides p the
+grid is the keys themselves in order (``uniform``). ``local_slices(q, p)`` is cached; its ``mask`` equals
+``models.connectors.attention.local_attention_mask``. The device tensors are made with aranges (no copy from
+the host, so they can be made inside CUDA-graph capture) and kept per device when made outside capture.
 """
 
 from __future__ import annotations
@@ -24,59 +26,59 @@ _ON_DEVICE: dict[tuple, Tensor] = {}  # (q, p, what, device) -> tensor, made out
 
 
 @dataclass(frozen=True)
-class Run:
-    """``n`` consecutive queries from query ``query``, each owning ``length`` keys, the slices adjacent from key
-    ``key``: the run's keys are features[:, key : key + n * length] viewed as (n, length)."""
-
-    query: int
-    n: int
-    key: int
-    length: int
-
-
-@dataclass(frozen=True)
 class LocalSlices:
-    """Query i reads keys starts[i] .. starts[i] + lengths[i] - 1 and no other.
-
-    ``runs``: the queries as maximal runs of adjacent equal-length slices (q <= p: at most two runs covering
-    every key once; q > p: the slices overlap, so ``runs`` is empty and ``owners`` gives each query's key).
-    """
+    """Query i reads keys starts[i] .. starts[i] + lengths[i] - 1 and no other."""
 
     n_queries: int
     n_keys: int
     starts: tuple[int, ...]
     lengths: tuple[int, ...]
-    runs: tuple[Run, ...]
 
     @property
     def max_length(self) -> int:
         """L: the longest slice (1 when every query reads a single key, as for q >= p)."""
         return max(self.lengths)
 
+    @property
+    def uniform(self) -> bool:
+        """Whether the slices tile the keys exactly: equal lengths, q * L == p (q divides p)."""
+        return self.n_queries * self.max_length == self.n_keys
+
     def owners(self, device=None) -> Tensor:
         """(q,) long: each query's first key (its only one when ``max_length`` is 1)."""
-        return _cached(self, "owners", device, lambda: self._owners(device))
+        return _cached(self, "owners", device, lambda: self._starts_lengths(device)[0])
 
     def mask(self, device=None) -> Tensor:
         """(q, p) bool, True where query i may read key j: the dense form of the slices."""
-        return _cached(self, "mask", device, lambda: self._mask(device))
+        def make():
+            starts, lengths = self._starts_lengths(device)  # (q,), (q,)
+            keys = torch.arange(self.n_keys, device=device)  # (p,)
+            return (keys[None, :] >= starts[:, None]) & (keys[None, :] < (starts + lengths)[:, None])  # (q, p)
+        return _cached(self, "mask", device, make)
 
-    def _owners(self, device) -> Tensor:
-        # built from aranges on the device (no host-to-device copy: safe inside CUDA-graph capture)
+    def padded_index(self, device=None) -> Tensor:
+        """(q * L,) long: query i's keys at [i L, i L + lengths[i]), then its last key again as padding."""
+        def make():
+            starts, lengths = self._starts_lengths(device)  # (q,), (q,)
+            offset = torch.arange(self.max_length, device=device)  # (L,)
+            return (starts[:, None] + torch.minimum(offset[None, :], lengths[:, None] - 1)).flatten()  # (q * L,)
+        return _cached(self, "padded_index", device, make)
+
+    def padding(self, device=None) -> Tensor:
+        """(q, L) bool: True at the padding of ``padded_index`` (keys a query does not read)."""
+        def make():
+            offset = torch.arange(self.max_length, device=device)  # (L,)
+            return offset[None, :] >= self._starts_lengths(device)[1][:, None]  # (q, L)
+        return _cached(self, "padding", device, make)
+
+    def _starts_lengths(self, device) -> tuple[Tensor, Tensor]:
+        """(q,), (q,) long: ``starts`` and ``lengths`` as tensors, from aranges on the device."""
         q, p = self.n_queries, self.n_keys
-        if q > p:
-            return torch.arange(q, device=device) * p // q  # (q,)
-        base, extra = divmod(p, q)
         i = torch.arange(q, device=device)  # (q,)
-        return i * base + torch.clamp(i, max=extra)  # (q,): the longer slices come first
-
-    def _mask(self, device) -> Tensor:
-        starts = self._owners(device)  # (q,)
-        lengths = torch.full_like(starts, self.max_length)  # (q,)
-        if self.runs:
-            lengths = lengths - (torch.arange(self.n_queries, device=device) >= self.runs[0].n).long()
-        keys = torch.arange(self.n_keys, device=device)  # (p,)
-        return (keys[None, :] >= starts[:, None]) & (keys[None, :] < (starts + lengths)[:, None])  # (q, p)
+        if q > p:
+            return i * p // q, torch.ones_like(i)
+        base, extra = divmod(p, q)
+        return i * base + torch.clamp(i, max=extra), base + (i < extra).long()  # the longer slices come first
 
 
 @functools.lru_cache(maxsize=256)
@@ -86,23 +88,10 @@ def local_slices(n_queries: int, n_keys: int) -> LocalSlices:
     if q < 1 or p < 1:
         raise ConfigError(f"local attention needs at least one query and one key; got {q} queries, {p} keys")
     if q > p:
-        return LocalSlices(q, p, tuple(i * p // q for i in range(q)), (1,) * q, ())
+        return LocalSlices(q, p, tuple(i * p // q for i in range(q)), (1,) * q)
     base, extra = divmod(p, q)
     lengths = tuple(base + (i < extra) for i in range(q))
-    starts = tuple(itertools.accumulate(lengths[:-1], initial=0))
-    return LocalSlices(q, p, starts, lengths, _runs(starts, lengths))
-
-
-def _runs(starts: tuple[int, ...], lengths: tuple[int, ...]) -> tuple[Run, ...]:
-    """Maximal runs of consecutive queries whose slices have one length and follow each other."""
-    runs: list[Run] = []
-    for i, (s, n) in enumerate(zip(starts, lengths)):
-        last = runs[-1] if runs else None
-        if last is not None and last.length == n and last.key + last.n * last.length == s:
-            runs[-1] = Run(last.query, last.n + 1, last.key, n)
-        else:
-            runs.append(Run(i, 1, s, n))
-    return tuple(runs)
+    return LocalSlices(q, p, tuple(itertools.accumulate(lengths[:-1], initial=0)), lengths)
 
 
 def _cached(slices: LocalSlices, what: str, device, make) -> Tensor:
