@@ -9,8 +9,10 @@ Forward at each of --batches (inference mode; eager, and replayed from a CUDA gr
 (loss = <output, fixed random gradient>, gradients of every parameter; eager, and captured with
 ``bench.graphed_step.CapturedTrainStep``) at --train-batch with its peak memory. bf16 on a GPU (fp32 on CPU);
 median of --repeats timed calls (``ops.runtime.timing.time_ms``: CUDA events). Prints a markdown table and the
-max |difference| between the two paths' outputs at each batch. Builds the connector alone from the preset's
-config (``qmamba bench``'s ``preset_config``), without the vision tower or the LM.
+max |difference| between the two paths' outputs at each batch; then the same figures for one block's local
+attention alone (``ops.local_attention`` on the first block's weights, from the projected queries to the
+output before out_proj), which isolates the op from the rest of the block. Builds the connector alone from the
+preset's config (``qmamba bench``'s ``preset_config``), without the vision tower or the LM.
 
     python benchmarks/projector.py [--preset qmamba-128] [--repeats 20] [--out projector.json]
     python benchmarks/projector.py --device cpu --tiny --batches 1 4 --train-batch 4   # a smoke test
@@ -29,7 +31,7 @@ from qmamba.bench.options import BenchOptions
 from qmamba.infer.cuda_graph import Captured
 from qmamba.models.connectors import build_connector
 from qmamba.models.vision import hf_vision_config
-from qmamba.ops import use_local_attention
+from qmamba.ops import local_attention, use_local_attention
 from qmamba.ops.runtime.timing import peak_gib, time_ms
 
 PATHS = {"reference": "naive", "absorbed": "absorbed"}  # table row -> ops.local_attention algorithm
@@ -44,28 +46,48 @@ def build(preset: str, tiny: bool, device: torch.device, dtype: torch.dtype, see
     return conn, cfg.vision.num_patches, d_vision
 
 
-def forward_figures(conn, x: torch.Tensor, algorithm: str, graphs: bool, args) -> dict:
-    """Eager and captured forward times of one batch, and the output (b, q, d_model)."""
+class OpAlone(torch.nn.Module):
+    """One block's local attention alone on fixed random queries: features (b, p, d_kv) -> (b, q, width),
+    before out_proj (batches up to ``max_batch``)."""
+
+    def __init__(self, conn, max_batch: int):
+        super().__init__()
+        self.xattn = conn.blocks[0].xattn
+        w = self.xattn.q_proj.weight
+        self.register_buffer("x_q", torch.randn(max_batch, conn.cfg.n_queries, w.shape[1], device=w.device,
+                                                dtype=w.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.xattn
+        return local_attention(a.q_proj(self.x_q[: x.shape[0]]), x, a.k_proj.weight, a.k_proj.bias,
+                               a.v_proj.weight, a.v_proj.bias, a.n_heads)  # (b, q, width)
+
+
+def forward_figures(model, x: torch.Tensor, algorithm: str, graphs: bool, args) -> dict:
+    """Eager and captured forward times of one batch, and the output."""
     device = x.device
     with use_local_attention(algorithm), torch.inference_mode():
-        out = {"eager_ms": time_ms(lambda: conn(x), device, args.warmup, args.repeats)}
+        out = {"eager_ms": time_ms(lambda: model(x), device, args.warmup, args.repeats)}
         if graphs:
-            captured = Captured(lambda: conn(x), True, args.warmup)
+            captured = Captured(lambda: model(x), True, args.warmup)
             out["graph_ms"] = time_ms(captured, device, args.warmup, args.repeats)
-        out["y"] = conn(x).clone()
+        out["y"] = model(x).clone()
     return out
 
 
-def train_figures(conn, x: torch.Tensor, algorithm: str, graphs: bool, args) -> dict:
-    """Forward + backward times (eager, captured) and the eager step's peak memory (GiB, GPU only)."""
-    device, params = x.device, list(conn.parameters())
-    grad = torch.randn(x.shape[0], conn.cfg.n_queries, conn.proj.out_features, device=device, dtype=x.dtype)
+def train_figures(model, x: torch.Tensor, algorithm: str, graphs: bool, args) -> dict:
+    """Forward + backward times (eager, captured) and the eager step's peak memory (GiB, GPU only). The
+    features take a gradient for the op alone (in the projector they come from the trainable preprocessing)."""
+    device, params = x.device, list(model.parameters())
+    x = x.detach().requires_grad_(isinstance(model, OpAlone))
+    with torch.no_grad():
+        grad = torch.randn_like(model(x))
 
     def loss():
-        return (conn(x).float() * grad).sum()
+        return (model(x).float() * grad).sum()
 
     def step():
-        conn.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         loss().backward()
 
     with use_local_attention(algorithm):
@@ -74,7 +96,7 @@ def train_figures(conn, x: torch.Tensor, algorithm: str, graphs: bool, args) -> 
             captured = CapturedTrainStep(loss, params, args.warmup)
             out["train_graph_ms"] = time_ms(captured, device, args.warmup, args.repeats)
             del captured
-    conn.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     return out
 
 
@@ -97,6 +119,26 @@ def table(results: dict, batches: list[int], train_batch: int) -> list[str]:
     return lines
 
 
+def measure(model, p: int, d_in: int, dtype: torch.dtype, graphs: bool, args) -> tuple[dict, dict]:
+    """Every figure of ``model`` on features (b, p, d_in) with each path, and the outputs' max differences."""
+    device = next(model.parameters()).device
+    results: dict = {path: {} for path in PATHS}
+    diffs = {}
+    for b in [*args.batches, "train"]:
+        n = args.train_batch if b == "train" else b
+        x = torch.randn(n, p, d_in, device=device, generator=torch.Generator(device).manual_seed(n)).to(dtype)
+        key = "train" if b == "train" else f"b{b}"
+        for path, algorithm in PATHS.items():
+            fn = train_figures if b == "train" else forward_figures
+            results[path][key] = fn(model, x, algorithm, graphs, args)
+            print(f"[projector] {type(model).__name__} {path} {key}: " + ", ".join(
+                f"{k} {cell(v)}" for k, v in results[path][key].items() if k != "y"), flush=True)
+        if b != "train":
+            y_ref, y_new = (results[path][key].pop("y").float() for path in PATHS)
+            diffs[key] = {"max_abs_diff": (y_ref - y_new).abs().max().item(), "max_abs": y_ref.abs().max().item()}
+    return results, diffs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="qmamba-128")
@@ -113,32 +155,23 @@ def main() -> None:
     graphs = device.type == "cuda"
     dtype = torch.bfloat16 if graphs else torch.float32
     conn, p, d_vision = build(args.preset, args.tiny, device, dtype, args.seed)
-    results: dict = {path: {} for path in PATHS}
-    diffs = {}
-    for b in [*args.batches, "train"]:
-        n = args.train_batch if b == "train" else b
-        x = torch.randn(n, p, d_vision, device=device, generator=torch.Generator(device).manual_seed(n)).to(dtype)
-        for path, algorithm in PATHS.items():
-            if b == "train":
-                results[path]["train"] = train_figures(conn, x, algorithm, graphs, args)
-            else:
-                results[path][f"b{b}"] = forward_figures(conn, x, algorithm, graphs, args)
-            figures = results[path]["train" if b == "train" else f"b{b}"]
-            print(f"[projector] {path} {b}: " + ", ".join(f"{k} {cell(v)}" for k, v in figures.items() if k != "y"),
-                  flush=True)
-        if b != "train":
-            y_ref, y_new = (results[path][f"b{b}"].pop("y").float() for path in PATHS)
-            diffs[f"b{b}"] = {"max_abs_diff": (y_ref - y_new).abs().max().item(), "max_abs": y_ref.abs().max().item()}
+    results, diffs = measure(conn, p, d_vision, dtype, graphs, args)
+    x_kv = conn.blocks[0].xattn.k_proj.in_features
+    op = OpAlone(conn, max(*args.batches, args.train_batch))
+    op_results, op_diffs = measure(op, p, x_kv, dtype, graphs, args)
     name = torch.cuda.get_device_name(device) if graphs else "CPU"
     print(f"\n{name}, {args.preset}{' (tiny)' if args.tiny else ''}, {str(dtype).removeprefix('torch.')}, "
           f"{conn.cfg.n_queries} queries x {p} patches, {conn.cfg.n_layer} blocks; ms (median of {args.repeats})\n")
-    print("\n".join(table(results, args.batches, args.train_batch)))
-    for b, d in diffs.items():
-        print(f"\n{b}: max |reference - absorbed| = {d['max_abs_diff']:.3g} (max |output| {d['max_abs']:.3g})", end="")
-    print()
+    for what, res, dif in (("projector", results, diffs), ("one block's local attention alone", op_results, op_diffs)):
+        print(f"{what}:\n")
+        print("\n".join(table(res, args.batches, args.train_batch)))
+        for b, d in dif.items():
+            print(f"{b}: max |reference - absorbed| = {d['max_abs_diff']:.3g} (max |output| {d['max_abs']:.3g})")
+        print()
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"device": name, "preset": args.preset, "results": results, "diffs": diffs}, f, indent=1)
+            json.dump({"device": name, "preset": args.preset, "projector": results, "projector_diffs": diffs,
+                       "op": op_results, "op_diffs": op_diffs}, f, indent=1)
 
 
 if __name__ == "__main__":
