@@ -12,7 +12,8 @@ median of --repeats timed calls (``ops.runtime.timing.time_ms``: CUDA events). P
 max |difference| between the two paths' outputs at each batch; then the same figures for one block's local
 attention alone (``ops.local_attention`` on the first block's weights, from the projected queries to the
 output before out_proj), which isolates the op from the rest of the block. Builds the connector alone from the
-preset's config (``qmamba bench``'s ``preset_config``), without the vision tower or the LM.
+preset's config (``qmamba bench``'s ``preset_config``), without the vision tower or the LM; needs only torch,
+triton and transformers (Pillow stand-ins where it is missing).
 
     python benchmarks/projector.py [--preset qmamba-128] [--repeats 20] [--out projector.json]
     python benchmarks/projector.py --device cpu --tiny --batches 1 4 --train-batch 4   # a smoke test
@@ -21,18 +22,37 @@ preset's config (``qmamba bench``'s ``preset_config``), without the vision tower
 from __future__ import annotations
 
 import argparse
+import enum
 import json
+import sys
+import types
 
 import torch
 
-from qmamba.bench.graphed_step import CapturedTrainStep
-from qmamba.bench.multimodal import preset_config
-from qmamba.bench.options import BenchOptions
-from qmamba.infer.cuda_graph import Captured
-from qmamba.models.connectors import build_connector
-from qmamba.models.vision import hf_vision_config
-from qmamba.ops import local_attention, use_local_attention
-from qmamba.ops.runtime.timing import peak_gib, time_ms
+
+def _without_pillow() -> None:
+    """The vision configs name PIL's resampling filters at import; the projector reads no image, so where
+    Pillow is not installed (a GPU machine with torch, triton and transformers alone) stand-ins are enough."""
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError:
+        image = types.ModuleType("PIL.Image")
+        image.Resampling = enum.IntEnum("Resampling", "NEAREST LANCZOS BILINEAR BICUBIC BOX HAMMING", start=0)
+        image.Image = type("Image", (), {})
+        sys.modules.update({"PIL": types.ModuleType("PIL"), "PIL.Image": image})
+        sys.modules["PIL"].Image = image
+
+
+_without_pillow()
+
+from qmamba.bench.graphed_step import CapturedTrainStep  # noqa: E402
+from qmamba.bench.multimodal import preset_config  # noqa: E402
+from qmamba.bench.options import BenchOptions  # noqa: E402
+from qmamba.infer.cuda_graph import Captured  # noqa: E402
+from qmamba.models.connectors import build_connector  # noqa: E402
+from qmamba.models.vision import hf_vision_config  # noqa: E402
+from qmamba.ops import local_attention, use_local_attention  # noqa: E402
+from qmamba.ops.runtime.timing import peak_gib, time_ms  # noqa: E402
 
 PATHS = {"reference": "naive", "absorbed": "absorbed"}  # table row -> ops.local_attention algorithm
 
