@@ -176,3 +176,50 @@ def test_projector_equals_the_reference_path(q, p):
             assert g is None and want_g[name].abs().max() < 1e-6, (name, want_g[name].abs().max())
         else:
             assert_close(g, want_g[name], 1e-4, f"grad {name}")
+
+
+# ---------------------------------------------------------------------------------------------------- GPU
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("q,p", [(128, 729), (64, 64), (100, 64)])
+def test_absorbed_equals_naive_on_gpu(q, p, dtype):
+    """The qmamba-128 shape (width 768, 12 heads, features 2560 wide) on the GPU: output and gradients against
+    the float64 reference on the same device, as close as the reference in the same dtype is."""
+    d, dkv, h, b = 768, 2560, 12, 2
+    g = torch.Generator("cuda").manual_seed(0)
+    shapes = {"q": (b, q, d), "kv": (b, p, dkv), "k_weight": (d, dkv), "k_bias": (d,), "v_weight": (d, dkv),
+              "v_bias": (d,)}
+    ref = {k: (torch.randn(s, generator=g, device="cuda", dtype=torch.float64) * (s[-1] ** -0.5 if k.endswith(
+        "weight") else 1)).requires_grad_() for k, s in shapes.items()}
+    grad_out = torch.randn(b, q, d, generator=g, device="cuda", dtype=torch.float64)
+
+    def run(fn, inputs):
+        out = fn(*inputs.values(), h)
+        grads = torch.autograd.grad(out, list(inputs.values()), grad_out.to(out.dtype), allow_unused=True)
+        return {"output": out, **dict(zip(inputs, grads))}
+
+    want = run(local_attention_naive, ref)
+    low = {fn: run(fn, {k: v.detach().to(dtype).requires_grad_() for k, v in ref.items()})
+           for fn in (local_attention_naive, local_attention_absorbed)}
+    for name in ["output", *sorted(set(NAMES) - _unread(q, p))]:
+        err = rel_err(low[local_attention_absorbed][name], want[name])
+        bound = max(2 * rel_err(low[local_attention_naive][name], want[name]), 1e-5 if dtype == torch.float32 else 5e-3)
+        assert err <= bound, f"{name} {dtype}: absorbed rel err {err:.3g} > {bound:.3g}"
+
+
+@gpu
+@pytest.mark.gpu
+def test_absorbed_in_a_cuda_graph_equals_eager():
+    """Captured after one eager call (which makes the slice index and padding), replayed on new features."""
+    from qmamba.infer.cuda_graph import Captured
+
+    inputs = {k: v.detach().cuda() for k, v in _inputs(7, 50, torch.float32).items()}
+    kv = inputs["kv"]
+    args = list(inputs.values())
+    graph = Captured(lambda: local_attention_absorbed(*args, H), True)
+    kv.copy_(torch.randn_like(kv))
+    assert_close(graph(), local_attention_absorbed(*args, H), 1e-6, "graph replay vs eager")
