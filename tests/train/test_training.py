@@ -60,7 +60,7 @@ def test_accumulation_1x8_equals_8x1(tmp_path):
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
         grads = {}
         trainer.optimizer.step = lambda: grads.update(  # capture the gradients instead of stepping
-            {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
+            {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
         out = trainer._step(micro_batches)
         return out, grads, before
 

@@ -6,6 +6,7 @@ Layering: ops -> models. Nothing here imports ``qmamba.models``.
 from qmamba.ops.backend import available, requested_backend, use_backend
 from qmamba.ops.causal_conv1d import causal_conv1d, causal_conv1d_update
 from qmamba.ops.gemv import gemv
+from qmamba.ops.local_attention import local_attention, use_local_attention
 from qmamba.ops.rms_norm import add_norm, rms_norm_gated
 from qmamba.ops.selective_scan import selective_scan
 from qmamba.ops.ssd import ssd_chunk_scan
@@ -19,6 +20,7 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
     "gemv",
+    "local_attention",
     "mamba1_decode_ssm",
     "requested_backend",
     "rms_norm_gated",
@@ -28,4 +30,5 @@ __all__ = [
     "step_in",
     "step_out",
     "use_backend",
+    "use_local_attention",
 ]

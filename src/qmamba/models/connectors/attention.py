@@ -1,10 +1,13 @@
 """Attention pieces of the query-based connectors: the local mask of the Q-Mamba paper (Figure 3),
 cross-attention from queries to visual features, and self-attention among queries.
 
-All attention runs through ``F.scaled_dot_product_attention`` with an explicit boolean mask
-(True = may attend), so every backend sees exactly the same mask. ``CrossAttention.forward(...,
-return_weights=True)`` is the one other path: the same math written out (``attention_weights``), which also
-returns the weights, for query attention maps; it gives the same output as the SDPA path.
+The local mask needs no mask tensor: ``CrossAttention.forward(..., local=True)`` runs ``ops.local_attention``,
+which reads each query's slice of the keys only and never projects the keys or values (k_proj and v_proj are
+absorbed into the queries and outputs; the parameters stay as they are, so checkpoints load). Any other mask
+(or none) runs through ``F.scaled_dot_product_attention`` with an explicit boolean mask (True = may attend).
+``CrossAttention.forward(..., return_weights=True)`` is the one other path: the same math written out
+(``attention_weights``) with the dense mask, which also returns the weights, for query attention maps; it gives
+the same output as the other paths.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from qmamba.ops.local_attention import local_attention, local_slices
 
 
 def local_attention_mask(n_queries: int, n_keys: int, device=None) -> Tensor:
@@ -46,14 +51,23 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(d_kv, d, **fk)
         self.out_proj = nn.Linear(d, d, **fk)
 
-    def forward(self, x: Tensor, kv: Tensor, mask: Tensor | None = None,
+    def forward(self, x: Tensor, kv: Tensor, mask: Tensor | None = None, local: bool = False,
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """x (b, q, d), kv (b, k, d_kv), mask (q, k) bool or None -> (b, q, d).
 
+        ``local``: attend with ``local_attention_mask(q, k)`` (leave ``mask`` None), through the absorbed op.
         ``return_weights``: also the attention weights (b, h, q, k), from the written-out softmax instead of
         SDPA (slower; for attention maps). Masked keys get weight exactly 0 and every row sums to 1.
         """
+        if local and mask is not None:
+            raise ValueError("CrossAttention: give either local=True or a mask, not both")
         h = self.n_heads
+        if local and not return_weights:
+            y = local_attention(self.q_proj(x), kv, self.k_proj.weight, self.k_proj.bias, self.v_proj.weight,
+                                self.v_proj.bias, h)  # (b, q, d)
+            return self.out_proj(y)
+        if local:
+            mask = local_slices(x.shape[1], kv.shape[1]).mask(kv.device)  # (q, k)
         q = self.q_proj(x).unflatten(-1, (h, -1)).transpose(1, 2)  # (b, h, q, hd)
         k = self.k_proj(kv).unflatten(-1, (h, -1)).transpose(1, 2)  # (b, h, k, hd)
         v = self.v_proj(kv).unflatten(-1, (h, -1)).transpose(1, 2)

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from qmamba.errors import CheckpointError, ConfigError
-from qmamba.models.connectors.attention import local_attention_mask
 from qmamba.models.connectors.query_block import QueryBlock
 from qmamba.models.connectors.vlmamba import VLMambaConfig, VLMambaConnector
 from qmamba.models.mamba1 import Mamba, Mamba1Config
@@ -79,9 +78,10 @@ class QueryConnector(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """(b, p, d_vision) -> (b, n_queries, d_model)."""
-        kv, mask, x = self._inputs(features, self.cfg.attention)
+        kv, x = self._inputs(features)
+        local = self.cfg.attention == "local"
         for block in self.blocks:
-            x = block(x, kv, mask)
+            x = block(x, kv, local=local)
         return self.proj(self.norm_f(x))
 
     def forward_with_weights(self, features: Tensor, attention: str | None = None) -> tuple[Tensor, list[Tensor]]:
@@ -89,27 +89,24 @@ class QueryConnector(nn.Module):
         (b, p, d_vision) -> (b, n_queries, d_model), [(b, h, n_queries, p)] * n_layer.
 
         ``attention``: "local" or "global" to run the same weights with that mask instead of the config's.
-        With the config's mask the output equals ``forward``'s (which keeps the SDPA path).
+        With the config's mask the output equals ``forward``'s (which runs the absorbed local attention or SDPA).
         """
         attention = attention or self.cfg.attention
         if attention not in ATTENTION:
             raise ConfigError(f"attention={attention!r}; expected one of {ATTENTION}")
-        kv, mask, x = self._inputs(features, attention)
+        kv, x = self._inputs(features)
         weights = []
         for block in self.blocks:
-            x, w = block(x, kv, mask, return_weights=True)
+            x, w = block(x, kv, local=attention == "local", return_weights=True)
             weights.append(w)  # (b, h, q, p)
         return self.proj(self.norm_f(x)), weights
 
-    def _inputs(self, features: Tensor, attention: str) -> tuple[Tensor, Tensor | None, Tensor]:
-        """The keys/values (b, p, d_kv), the mask (q, p) or None, and the queries (b, q, width)."""
+    def _inputs(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The keys/values (b, p, d_kv) and the queries (b, q, width)."""
         kv = self.preprocess(features) if self.preprocess is not None else features
         kv = self.kv_norm(kv)  # (b, p, d_kv)
-        mask = None
-        if attention == "local":
-            mask = local_attention_mask(self.cfg.n_queries, kv.shape[1], device=kv.device)  # (q, p)
         x = self.query.expand(features.shape[0], -1, -1).to(kv.dtype)  # (b, q, width)
-        return kv, mask, x
+        return kv, x
 
     def num_tokens(self, num_patches: int) -> int:
         return self.cfg.n_queries

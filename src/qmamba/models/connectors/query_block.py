@@ -37,17 +37,18 @@ class QueryBlock(nn.Module):
         self.ffn = FFN(d, ffn_mult, **fk) if ffn_mult else None
         self.norm_ffn = RMSNorm(d, eps=norm_eps, **fk) if ffn_mult else None
 
-    def forward(self, x: Tensor, visual: Tensor, mask: Tensor | None,
+    def forward(self, x: Tensor, visual: Tensor, mask: Tensor | None = None, local: bool = False,
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """x (b, q, d), visual (b, k, d_kv), mask (q, k) -> (b, q, d).
+        """x (b, q, d), visual (b, k, d_kv), mask (q, k) or None -> (b, q, d).
 
+        ``local``: the local mask, without a mask tensor (``CrossAttention``'s absorbed path).
         ``return_weights``: also the cross-attention weights (b, h, q, k) (``CrossAttention``'s written-out path).
         """
         x = x + self.mixer(self.norm(x))
         if return_weights:
-            y, w = self.xattn(self.norm_xattn(x), visual, mask, return_weights=True)
+            y, w = self.xattn(self.norm_xattn(x), visual, mask, local, return_weights=True)
         else:
-            y, w = self.xattn(self.norm_xattn(x), visual, mask), None
+            y, w = self.xattn(self.norm_xattn(x), visual, mask, local), None
         x = x + y
         if self.ffn is not None:
             x = x + self.ffn(self.norm_ffn(x))
