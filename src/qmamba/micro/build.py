@@ -20,6 +20,7 @@ them on the staged backbones (``gates.measure_gates``) and records them under ``
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 import time
@@ -39,6 +40,8 @@ from qmamba.micro.report import check_size, file_sizes, readme, versions
 from qmamba.micro.sizes import MicroSize, cache_dir, get_size, is_built
 from qmamba.micro.tokenizer import SPECIAL_TOKENS, check_tokenizer, train_tokenizer
 from qmamba.utils.config import write_json
+
+log = logging.getLogger("qmamba")
 
 OUTPUTS = ("siglip", "mamba", "build.json", "README.md")
 WORLD_SEED_OFFSET = 1000
@@ -73,13 +76,16 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
             tempfile.TemporaryDirectory(prefix=".micro-build-", dir=out) as staging:
         stage = Path(staging)  # the outputs are moved into ``out`` only once all of them are good
         seconds["world"] = time.perf_counter() - start
+        log.info("micro build: world ready in %.1f s", seconds["world"])
         docs = build_corpus(manifest)
         tokenizer = train_tokenizer([d.text for d in docs], vocab_size)
         check_tokenizer(tokenizer)
         seconds["tokenizer"] = time.perf_counter() - start - seconds["world"]
+        log.info("micro build: corpus and tokenizer in %.1f s", seconds["tokenizer"])
         vision_config = vision_config or VisionTrainConfig(steps=vision_steps, seed=seed)
         towers = None if size is None else (size.vision_tower, size.text_tower)
         vision = pretrain_vision(manifest, tokenizer, stage / "siglip", vision_config, device, show_progress, towers)
+        log.info("micro build: vision encoder in %.1f s", vision["seconds"])
         lm_config = lm_config or LMTrainConfig(steps=lm_steps, seed=seed)
         lm = pretrain_lm(docs, tokenizer, stage / "mamba", lm_config, device, show_progress,
                          None if size is None else size.lm)
@@ -95,8 +101,10 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
             if size.gates:
                 from qmamba.micro.gates import measure_gates
 
+                log.info("micro build: language model in %.1f s; measuring the gates", lm["seconds"])
                 record["gates"] = measure_gates(stage, manifest, size, lm, device)
             seconds["total"] = time.perf_counter() - start
+            log.info("micro build: done in %.1f s", seconds["total"])
         _finish(stage, record, size.size_limit if size is not None else report.SIZE_LIMIT)
         _install(stage, out)
     return record

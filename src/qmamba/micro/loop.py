@@ -8,7 +8,9 @@ The optimizer is AdamW with qmamba's parameter groups (no weight decay on norms,
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,20 +61,31 @@ def optimizer_step(model: nn.Module, opt, sched, grad_clip: float) -> float:
 
 
 def progress(total: int, desc: str, enabled: bool):
-    """A tqdm bar (or a do-nothing stand-in when ``enabled`` is False)."""
+    """A tqdm bar, or when ``enabled`` is False a log line at every tenth of ``total`` (a quiet build still
+    says, in its log, how far each training got and how fast)."""
     if not enabled:
-        return _NoBar()
+        return LogBar(total, desc)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
 
-class _NoBar:
+class LogBar:
+    """The part of tqdm's interface ``fit`` uses, writing ``desc: n/total steps in s s, loss x`` to the
+    qmamba log at each tenth of ``total`` and at the end."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
+        self.every, self.start = max(1, -(-total // 10)), time.perf_counter()
+
     def update(self, n: int = 1) -> None:
-        pass
+        self.n += n
+        if self.n % self.every == 0 or self.n == self.total:
+            logging.getLogger("qmamba").info("%s: %d/%d steps in %.1f s%s", self.desc, self.n, self.total,
+                                             time.perf_counter() - self.start, self.postfix)
 
     def set_postfix(self, **kwargs) -> None:
-        pass
+        self.postfix = "".join(f", {k} {v}" for k, v in kwargs.items())
 
     def close(self) -> None:
         pass
