@@ -7,6 +7,7 @@ import argparse
 import json
 
 import pytest
+from testing_utils import measure_briefly
 
 from qmamba.bench.options import BenchOptions
 from qmamba.bench.report import fmt, lm_table, markdown_table, render, vqa_batch_table, vqa_table
@@ -153,30 +154,8 @@ def test_headline_and_checkpoints_as_figures_come(monkeypatch):
     assert snapshots == [{"cobra": {"total_ms": 1.0}}, {"cobra": {"total_ms": 1.0}, "mlmamba": {"total_ms": 2.0}}]
 
 
-def _measure_briefly(monkeypatch) -> None:
-    """The decode ops choose their tiles as on any GPU (each candidate compiled, checked against the reference,
-    timed in a CUDA graph, cached and reported), but among their first two candidates and on two weight copies:
-    the full sweep times every tile over 300 MB of weight copies, which at tiny shapes is tens of thousands of
-    launches per candidate. Patched wherever the measuring modules bound the two functions."""
-    import itertools
-    import sys
-
-    from qmamba.ops import available
-    from qmamba.ops.runtime.measured_choice import fastest
-    from qmamba.ops.runtime.timing import weight_copies
-
-    available("gemv")  # imports the Triton kernel modules, which bind the two functions
-    quick = {weight_copies: lambda like, past_bytes=0: weight_copies(like, past_bytes=0),
-             fastest: lambda candidates, *args, **kwargs: fastest(itertools.islice(candidates, 2), *args, **kwargs)}
-    for name, module in list(sys.modules.items()):
-        for attr, value in list(vars(module).items()) if name.startswith("qmamba.") else ():
-            for original, brief in quick.items():
-                if value is original:
-                    monkeypatch.setattr(module, attr, brief)
-
-
 def test_measure_briefly_reaches_every_measuring_op(monkeypatch):
-    """On CPU (kernels interpreted): after ``_measure_briefly`` the gemv, step_in and step_out modules time on two
+    """On CPU (kernels interpreted): after ``measure_briefly`` the gemv, step_in and step_out modules time on two
     weight copies and among their first two candidates; undone afterwards."""
     pytest.importorskip("triton")
     import importlib
@@ -189,7 +168,7 @@ def test_measure_briefly_reaches_every_measuring_op(monkeypatch):
                  and hasattr(m, "weight_copies") and hasattr(m, "measure_once")]
     assert len(measuring) >= 3, [m.__name__ for m in measuring]  # gemv, step_in, step_out
     with monkeypatch.context() as patch:
-        _measure_briefly(patch)
+        measure_briefly(patch)
         for module in measuring:
             assert len(module.weight_copies(torch.zeros(4, 4))) == 2, module.__name__
             timed = []
@@ -207,7 +186,7 @@ def test_bench_on_gpu_captures_every_figure(tmp_path, monkeypatch):
         pytest.skip("needs a CUDA GPU")
     from qmamba.bench import run_bench
 
-    _measure_briefly(monkeypatch)
+    measure_briefly(monkeypatch)
 
     results = run_bench(BenchOptions(sections=("lm-mamba1", "vqa"), quick=True, tiny=True, peers=(), repeats=1,
                                      decode_tokens=3, prompt_len=24, train_len=24, vqa_batch=2, question_len=6,
