@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().print_help(sys.stderr)  # no command: the help, and a failure for scripts
         return 2
     name, rest = argv[0], argv[1:]
+    from qmamba.utils.cpu import limit_openmp_spin
     from qmamba.utils.log import setup_logging
 
     setup_logging(debug)  # before the command imports anything that logs or draws a progress bar
+    limit_openmp_spin()  # before the command imports torch: idle CPU threads stop spinning on shared cores
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"qmamba {name}", description=module.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
