@@ -149,3 +149,25 @@ def test_multimodal_requests_with_and_without_images_prefill_together():
     assert mismatch.finish_reason == "error" and "placeholder" in str(mismatch.error)
     for i, handle in enumerate(handles):
         assert handle.tokens == want[i], f"request {i}"
+
+
+def test_a_stop_string_late_in_a_long_answer_ends_it_where_generate_does():
+    from testing_utils import tiny_tokenizer
+
+    torch.manual_seed(5)
+    tok = tiny_tokenizer()
+    model = tiny(MAMBA1, vocab_size=len(tok))
+    ids = prompt(6, seed=60, vocab=len(tok))
+    sampled = {"do_sample": True, "seed": 3, "max_new_tokens": 150}
+    free = alone(model, ids, GenerationConfig(**sampled))
+    text = tok.decode(free)
+    # three tokens whose text first shows up late: far past the engine's window of decoded tokens
+    stop = next(tok.decode(free[i:i + 3]) for i in range(60, 147) if text.find(tok.decode(free[i:i + 3])) >
+                len(tok.decode(free[:i])) - 2)
+    cfg = GenerationConfig(**sampled, stop_strings=[stop])
+    want = generate(model, ids[None], tokenizer=tok, **cfg.__dict__)[0, ids.shape[0]:].tolist()
+    assert 4 * len(stop) + 8 < len(want) < 150  # the answer outgrows the window before the stop
+    engine = Engine(model, num_slots=2, tokenizer=tok)
+    handle = engine.submit(Request(ids, config=cfg))
+    engine.run_until_idle()
+    assert handle.finish_reason == "stop" and handle.tokens == want

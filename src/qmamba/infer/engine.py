@@ -343,7 +343,11 @@ class Engine:
         if token in cfg.eos_ids():
             return "eos"
         if cfg.stop_strings:
-            text = self.tokenizer.decode(handle.tokens)
+            # a new match ends in the last token (the answer had none before), so it lies in the answer's last
+            # tokens: each token is at least one byte of text and a character at most four, and a margin keeps
+            # the decoder's joins at the window's start away from it; the text decoded per step stays bounded
+            tail = 4 * max(map(len, cfg.stop_strings)) + 8
+            text = self.tokenizer.decode(handle.tokens[-tail:])
             if any(s in text for s in cfg.stop_strings):
                 return "stop"
         if len(handle.tokens) >= cfg.max_new_tokens:
