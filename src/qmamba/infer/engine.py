@@ -249,8 +249,8 @@ class Engine:
             return
         logits = torch.cat([part[1] for part in prefilled])  # (k, v): row r is handles[r]'s prefill
         handles = [h for part in prefilled for h in part[0]]
-        queued = {id(h): n for n, h in enumerate(taken)}
-        rows = sorted(range(len(handles)), key=lambda r: queued[id(handles[r])])  # in queue order
+        queued = {h.id: n for n, h in enumerate(taken)}
+        rows = sorted(range(len(handles)), key=lambda r: queued[handles[r].id])  # in queue order
         slot_of = dict(zip(rows, free))  # row -> slot: the lowest free slots, in queue order
         first = 0
         for part_handles, _, cache in prefilled:
