@@ -9,13 +9,18 @@ decode batch without a paged cache. The engine holds ``num_slots`` rows of one c
 
     engine.step():
         1. end cancelled and expired requests (queued or running): their slots are free again
-        2. admit waiting requests into free slots (lowest first): each one's prefill (vision encoder, connector,
-           LM prefill) runs alone into a fresh one-row cache whose states are then written into its slot
-           (``cache.write_rows``); its first token is chosen from the prefill's logits and streamed
+        2. admit waiting requests into free slots (lowest first, in queue order), as many as fit the free slots,
+           ``max_prefill_batch`` and ``max_prefill_tokens`` (``infer.admission``): their prompts, left-padded to
+           the longest, and their images run ONE prefill (vision encoder, connector, LM prefill) into a fresh
+           cache of b rows, written into their slots at once (``cache.write_rows``); requests whose images cannot
+           share a batch prefill in separate groups, and a group whose prefill fails prefills its requests one
+           by one, so a bad request ends alone. Each first token is chosen from its row of the prefill's logits
+           and streamed
         3. one decode step for the slots 0 .. B-1, B the smallest bucket holding every running slot:
            ``decode(tokens[:B], cache.first_rows(B))`` -> logits (B, v); rows of free slots are computed and
-           ignored. Each running request chooses its token with its own settings and generator, streams it, and
-           ends on eos, a stop string or max_new_tokens; its slot is freed (and zeroed) at once
+           ignored. Each running request chooses its token with its own settings and generator (the greedy rows
+           from one argmax, each sampled row alone), streams it, and ends on eos, a stop string or
+           max_new_tokens; its slot is freed (and zeroed) at once
 
 Rows never move: a request keeps its slot from admission to its end, so nothing is copied when the batch
 changes, and the decode step always reads and writes the same buffers (the views of ``first_rows``).
@@ -47,6 +52,7 @@ import torch
 from torch import Tensor
 
 from qmamba.errors import ConfigError
+from qmamba.infer.admission import prefill_batch, prefill_groups, take_waiting
 from qmamba.infer.cuda_graph import BUCKETS, bucket_size, check_decodable, model_device
 from qmamba.infer.request import QueueFull, Request, RequestHandle
 from qmamba.infer.sampling import next_tokens
@@ -58,16 +64,28 @@ class Engine:
     """Continuous batching of ``model`` over ``num_slots`` state rows (see the module docstring).
 
     ``tokenizer``: needed by requests with stop strings. ``clock``: seconds, for deadlines (``time.monotonic``).
-    ``decode``: the decode step over the first B slots (default ``model.step``; the seam for CUDA graphs)."""
+    ``decode``: the decode step over the first B slots (default ``model.step``; the seam for CUDA graphs).
+    ``max_prefill_batch`` / ``max_prefill_tokens``: the most requests one step admits, and the most padded tokens
+    (rows x the longest prompt, an image counted as its visual tokens) their prefill may hold (the first waiting
+    request is always admitted). One admission's prefill runs before the step's decode, so these bound how long
+    the running requests wait for their next token; 16384 tokens hold 64 prompts of an image as 128 visual
+    tokens and some text (Q-Mamba-128's) in one prefill, already enough rows to keep a GPU busy, while prompts
+    near a server's length limit (4096) join four at a time."""
 
     def __init__(self, model, num_slots: int = 8, max_queue: int = 64, tokenizer=None,
                  buckets: tuple[int, ...] = BUCKETS, decode: DecodeFn | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, max_prefill_batch: int = 64,
+                 max_prefill_tokens: int = 16384):
         check_decodable(model)
         if num_slots < 1 or max_queue < 0:
             raise ConfigError(f"num_slots must be >= 1 and max_queue >= 0, got {num_slots} and {max_queue}")
+        if max_prefill_batch < 1 or max_prefill_tokens < 1:
+            raise ConfigError(f"max_prefill_batch and max_prefill_tokens must be >= 1, got {max_prefill_batch} "
+                              f"and {max_prefill_tokens}")
         self.model, self.tokenizer, self.clock = model, tokenizer, clock
         self.num_slots, self.max_queue, self.buckets = num_slots, max_queue, tuple(buckets)
+        self.max_prefill_batch, self.max_prefill_tokens = max_prefill_batch, max_prefill_tokens
+        self._visual_tokens = getattr(model, "num_visual_tokens", 1)  # an image's length in the LM
         self.decode = decode or model.step
         self.device = model_device(model)
         with torch.inference_mode():
@@ -137,7 +155,7 @@ class Engine:
             rows = min(bucket_size(running[-1][0] + 1, self.buckets), self.num_slots)
             try:
                 logits = self.decode(self.tokens[:rows], self.cache.first_rows(rows))  # (B, v)
-                self._choose_all(running, logits)
+                self._choose_rows([(slot, slot, h) for slot, h in running], logits)
             except Exception as err:  # the batch cannot go on: its requests end with the error, the engine stays
                 for slot, _ in running:
                     self._free(slot, "error", err)
@@ -220,59 +238,97 @@ class Engine:
             handle.finish(reason, error)
 
     def _admit(self) -> None:
-        """Move waiting requests into free slots: prefill alone, write the state into the slot, first token."""
-        while None in self.slots:
-            with self._queue_lock:
-                if not self.queue:
-                    return
-                handle = self.queue.popleft()
-            slot = self.slots.index(None)
-            try:
-                logits = self._prefill_into(handle, slot)
-            except Exception as err:  # a bad request ends alone; the batch goes on
-                handle.finish("error", err)
-                continue
-            self.slots[slot], handle.slot = handle, slot
-            self._choose(slot, handle, logits.float())
+        """Move waiting requests into free slots: prefill them together, write each row's state into its slot
+        (the lowest free slots, in queue order), then each one's first token (see ``infer.admission``)."""
+        free = [i for i, h in enumerate(self.slots) if h is None]
+        with self._queue_lock:
+            taken = take_waiting(self.queue, len(free), self.max_prefill_batch, self.max_prefill_tokens,
+                                 self._visual_tokens)
+        prefilled = [part for group in prefill_groups(taken) for part in self._prefill_group(group)]
+        if not prefilled:
+            return
+        logits = torch.cat([part[1] for part in prefilled])  # (k, v): row r is handles[r]'s prefill
+        handles = [h for part in prefilled for h in part[0]]
+        queued = {h.id: n for n, h in enumerate(taken)}
+        rows = sorted(range(len(handles)), key=lambda r: queued[handles[r].id])  # in queue order
+        slot_of = dict(zip(rows, free))  # row -> slot: the lowest free slots, in queue order
+        first = 0
+        for part_handles, _, cache in prefilled:
+            self.cache.write_rows(cache, [slot_of[first + i] for i in range(len(part_handles))])
+            first += len(part_handles)
+        for r in rows:
+            self._start(handles[r], slot_of[r], logits.shape[-1])
+        self._choose_rows([(r, slot_of[r], handles[r]) for r in rows], logits)
 
-    def _prefill_into(self, handle: RequestHandle, slot: int) -> Tensor:
-        """The request's prefill into a fresh one-row cache, copied into ``slot``; returns its logits (1, v)."""
+    def _prefill_group(self, handles: list[RequestHandle]) -> list[tuple[list[RequestHandle], Tensor, Any]]:
+        """One prefill of ``handles`` together -> [(handles, logits (b, v), cache of b rows)]. If it fails, each
+        request prefills alone, so a bad one ends with its own error and the others go on."""
+        try:
+            return [(handles, *self._prefill(handles))]
+        except Exception as err:
+            if len(handles) == 1:  # a bad request ends alone; the batch goes on
+                handles[0].finish("error", err)
+                return []
+        return [part for h in handles for part in self._prefill_group([h])]
+
+    def _prefill(self, handles: list[RequestHandle]) -> tuple[Tensor, Any]:
+        """The requests' prefill as one left-padded batch into a fresh cache: (logits (b, v), cache of b rows)."""
+        input_ids, mask, inputs = prefill_batch(handles, self.device)
+        return self.model.prefill(input_ids, attention_mask=mask, **inputs)
+
+    def _start(self, handle: RequestHandle, slot: int, width: int) -> None:
+        """Give ``handle`` its slot, its random generator and (with a repetition penalty) its seen tokens."""
+        self.slots[slot], handle.slot = handle, slot
         req = handle.request
-        ids = req.input_ids.to(self.device)[None]  # (1, l)
-        inputs = {} if req.pixel_values is None else {"pixel_values": req.pixel_values.to(self.device)}
-        logits, cache = self.model.prefill(ids, **inputs)  # (1, v)
-        self.cache.write_rows(cache, [slot])
-        prompt = ids[ids >= 0]  # negative ids are placeholders (e.g. an image), not tokens
-        handle.seen = torch.zeros(1, logits.shape[-1], dtype=torch.bool, device=self.device)
-        handle.seen[0, prompt] = True
+        if req.config.repetition_penalty != 1.0:
+            prompt = req.input_ids[req.input_ids >= 0].to(self.device)  # negative ids are placeholders
+            handle.seen = torch.zeros(1, width, dtype=torch.bool, device=self.device)  # (1, v)
+            handle.seen[0, prompt] = True
         seed = req.config.seed
         handle.generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        return logits
 
-    def _choose_all(self, running: list[tuple[int, RequestHandle]], logits: Tensor) -> None:
-        """Each running request's next token from its row of ``logits`` (B, v)."""
+    def _choose_rows(self, entries: list[tuple[int, int, RequestHandle]], logits: Tensor) -> None:
+        """Each entry's (row of ``logits`` (k, v), slot, request) next token, with the request's settings and
+        generator: the greedy rows from one argmax, each sampled row alone (its generator draws what it would
+        alone; a row whose sampling fails ends alone); every slot's token written at once, then each request's
+        token streamed in entry order."""
         logits = logits.float()
-        greedy = logits[:, :self.model.generation_vocab_size].argmax(-1).tolist()  # (B,): one sync
-        for slot, handle in running:
-            cfg = handle.request.config
-            if self.slots[slot] is not handle:  # ended by its own callback meanwhile
-                continue
-            if not cfg.do_sample and cfg.repetition_penalty == 1.0:
-                self._take(slot, handle, greedy[slot])
-            else:
-                self._choose(slot, handle, logits[slot:slot + 1])
+        chosen = logits[:, :self.model.generation_vocab_size].argmax(-1)  # (k,)
+        sampled: dict[int, Tensor] = {}
+        for row, slot, handle in entries:
+            if not self._is_greedy(handle):
+                try:
+                    sampled[row] = self._sample(handle, logits[row:row + 1])  # (1,)
+                except Exception as err:  # e.g. non-finite logits in this row alone
+                    self._free(slot, "error", err)
+        if sampled:
+            rows = torch.tensor(list(sampled), device=chosen.device)  # (s,)
+            chosen = chosen.index_put((rows,), torch.cat(list(sampled.values())))
+        tokens = chosen.tolist()  # one synchronisation for the whole step
+        entries = [(row, slot, h) for row, slot, h in entries if self.slots[slot] is h]
+        if entries:
+            self.tokens[[slot for _, slot, _ in entries]] = torch.tensor([tokens[row] for row, _, _ in entries],
+                                                                         device=self.device)
+        for row, slot, handle in entries:
+            if self.slots[slot] is handle:  # not ended meanwhile by another request's callback
+                self._take(slot, handle, tokens[row])
 
-    def _choose(self, slot: int, handle: RequestHandle, logits: Tensor) -> None:
-        """The token of one request from its logits (1, v) float, with its settings and generator."""
+    @staticmethod
+    def _is_greedy(handle: RequestHandle) -> bool:
+        cfg = handle.request.config
+        return not cfg.do_sample and cfg.repetition_penalty == 1.0
+
+    def _sample(self, handle: RequestHandle, logits: Tensor) -> Tensor:
+        """The token of one request from its logits (1, v) float, with its settings and generator -> (1,)."""
         logits = logits.clone()
         logits[:, self.model.generation_vocab_size:] = float("-inf")
-        token = next_tokens(logits, handle.seen, handle.request.config, handle.generator)  # (1,)
-        self._take(slot, handle, int(token))
+        return next_tokens(logits, handle.seen, handle.request.config, handle.generator)  # (1,)
 
     def _take(self, slot: int, handle: RequestHandle, token: int) -> None:
-        """Record and stream ``token``; end the request on eos, a stop string or max_new_tokens."""
-        handle.seen[0, token] = True
-        self.tokens[slot] = token
+        """Record and stream ``token`` (already in ``tokens[slot]``); end the request on eos, a stop string or
+        max_new_tokens."""
+        if handle.seen is not None:
+            handle.seen[0, token] = True
         try:
             handle.emit(token)
         except Exception as err:  # the caller's callback failed (e.g. its client went away)
@@ -287,7 +343,11 @@ class Engine:
         if token in cfg.eos_ids():
             return "eos"
         if cfg.stop_strings:
-            text = self.tokenizer.decode(handle.tokens)
+            # a new match ends in the last token (the answer had none before), so it lies in the answer's last
+            # tokens: each token is at least one byte of text and a character at most four, and a margin keeps
+            # the decoder's joins at the window's start away from it; the text decoded per step stays bounded
+            tail = 4 * max(map(len, cfg.stop_strings)) + 8
+            text = self.tokenizer.decode(handle.tokens[-tail:])
             if any(s in text for s in cfg.stop_strings):
                 return "stop"
         if len(handle.tokens) >= cfg.max_new_tokens:

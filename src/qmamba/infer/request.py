@@ -84,7 +84,7 @@ class RequestHandle:
         self._engine = engine
         self._events: queue.Queue = queue.Queue()
         self._done = threading.Event()
-        self.seen: Tensor | None = None  # (1, v) bool: prompt and generated ids (repetition penalty)
+        self.seen: Tensor | None = None  # (1, v) bool: prompt and generated ids; only with a repetition penalty
         self.generator: torch.Generator | None = None
 
     @property
