@@ -34,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the longest prompt, an image counted as one token (default: the length the model was "
                         "trained on, else 4096)")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="the most new tokens a request may ask for")
+    p.add_argument("--max-prefill-batch", type=int, default=64,
+                   help="waiting requests admitted together, in one prefill, at a decode step")
+    p.add_argument("--max-prefill-tokens", type=int, default=16384,
+                   help="bound on one admission prefill: rows x longest prompt (an image as its visual tokens); "
+                        "it bounds how long running requests wait for their next token")
     p.add_argument("--no-cuda-graphs", action="store_true",
                    help="run the decode step eagerly on a GPU (default: one CUDA graph per batch bucket)")
 
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     path = require_dir(args.model, "model")
     if args.allow_local_files:
         require_dir(args.allow_local_files, "--allow-local-files")
-    for name in ("num_slots", "max_image_bytes", "max_tokens_limit", "timeout"):
+    for name in ("num_slots", "max_image_bytes", "max_tokens_limit", "timeout", "max_prefill_batch",
+                 "max_prefill_tokens"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     trained = trained_length(path)
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout, device=args.device, dtype=args.dtype, served_model_name=args.served_model_name,
         allow_local_files=args.allow_local_files, allow_remote_images=args.allow_remote_images,
         max_image_bytes=args.max_image_bytes, max_tokens_limit=args.max_tokens_limit,
-        cuda_graphs=not args.no_cuda_graphs,
+        cuda_graphs=not args.no_cuda_graphs, max_prefill_batch=args.max_prefill_batch,
+        max_prefill_tokens=args.max_prefill_tokens,
         max_prompt_tokens=args.max_prompt_tokens or (trained[0] if trained else 4096),
         default_max_tokens=min(int(generation.get("max_new_tokens") or 128), args.max_tokens_limit))
     serve(load_service(config))

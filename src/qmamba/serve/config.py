@@ -25,6 +25,8 @@ class ServeConfig:
     remote_timeout: float = 10.0  # seconds for one remote image, redirects included
     remote_max_redirects: int = 3
     cuda_graphs: bool = True  # on a GPU, replay the decode step from one CUDA graph per batch bucket
+    max_prefill_batch: int = 64  # requests admitted together in one prefill (Engine)
+    max_prefill_tokens: int = 16384  # rows x longest prompt of one admission prefill (Engine)
 
     @property
     def max_body_bytes(self) -> int:

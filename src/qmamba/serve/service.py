@@ -54,7 +54,8 @@ class ChatService:
         self.decoder = BucketGraphs(pipe.model, use_graphs=None if config.cuda_graphs and graphable(pipe.model)
                                     else False)
         self.engine = Engine(pipe.model, num_slots=config.num_slots, max_queue=config.max_queue, tokenizer=tok,
-                             decode=self.decoder)
+                             decode=self.decoder, max_prefill_batch=config.max_prefill_batch,
+                             max_prefill_tokens=config.max_prefill_tokens)
         remote = (RemoteLimits(config.max_image_bytes, config.remote_timeout, config.remote_max_redirects)
                   if config.allow_remote_images else None)
         local = Path(config.allow_local_files) if config.allow_local_files else None
