@@ -101,3 +101,28 @@ def measure_briefly(monkeypatch) -> None:
             for original, brief in quick.items():
                 if value is original:
                     monkeypatch.setattr(module, attr, brief)
+
+
+def wordy_qmamba_dir(folder: Path) -> Path:
+    """A tiny Q-Mamba saved with its tokenizer under ``folder/model``, and two images beside it (red.png,
+    white.png). Its answers are words that depend on the image and never end early: weights moved well away from
+    the init, the untied LM head 0 on every special token (chat markers, end-of-text) and past the tiny vocabulary."""
+    from PIL import Image
+
+    from qmamba.models.multimodal import MultimodalModel
+    from qmamba.models.presets import get_preset
+
+    torch.manual_seed(0)
+    cfg, tok = get_preset("tiny-qmamba-128"), tiny_tokenizer()
+    cfg.llm.tie_embeddings = False
+    model = MultimodalModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        model.llm.lm_head.weight[:len(SPECIAL)] = 0
+        model.llm.lm_head.weight[len(tok):] = 0
+    path = folder / "model"
+    model.save_pretrained(path, tokenizer=tok, dtype=torch.float32)
+    for name, colour in [("red", (255, 0, 0)), ("white", (255, 255, 255))]:
+        Image.new("RGB", (40, 30), colour).save(folder / f"{name}.png")
+    return path

@@ -9,7 +9,7 @@ import io
 import pytest
 import torch
 from PIL import Image
-from testing_utils import SPECIAL, tiny_tokenizer
+from testing_utils import wordy_qmamba_dir
 
 from qmamba.cli import main
 from qmamba.pipeline import Pipeline
@@ -21,23 +21,7 @@ N = 5  # --max-new-tokens
 def model_dir(tmp_path_factory):
     """A tiny Q-Mamba saved with its tokenizer, whose answers are words and depend on the image: weights moved
     well away from the init, the untied LM head 0 on the chat markers and past the tiny vocabulary."""
-    from qmamba.models.multimodal import MultimodalModel
-    from qmamba.models.presets import get_preset
-
-    torch.manual_seed(0)
-    cfg, tok = get_preset("tiny-qmamba-128"), tiny_tokenizer()
-    cfg.llm.tie_embeddings = False
-    model = MultimodalModel(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-        model.llm.lm_head.weight[:len(SPECIAL)] = 0
-        model.llm.lm_head.weight[len(tok):] = 0
-    path = tmp_path_factory.mktemp("chat") / "model"
-    model.save_pretrained(path, tokenizer=tok, dtype=torch.float32)
-    for name, colour in [("red", (255, 0, 0)), ("white", (255, 255, 255))]:
-        Image.new("RGB", (40, 30), colour).save(path.parent / f"{name}.png")
-    return path
+    return wordy_qmamba_dir(tmp_path_factory.mktemp("chat"))
 
 
 @pytest.fixture(scope="module")

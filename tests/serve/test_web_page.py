@@ -19,9 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image
-from testing_utils import SPECIAL, tiny_tokenizer
+from testing_utils import wordy_qmamba_dir
 
 from qmamba.pipeline import Pipeline
 
@@ -48,23 +46,7 @@ def web_model(tmp_path_factory) -> Path:
     """A tiny Q-Mamba saved with its tokenizer, and two images. Its answers are words, depend on the image and
     never end before max_tokens (the LM head is 0 on every special token, end-of-text included), so an answer
     asked for 4000 tokens is still running when Stop is pressed."""
-    from qmamba.models.multimodal import MultimodalModel
-    from qmamba.models.presets import get_preset
-
-    torch.manual_seed(0)
-    cfg, tok = get_preset("tiny-qmamba-128"), tiny_tokenizer()
-    cfg.llm.tie_embeddings = False
-    model = MultimodalModel(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-        model.llm.lm_head.weight[:len(SPECIAL)] = 0  # no chat markers, nothing past the tiny vocabulary
-        model.llm.lm_head.weight[len(tok):] = 0
-    path = tmp_path_factory.mktemp("web") / "tiny-qmamba"
-    model.save_pretrained(path, tokenizer=tok, dtype=torch.float32)
-    for name, colour in [("red", (255, 0, 0)), ("white", (255, 255, 255))]:
-        Image.new("RGB", (40, 30), colour).save(path.parent / f"{name}.png")
-    return path
+    return wordy_qmamba_dir(tmp_path_factory.mktemp("web"))
 
 
 @pytest.fixture(scope="module")
