@@ -11,6 +11,7 @@ from qmamba.models.connectors import build_connector, connector_config
 from qmamba.models.connectors.attention import attention_reference, local_attention_mask
 from qmamba.models.mamba_lm import MambaLM, MambaLMConfig
 from qmamba.models.multiscan import scan_order
+from qmamba.ops.local_attention import use_local_attention
 
 DV, DM, P = 16, 24, 729
 QM = {"type": "qmamba", "n_queries": 32, "width": 32, "n_layer": 2, "n_heads": 4}
@@ -39,6 +40,11 @@ def test_shape_and_gradients(name):
     assert y.shape == (2, n_tokens, DM)
     assert conn.num_tokens(P) == n_tokens
     (y * torch.randn_like(y)).sum().backward()
+    dead = [n for n, p in conn.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, f"no gradient reaches {dead}"
+    conn.zero_grad(set_to_none=True)
+    with use_local_attention("absorbed"):
+        (conn(x) * torch.randn_like(y)).sum().backward()
     dead = [n for n, p in conn.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert sorted(dead) == sorted(n for n, _ in conn.named_parameters() if _unread_by_local_attention(cfg, n))
 

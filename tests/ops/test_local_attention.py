@@ -117,7 +117,9 @@ def test_absorbed_in_bfloat16(q, p):
 
 def test_the_algorithm_switch():
     inputs = {k: v.detach() for k, v in _inputs(7, 50, torch.float32).items()}
-    assert torch.equal(local_attention(*inputs.values(), H), local_attention_absorbed(*inputs.values(), H))
+    assert torch.equal(local_attention(*inputs.values(), H), local_attention_naive(*inputs.values(), H))  # default
+    with use_local_attention("absorbed"):
+        assert torch.equal(local_attention(*inputs.values(), H), local_attention_absorbed(*inputs.values(), H))
     with use_local_attention("naive"):
         assert torch.equal(local_attention(*inputs.values(), H), local_attention_naive(*inputs.values(), H))
     with pytest.raises(ConfigError, match="'fused'"):
@@ -164,7 +166,8 @@ def test_projector_equals_the_reference_path(q, p):
 
     with use_local_attention("naive"):
         want, want_g = run()
-    got, got_g = run()
+    with use_local_attention("absorbed"):
+        got, got_g = run()
     assert_close(got, want, 1e-5, "projector output")
     with torch.no_grad():
         assert_close(conn.forward_with_weights(x)[0], want, 1e-5, "weights path")

@@ -2,8 +2,9 @@
 cross-attention from queries to visual features, and self-attention among queries.
 
 The local mask needs no mask tensor: ``CrossAttention.forward(..., local=True)`` runs ``ops.local_attention``,
-which reads each query's slice of the keys only and never projects the keys or values (k_proj and v_proj are
-absorbed into the queries and outputs; the parameters stay as they are, so checkpoints load). Any other mask
+the dense-mask SDPA by default or, chosen with ``use_local_attention("absorbed")``, an algorithm that reads each
+query's slice of the keys only and never projects the keys or values (k_proj and v_proj absorbed into the queries
+and outputs; the parameters stay as they are, so checkpoints load either way). Any other mask
 (or none) runs through ``F.scaled_dot_product_attention`` with an explicit boolean mask (True = may attend).
 ``CrossAttention.forward(..., return_weights=True)`` is the one other path: the same math written out
 (``attention_weights``) with the dense mask, which also returns the weights, for query attention maps; it gives
@@ -55,7 +56,7 @@ class CrossAttention(nn.Module):
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """x (b, q, d), kv (b, k, d_kv), mask (q, k) bool or None -> (b, q, d).
 
-        ``local``: attend with ``local_attention_mask(q, k)`` (leave ``mask`` None), through the absorbed op.
+        ``local``: attend with ``local_attention_mask(q, k)`` (leave ``mask`` None), through ``ops.local_attention``.
         ``return_weights``: also the attention weights (b, h, q, k), from the written-out softmax instead of
         SDPA (slower; for attention maps). Masked keys get weight exactly 0 and every row sums to 1.
         """

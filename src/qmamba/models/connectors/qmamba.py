@@ -89,7 +89,7 @@ class QueryConnector(nn.Module):
         (b, p, d_vision) -> (b, n_queries, d_model), [(b, h, n_queries, p)] * n_layer.
 
         ``attention``: "local" or "global" to run the same weights with that mask instead of the config's.
-        With the config's mask the output equals ``forward``'s (which runs the absorbed local attention or SDPA).
+        With the config's mask the output equals ``forward``'s (which runs ``ops.local_attention`` or SDPA).
         """
         attention = attention or self.cfg.attention
         if attention not in ATTENTION:

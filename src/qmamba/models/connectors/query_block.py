@@ -41,7 +41,7 @@ class QueryBlock(nn.Module):
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """x (b, q, d), visual (b, k, d_kv), mask (q, k) or None -> (b, q, d).
 
-        ``local``: the local mask, without a mask tensor (``CrossAttention``'s absorbed path).
+        ``local``: the local mask, without a mask tensor (``ops.local_attention``).
         ``return_weights``: also the cross-attention weights (b, h, q, k) (``CrossAttention``'s written-out path).
         """
         x = x + self.mixer(self.norm(x))

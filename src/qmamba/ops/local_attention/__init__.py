@@ -1,13 +1,17 @@
 """Local cross-attention of the query connectors: query i reads only its own contiguous slice of the keys.
 
     slices.py    ``local_slices(q, p)``: each query's slice, padded to the longest, and the dense mask (cached)
-    naive.py     ``local_attention_naive``: k and v of every key, SDPA with the dense (q, p) mask (ground truth)
+    naive.py     ``local_attention_naive``: k and v of every key, SDPA with the dense (q, p) mask (ground truth,
+                 and what the connectors run by default)
     absorbed.py  ``local_attention_absorbed``: k_proj and v_proj absorbed into the queries and outputs, scores
-                 only within each slice, no (q, p) matrix (what the connectors run)
+                 only within each slice, no (q, p) matrix
 
 Both are pure PyTorch and run on every device and under every ``ops.backend`` choice, so the op is not
-registered there until a kernel exists. ``use_local_attention("naive")`` runs the reference in place of
-the absorbed algorithm inside a block (tests and ``benchmarks/projector.py`` compare the two).
+registered there until a kernel exists. ``use_local_attention("absorbed")`` runs the absorbed algorithm inside
+a block; ``benchmarks/projector.py`` times the two on a GPU, which decides the default. Before the absorbed
+algorithm can be the default for training: the parameters it does not read (``k_proj.bias``, whose gradient is
+exactly zero, and with one key per query everything that only makes scores) get no gradient, hence no optimizer
+state, and resuming a checkpoint expects a state for every trainable parameter.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from qmamba.ops.local_attention.naive import local_attention_naive
 from qmamba.ops.local_attention.slices import LocalSlices, local_slices
 
 ALGORITHMS = {"absorbed": local_attention_absorbed, "naive": local_attention_naive}
-_CHOICE: contextvars.ContextVar[str] = contextvars.ContextVar("qmamba_local_attention", default="absorbed")
+_CHOICE: contextvars.ContextVar[str] = contextvars.ContextVar("qmamba_local_attention", default="naive")
 
 
 @contextlib.contextmanager
