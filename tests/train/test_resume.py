@@ -110,3 +110,29 @@ def test_a_corrupt_checkpoint_is_named(tmp_path):
         f.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot resume from .*step-00000000"):
         StageTrainer(cfg, 0, DistEnv(), None)._resume()
+
+
+def test_a_parameter_without_gradient_still_resumes(tmp_path):
+    """The absorbed local attention never reads k_proj.bias (it cancels in each slice's softmax): the
+    parameter gets no gradient, yet the checkpoint must hold its optimizer state for the resume to load."""
+    from qmamba.ops.local_attention import use_local_attention
+
+    world = write_world(tmp_path / "w", n=16)
+    cfg = parse_config(run_config(world, tmp_path / "run", stages=("finetune",), epochs=3), "test")
+    with use_local_attention("absorbed"):
+        trainer = StageTrainer(cfg, 0, DistEnv(), None)
+        batches = trainer._batches()
+        trainer._step([next(batches) for _ in range(trainer.accum)])
+        trainer.state["step"] = 1
+        trainer._save()
+        fresh = StageTrainer(cfg, 0, DistEnv(), None)
+        fresh._resume()
+    assert fresh.state["step"] == 1
+    names = {p: n for n, p in trainer.model.named_parameters()}
+    unread = [names[p] for p in trainer.optimizer.state if names[p].endswith("k_proj.bias")]
+    assert unread, "the test needs a parameter the absorbed path does not read"
+    fresh_params = dict(fresh.model.named_parameters())
+    for p, st in trainer.optimizer.state.items():
+        got = fresh.optimizer.state[fresh_params[names[p]]]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(got[key], st[key]), (names[p], key)

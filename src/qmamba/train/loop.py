@@ -148,8 +148,11 @@ class StageTrainer:
             n_images = int((inputs["input_ids"] == IMAGE_TOKEN_ID).sum()) - batch.get("dummy_rows", 0)
             tokens += int(inputs["attention_mask"].sum()) - batch.get("dummy_rows", 0) + (
                 self.model.num_visual_tokens - 1) * n_images
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                                   self.stage.max_grad_norm)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        for p in trainable:  # a parameter the loss did not reach (e.g. a bias that cancels in a softmax) still
+            if p.grad is None:  # gets optimizer state: resuming expects a state for every trainable parameter
+                p.grad = torch.zeros_like(p)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.stage.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

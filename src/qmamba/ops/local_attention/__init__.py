@@ -8,10 +8,10 @@
 
 Both are pure PyTorch and run on every device and under every ``ops.backend`` choice, so the op is not
 registered there until a kernel exists. ``use_local_attention("absorbed")`` runs the absorbed algorithm inside
-a block; ``benchmarks/projector.py`` times the two on a GPU, which decides the default. Before the absorbed
-algorithm can be the default for training: the parameters it does not read (``k_proj.bias``, whose gradient is
-exactly zero, and with one key per query everything that only makes scores) get no gradient, hence no optimizer
-state, and resuming a checkpoint expects a state for every trainable parameter.
+a block; ``benchmarks/projector.py`` times the two on a GPU, which decides the default. The parameters the
+absorbed algorithm does not read (``k_proj.bias``, whose gradient is exactly zero, and with one key per query
+everything that only makes scores) get no gradient; the trainer gives them a zero one so that every trainable
+parameter has optimizer state and checkpoints resume.
 """
 
 from __future__ import annotations
