@@ -133,6 +133,10 @@ def test_bench_end_to_end_on_cpu(tmp_path, capsys, caplog):
     assert set(results["vqa_train"]) == {"mlmamba"} and results["vqa_train"]["mlmamba"]["step_ms"] > 0
     vqa = results["vqa"]["qmamba-128"]
     assert vqa["visual_tokens"] == 4 and vqa["answers_per_s"] > 0 and vqa["total_ms"] > 0
+    parts = {"vision", "projector", "lm_prefill", "decode"}
+    assert set(vqa["utilisation"]) == set(vqa["batch_utilisation"]) == parts
+    assert vqa["batch_utilisation"]["vision"]["gflop"] == pytest.approx(2 * vqa["utilisation"]["vision"]["gflop"])
+    assert vqa["peaks"]["matmul_tflops"] > 0 and "| qmamba-128 | LM prefill |" in printed
     assert printed.rstrip().endswith(render(results).splitlines()[-1])
     assert "| mamba1 | qmamba |" in printed and "| qmamba-128 | 4 |" in printed
     decode = fmt(results["lm"]["mamba1"]["impls"]["qmamba"]["decode_b1_ms"])

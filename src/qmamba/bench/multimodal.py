@@ -3,6 +3,8 @@
     latency of one VQA answer at batch 1 (image + question -> answer tokens), by component
         vision encoder(s) | connector | LM prefill | greedy decode of the answer | total (captured prefill + decode)
     throughput: answers per second at batch ``vqa_batch``, with the same components at that batch
+    utilisation of each component at both batches: achieved TFLOP/s and GB/s beside the card's measured
+        matmul rate and copy bandwidth (``bench/utilisation.py``)
     one training step of each of ``train_presets`` (finetune stage: bf16 autocast, activation checkpointing)
 
 Each component runs as its own CUDA graph (``Captured``) so launch overhead does not hide its cost; the
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor
 
 from qmamba.bench.options import BenchOptions
+from qmamba.bench.utilisation import Work, count_flops, measure_peaks, rates, tensor_bytes, weight_bytes
 from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.infer.cuda_graph import Captured, GraphDecoder
 from qmamba.infer.loop import GenerationConfig
@@ -61,8 +64,34 @@ def _answer(decoder: GraphDecoder, ids: Tensor, pixels: Tensor, cfg: GenerationC
     return run
 
 
+def _state_bytes(cache) -> int:
+    return tensor_bytes(t for layer in cache.layers for t in (layer.conv_state, layer.ssm_state))
+
+
+def component_work(model: MultimodalModel, ids: Tensor, pixels: Tensor, batch: int, answer_tokens: int
+                   ) -> dict[str, Work]:
+    """The work of each component for ``batch`` answers, counted on one row (``ids`` (1, l), ``pixels``):
+    products grow with the batch, the weights are read once per call (once per decode step)."""
+    lm, dtype = model.llm, next(model.connector.parameters()).dtype
+    flops = count_flops(lambda: model.vision(pixels))
+    features = model.vision(pixels).to(dtype)  # (1, p, d_vision)
+    vision = Work(flops * batch, weight_bytes(model.vision) + batch * tensor_bytes([pixels, features]))
+    flops = count_flops(lambda: model.connector(features))
+    visual = model.connector(features)  # (1, q, d)
+    projector = Work(flops * batch, weight_bytes(model.connector) + batch * tensor_bytes([features, visual]))
+    embeds = splice_at_column(lm.embed(ids.clamp(min=0)), visual, image_column(ids))  # (1, L, d)
+    flops = count_flops(lambda: lm.prefill(inputs_embeds=embeds))
+    logits, cache = lm.prefill(inputs_embeds=embeds)  # (1, v)
+    state = _state_bytes(cache)
+    prefill = Work(flops * batch, weight_bytes(lm) + batch * (tensor_bytes([embeds, logits]) + state))
+    token = logits.argmax(-1)  # (1,)
+    flops = count_flops(lambda: lm.step(token, cache))
+    step = Work(flops * batch, weight_bytes(lm) + batch * (2 * state + tensor_bytes([logits])))
+    return {"vision": vision, "projector": projector, "lm_prefill": prefill, "decode": step * (answer_tokens - 1)}
+
+
 def components(model: MultimodalModel, decoder: GraphDecoder, opts: BenchOptions, device: torch.device,
-               batch: int) -> dict:
+               batch: int, peaks: dict | None = None) -> dict:
     """Latency of each stage of ``batch`` answers, each captured alone, and of the whole answer."""
     ids, pixels = vqa_inputs(model, batch, opts.question_len, device, opts.seed + batch)
     use, pool = decoder.use_graphs, (decoder.pool if decoder.use_graphs else None)
@@ -96,6 +125,9 @@ def components(model: MultimodalModel, decoder: GraphDecoder, opts: BenchOptions
                                opts.repeats)
     out["total_ms"] = time_ms(_answer(decoder, ids, pixels, cfg), device, opts.warmup, opts.repeats)
     out.update(visual_tokens=visual.shape[1], prompt_tokens=embeds.shape[1])
+    if peaks is not None:
+        work = component_work(model, ids[:1], pixels[:1], batch, opts.answer_tokens)
+        out["utilisation"] = {name: rates(w, out[f"{name}_ms"], peaks) for name, w in work.items()}
     return out
 
 
@@ -104,11 +136,13 @@ def vqa_figures(preset: str, opts: BenchOptions, device: torch.device, dtype: to
     decoder = GraphDecoder(model)
     try:
         with torch.inference_mode():
-            out = {"image_size": model.config.vision.image_size, "cuda_graphs": decoder.use_graphs}
-            out.update(components(model, decoder, opts, device, 1))
-            at_batch = components(model, decoder, opts, device, opts.vqa_batch)  # where the batch's time goes
+            out = {"image_size": model.config.vision.image_size, "cuda_graphs": decoder.use_graphs,
+                   "peaks": measure_peaks(device, dtype)}
+            out.update(components(model, decoder, opts, device, 1, out["peaks"]))
+            at_batch = components(model, decoder, opts, device, opts.vqa_batch, out["peaks"])  # where it goes
             out.update(batch_ms=at_batch["total_ms"], answers_per_s=opts.vqa_batch / at_batch["total_ms"] * 1e3,
-                       batch_components={k: v for k, v in at_batch.items() if k.endswith("_ms")})
+                       batch_components={k: v for k, v in at_batch.items() if k.endswith("_ms")},
+                       batch_utilisation=at_batch["utilisation"])
         out["parameters_M"] = {k: round(v / 1e6, 1) for k, v in model.parameter_counts().items()}
         return out
     finally:

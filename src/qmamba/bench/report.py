@@ -98,6 +98,39 @@ def vqa_batch_table(vqa: dict, options: dict) -> str:
     return markdown_table(headers, rows)
 
 
+UTILISATION_ROWS = (("vision", "vision"), ("projector", "projector"), ("lm_prefill", "LM prefill"),
+                    ("decode", "decode"))
+
+
+def _rate(r: dict | None) -> tuple[str, str]:
+    if not r:
+        return "-", "-"
+    return (f"{fmt(r['tflops'])} ({100 * r['matmul_frac']:.0f}%)", f"{fmt(r['gbs'])} ({100 * r['copy_frac']:.0f}%)")
+
+
+def utilisation_table(vqa: dict, options: dict) -> str:
+    """Achieved product TFLOP/s and least-traffic GB/s of each component, as fractions of the measured peaks."""
+    b = options["vqa_batch"]
+    headers = ["preset", "component", "b1 TFLOP/s (of peak)", "b1 GB/s (of peak)", f"b{b} TFLOP/s (of peak)",
+               f"b{b} GB/s (of peak)"]
+    rows = []
+    for preset, figures in vqa.items():
+        one, many = figures.get("utilisation") or {}, figures.get("batch_utilisation") or {}
+        for key, title in UTILISATION_ROWS:
+            if key in one or key in many:
+                rows.append([preset, title, *_rate(one.get(key)), *_rate(many.get(key))])
+    return markdown_table(headers, rows)
+
+
+def peaks_line(vqa: dict) -> str:
+    peaks = next((v["peaks"] for v in vqa.values() if "peaks" in v), None)
+    if peaks is None:
+        return ""
+    return (f"Measured peaks: {fmt(peaks['matmul_tflops'])} TFLOP/s ({peaks['dtype']} {peaks['matmul_n']}^3 "
+            f"matmul), {fmt(peaks['copy_gbs'])} GB/s (copy). FLOPs are the matrix products'; bytes the least "
+            f"traffic (weights once, inputs and outputs once).")
+
+
 def train_table(rows_in: dict) -> str:
     headers = ["preset", "stage", "batch x tokens", "step ms", "peak GiB"]
     rows = []
@@ -125,6 +158,9 @@ def render(results: dict) -> str:
         if any("batch_components" in v for v in results["vqa"].values()):
             parts += ["", f"The same components at batch {opts['vqa_batch']}.", "",
                       vqa_batch_table(results["vqa"], opts)]
+        if any("utilisation" in v for v in results["vqa"].values()):
+            parts += ["", "Utilisation of each component. " + peaks_line(results["vqa"]), "",
+                      utilisation_table(results["vqa"], opts)]
     if results.get("vqa_train"):
         parts += ["", "One multimodal training step (finetune stage and its optimizer, bf16 autocast, "
                       "activation checkpointing).", "", train_table(results["vqa_train"])]
