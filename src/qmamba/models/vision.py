@@ -18,7 +18,9 @@ the settings it follows (``ImageTransformConfig``) are part of the config, in ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import json
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -87,7 +89,13 @@ def hf_vision_config(data: dict, where: str = "vision tower"):
 
 def _facts(hf_config: dict) -> tuple[int, int]:
     """(num_hidden_layers, patch_size) of a stored tower config, transformers' defaults filling gaps."""
-    cfg = hf_vision_config(hf_config)
+    return _facts_of(json.dumps(hf_config, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=64)
+def _facts_of(hf_json: str) -> tuple[int, int]:
+    # building a transformers config takes about a millisecond, and every request asks for the patch count
+    cfg = hf_vision_config(json.loads(hf_json))
     return int(cfg.num_hidden_layers), int(cfg.patch_size)
 
 
