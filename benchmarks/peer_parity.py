@@ -36,11 +36,33 @@ QUESTIONS = ["What is in the image?", "Describe the image.", "What colour domina
 
 
 # ------------------------------------------------------------------------------------------- compatibility
+def require_transformers() -> None:
+    """qmamba's vision loader maps towers onto the module names of transformers >= 5.18 (its pyproject pin);
+    an older one here would fail the conversion with a list of unmatched keys instead of this line."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version("5.18"):
+        sys.exit(f"transformers {transformers.__version__} is older than qmamba's minimum 5.18: put a newer one "
+                 f"first on PYTHONPATH (e.g. pip install --no-deps --target /tmp/tf transformers==5.18.0)")
+
+
 def shim_dependencies() -> None:
     """Names Cobra's code imports that newer transformers / mamba_ssm moved; aliases only, no behaviour."""
     import importlib
 
+    import transformers
     import transformers.generation as gen
+
+    # Cobra registers its own "mamba" config and model with the Auto classes; transformers now has its own
+    for auto in (transformers.AutoConfig, transformers.AutoModelForCausalLM, transformers.AutoModel):
+        if not getattr(auto.register, "_peer_shim", False):
+            original = auto.register
+
+            def register(*args, _original=original, **kwargs):
+                return _original(*args, **{**kwargs, "exist_ok": True})
+            register._peer_shim = True
+            auto.register = register
 
     for old in ("GreedySearchDecoderOnlyOutput", "SampleDecoderOnlyOutput"):
         if not hasattr(gen, old):
@@ -221,6 +243,7 @@ def main() -> int:
     args = p.parse_args()
     if args.cobra_src:
         sys.path.insert(0, args.cobra_src)
+    require_transformers()
     shim_dependencies()
     from qmamba.convert import convert_cobra
     from qmamba.data.processor import Processor

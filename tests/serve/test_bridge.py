@@ -45,3 +45,34 @@ def test_a_burst_from_another_thread_wakes_the_loop_once_and_keeps_order():
         loop.close()
     with pytest.raises(RuntimeError):
         box.put(queues[0], "late")
+
+
+def test_tokens_that_arrived_together_come_as_one_batch_and_the_end_after_them():
+    from types import SimpleNamespace
+
+    from qmamba.serve.bridge import Generation
+
+    loop = asyncio.new_event_loop()
+    try:
+        gen = Generation(loop)
+        gen.handle = SimpleNamespace(error=None, done=True)
+
+        async def consume():
+            return [batch async for batch in gen.token_batches()]
+
+        def engine():  # five tokens before the loop looks, then two more and the end
+            for t in range(5):
+                gen._on_token(t)
+
+        thread = threading.Thread(target=engine)
+        thread.start()
+        thread.join()
+        task = loop.create_task(consume())
+        loop.run_until_complete(asyncio.sleep(0))  # the consumer takes what has arrived
+        gen._on_token(5)
+        gen._on_token(6)
+        gen._on_finish("length")
+        batches = loop.run_until_complete(task)
+    finally:
+        loop.close()
+    assert batches == [[0, 1, 2, 3, 4], [5, 6]] and gen.finish_reason == "length"

@@ -1,6 +1,6 @@
 """Run the whole paper pipeline at micro scale: generate the micro-world, train a micro Q-Mamba MLLM on
 qmamba's shipped micro backbones (align, then finetune), score it on the six micro-benchmarks, and answer
-a question about a sample image. About 10 minutes on 2 CPU cores; uses a GPU when there is one.
+a question about a sample image. About 5 minutes on 2 CPU cores; uses a GPU when there is one.
 
 The model directory it leaves works with `qmamba generate --model <out>/train/1-finetune/model ...`.
 """
@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-eval", type=int, default=d.n_eval, help="images per evaluation set")
     p.add_argument("--align-epochs", type=float, default=d.align_epochs)
     p.add_argument("--finetune-epochs", type=float, default=d.finetune_epochs)
+    p.add_argument("--align-batch-size", type=int, default=d.align_batch_size)
+    p.add_argument("--finetune-batch-size", type=int, default=d.finetune_batch_size)
     p.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
 
 
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     q = QuickstartConfig(out=args.out, preset=args.preset, seed=args.seed, n_align=args.n_align,
                          n_finetune=args.n_finetune, n_eval=args.n_eval, align_epochs=args.align_epochs,
-                         finetune_epochs=args.finetune_epochs, device=args.device)
+                         finetune_epochs=args.finetune_epochs, align_batch_size=args.align_batch_size,
+                         finetune_batch_size=args.finetune_batch_size, device=args.device)
     result = run_quickstart(q)
     print("\nmicro-benchmarks (scored by the official rules; chance = an answer that ignores the image)")
     print(score_table(result))

@@ -87,7 +87,8 @@ def run_config(out: Path, tier: Tier, spec: TrainSpec, seed: int, device: str | 
     q = QuickstartConfig(out=str(out), preset=spec.preset, seed=seed, n_align=tier.n_align,
                          n_finetune=tier.n_finetune, n_eval=tier.n_eval, align_epochs=tier.align_epochs,
                          finetune_epochs=tier.finetune_epochs, align_lr=tier.align_lr, finetune_lr=tier.finetune_lr,
-                         optimizer=tier.optimizer, batch_size=tier.batch_size, device=device)
+                         optimizer=tier.optimizer, align_batch_size=tier.batch_size,
+                         finetune_batch_size=tier.batch_size, device=device)
     cfg = train_config(q, out / "world")
     cfg["model"].update(llm=tier.llm, vision=tier.vision, connector=copy.deepcopy(spec.connector))
     if preprocess_init is not None:

@@ -1,7 +1,7 @@
 """The sizes a replication runs at: which backbones, how large a micro-world, how long each stage trains.
 
     tiny   qmamba's shipped micro backbones (64 px SigLIP-architecture encoder, 8 px patches: 64 patches;
-           micro Mamba LM) on the quickstart's world and schedule; runs on CPU, faster on a GPU
+           micro Mamba LM) on the quickstart's world; runs on CPU, faster on a GPU
     small  the backbones of 'qmamba micro build --size small' (128 px encoder, 16 x 16 = 256 patches; a 28M-parameter
            Mamba LM) from their cache folder (``qmamba.micro.sizes.cache_dir``), for one GPU, on the small
            build's world (``qmamba.micro.sizes.SMALL.world``: harder, drawn in the varied style) with every
@@ -39,17 +39,18 @@ class Tier:
     llm: str
     vision: str
     n_patches: int
-    # the schedule defaults to the quickstart's (the tiny tier is the quickstart's world and schedule)
+    # the world's sizes are the quickstart's; the schedule is the replication's own (a directory pins it in
+    # tier.json): longer than the CPU quickstart's, which is cut to about five minutes
     n_align: int = _QUICKSTART.n_align
     n_finetune: int = _QUICKSTART.n_finetune
     n_eval: int = _QUICKSTART.n_eval
     world_seed: int = 0  # the world is shared by every run and seed; seeds vary initialisation and data order
-    align_epochs: float = _QUICKSTART.align_epochs
-    finetune_epochs: float = _QUICKSTART.finetune_epochs
-    align_lr: float = _QUICKSTART.align_lr
-    finetune_lr: float = _QUICKSTART.finetune_lr
-    optimizer: str = _QUICKSTART.optimizer
-    batch_size: int = _QUICKSTART.batch_size
+    align_epochs: float = 1.0
+    finetune_epochs: float = 2.0
+    align_lr: float = 1e-3
+    finetune_lr: float = 1e-3
+    optimizer: str = "adamw"
+    batch_size: int = 32  # both stages
     max_steps: int | None = None  # per stage; None: the epochs decide
     checkpoint_every_steps: int = 100
     eval_batch_size: int = 64

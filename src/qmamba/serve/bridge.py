@@ -2,6 +2,7 @@
 
     gen = Generation.submit(engine, Request(ids, pixels, config, timeout), loop)   # QueueFull when the queue is full
     async for token in gen.tokens(): ...        # each token as the engine chooses it
+    async for batch in gen.token_batches(): ... # or every token that has arrived since the last batch
     gen.finish_reason                           # 'eos', 'stop', 'length', 'cancelled', 'deadline', 'error'
     gen.cancel()                                # a client went away: its slot frees at once (or at the step's end)
 
@@ -96,12 +97,27 @@ class Generation:
 
     async def tokens(self) -> AsyncIterator[int]:
         """The request's tokens as they come; ends when the request ends (``finish_reason`` is then set)."""
-        while True:
+        async for batch in self.token_batches():
+            for token in batch:
+                yield token
+
+    async def token_batches(self) -> AsyncIterator[list[int]]:
+        """The tokens that have arrived since the last batch (at least one each): when the loop falls behind
+        the engine, a batch holds several, so a busy server sends fewer, larger stream chunks."""
+        finished = False
+        while not finished:
+            batch = []
             item = await self._events.get()
-            if isinstance(item, _Finished):
-                self.finish_reason, self.error = item.reason, self.handle.error
-                return
-            yield item
+            while True:
+                if isinstance(item, _Finished):
+                    self.finish_reason, self.error, finished = item.reason, self.handle.error, True
+                    break
+                batch.append(item)
+                if self._events.empty():
+                    break
+                item = self._events.get_nowait()
+            if batch:
+                yield batch
 
     def cancel(self) -> None:
         """End the request (no-op once it ended); its slot is free at once unless a step is running."""

@@ -41,12 +41,16 @@ class Answer:
     async def pieces(self) -> AsyncIterator[str]:
         """Text pieces as they can be shown; raises APIError when the request ends without an answer."""
         try:
-            async for token in self.gen.tokens():
-                self.completion_tokens += 1
-                piece = self.text.push(token)
+            async for batch in self.gen.token_batches():  # one piece per batch: fewer chunks when busy
+                piece = ""
+                for token in batch:
+                    self.completion_tokens += 1
+                    piece += self.text.push(token)
+                    if self.text.stopped:  # a stop string the engine's check has not ended the request on
+                        break
                 if piece:
                     yield piece
-                if self.text.stopped:  # a stop string the engine's check has not ended the request on
+                if self.text.stopped:
                     break
             self._check_ended()
             rest = self.text.finish()
