@@ -5,7 +5,7 @@
 # assets (assets.tgz) go to $OUT (default /tmp/qmamba-micro).
 #   LM_STEPS=5000 LM_BATCH=32 SFT_STEPS=3000 VISION_STEPS=2400 WORLD=6000 LONG=0 bash benchmarks/micro_gpu.sh
 #   QUICK=0 skips the default quickstart; CHOICE_SFT=600 steps of tuning with the multiple-choice drills after the
-#   first tuning (0: none); CHOICE=1 puts the drills in pretraining and the first tuning instead;  BUILD=0 LONG_ARGS="--n-align 8000 --n-finetune 8000 --finetune-epochs 3" bash benchmarks/micro_gpu.sh
+#   first tuning (0: none); CHOICE=1 puts the drills in pretraining and the first tuning instead;  BUILD=0 LONG_ARGS="--n-align 8000 --n-finetune 8000 --align-epochs 1 --finetune-epochs 3 --finetune-batch-size 32" bash benchmarks/micro_gpu.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/qmamba-micro}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,6 +34,6 @@ if [ "${QUICK:-1}" = 1 ]; then
 fi
 [ "${LONG:-1}" = 1 ] || { stamp done; exit 0; }
 stamp long
-python3 -m qmamba quickstart --out /tmp/qs_long --device cuda ${LONG_ARGS:---n-align 8000 --n-finetune 8000 --finetune-epochs 3} \
+python3 -m qmamba quickstart --out /tmp/qs_long --device cuda ${LONG_ARGS:---n-align 8000 --n-finetune 8000 --align-epochs 1 --finetune-epochs 3 --finetune-batch-size 32} \
   > "$OUT/long.log" 2>&1; tail -25 "$OUT/long.log"
 stamp done

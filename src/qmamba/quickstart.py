@@ -30,7 +30,7 @@ class QuickstartConfig:
     # the schedule: chosen over seeds 0-2 against 1 + 2 epochs at batch 32 (benchmarks/RESULTS.md, "The CPU
     # quickstart's schedule"); per image, batch 16 learns more than 32 at the same cost on CPU
     align_epochs: float = 0.5
-    finetune_epochs: float = 1.5
+    finetune_epochs: float = 1.75
     align_lr: float = 1e-3
     finetune_lr: float = 1e-3
     optimizer: str = "adamw"

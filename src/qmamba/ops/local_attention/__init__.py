@@ -8,7 +8,8 @@
 
 Both are pure PyTorch and run on every device and under every ``ops.backend`` choice, so the op is not
 registered there until a kernel exists. ``use_local_attention("absorbed")`` runs the absorbed algorithm inside
-a block; ``benchmarks/projector.py`` times the two on a GPU, which decides the default. The parameters the
+a block; the dense mask stays the default, chosen by ``benchmarks/projector.py`` (benchmarks/RESULTS.md, "The
+local cross-attention's default"). The parameters the
 absorbed algorithm does not read (``k_proj.bias``, whose gradient is exactly zero, and with one key per query
 everything that only makes scores) get no gradient; the trainer gives them a zero one so that every trainable
 parameter has optimizer state and checkpoints resume.
