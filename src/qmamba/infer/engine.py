@@ -65,6 +65,8 @@ class Engine:
 
     ``tokenizer``: needed by requests with stop strings. ``clock``: seconds, for deadlines (``time.monotonic``).
     ``decode``: the decode step over the first B slots (default ``model.step``; the seam for CUDA graphs).
+    ``encode``: an admission's image encoding, pixels (n, 3k, S, S) -> visual tokens (n, q, d) (default: the
+    model's own, inside its prefill; ``BucketEncoder`` replays it from CUDA graphs).
     ``max_prefill_batch`` / ``max_prefill_tokens``: the most requests one step admits, and the most padded tokens
     (rows x the longest prompt, an image counted as its visual tokens) their prefill may hold (the first waiting
     request is always admitted). One admission's prefill runs before the step's decode, so these bound how long
@@ -74,6 +76,7 @@ class Engine:
 
     def __init__(self, model, num_slots: int = 8, max_queue: int = 64, tokenizer=None,
                  buckets: tuple[int, ...] = BUCKETS, decode: DecodeFn | None = None,
+                 encode: Callable[[Tensor], Tensor] | None = None,
                  clock: Callable[[], float] = time.monotonic, max_prefill_batch: int = 64,
                  max_prefill_tokens: int = 16384):
         check_decodable(model)
@@ -87,6 +90,7 @@ class Engine:
         self.max_prefill_batch, self.max_prefill_tokens = max_prefill_batch, max_prefill_tokens
         self._visual_tokens = getattr(model, "num_visual_tokens", 1)  # an image's length in the LM
         self.decode = decode or model.step
+        self.encode = encode
         self.device = model_device(model)
         with torch.inference_mode():
             self.cache = model.allocate_inference_cache(num_slots, device=self.device)
@@ -274,6 +278,8 @@ class Engine:
     def _prefill(self, handles: list[RequestHandle]) -> tuple[Tensor, Any]:
         """The requests' prefill as one left-padded batch into a fresh cache: (logits (b, v), cache of b rows)."""
         input_ids, mask, inputs = prefill_batch(handles, self.device)
+        if self.encode is not None and "pixel_values" in inputs:
+            inputs = {"visual": self.encode(inputs["pixel_values"])}  # (n, q, d)
         return self.model.prefill(input_ids, attention_mask=mask, **inputs)
 
     def _start(self, handle: RequestHandle, slot: int, width: int) -> None:

@@ -116,8 +116,10 @@ class MultimodalModel(nn.Module):
         return self.connector(features.to(dtype))
 
     def embed(self, input_ids: Tensor, pixel_values: Tensor | None, attention_mask: Tensor | None,
-              labels: Tensor | None = None, padding_side: str = "right"):
-        visual = self.encode_images(pixel_values) if pixel_values is not None else None
+              labels: Tensor | None = None, padding_side: str = "right", visual: Tensor | None = None):
+        """The spliced rows; ``visual`` (n, q, d): the images' visual tokens when already encoded."""
+        if visual is None and pixel_values is not None:
+            visual = self.encode_images(pixel_values)
         return splice_visual_tokens(self.llm.embed, input_ids, visual, attention_mask, labels, padding_side)
 
     def forward(self, input_ids: Tensor, pixel_values: Tensor | None = None, attention_mask: Tensor | None = None,
@@ -138,10 +140,11 @@ class MultimodalModel(nn.Module):
         return self.llm.allocate_inference_cache(batch_size, dtype, device)
 
     def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, pixel_values: Tensor | None = None,
-                cache: MambaCache | None = None) -> tuple[Tensor, MambaCache]:
+                cache: MambaCache | None = None, visual: Tensor | None = None) -> tuple[Tensor, MambaCache]:
         """Prompts (b, l) with placeholders and their images: the spliced rows, left-padded, through the LM's
-        prefill -> last-position logits (b, v) and the filled cache (``cache``, or a new one)."""
-        s = self.embed(input_ids, pixel_values, attention_mask, padding_side="left")
+        prefill -> last-position logits (b, v) and the filled cache (``cache``, or a new one). ``visual``
+        (n, q, d): the images already encoded (``encode_images``), instead of ``pixel_values``."""
+        s = self.embed(input_ids, pixel_values, attention_mask, padding_side="left", visual=visual)
         return self.llm.prefill(inputs_embeds=s.inputs_embeds, attention_mask=s.attention_mask, cache=cache)
 
     def image_column(self, input_ids: Tensor) -> int:

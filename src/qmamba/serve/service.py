@@ -28,6 +28,7 @@ from qmamba.errors import QMambaError
 from qmamba.infer import Engine, GenerationConfig, QueueFull, Request
 from qmamba.infer.bucket_graphs import BucketGraphs
 from qmamba.infer.cuda_graph import graphable
+from qmamba.infer.image_graphs import BucketEncoder
 from qmamba.pipeline import Pipeline
 from qmamba.serve.bridge import Generation
 from qmamba.serve.config import ServeConfig
@@ -53,8 +54,10 @@ class ChatService:
         tok = pipe.processor.tokenizer
         self.decoder = BucketGraphs(pipe.model, use_graphs=None if config.cuda_graphs and graphable(pipe.model)
                                     else False)
+        self.encoder = (BucketEncoder(pipe.model, use_graphs=self.decoder.use_graphs)
+                        if hasattr(pipe.model, "encode_images") else None)
         self.engine = Engine(pipe.model, num_slots=config.num_slots, max_queue=config.max_queue, tokenizer=tok,
-                             decode=self.decoder, max_prefill_batch=config.max_prefill_batch,
+                             decode=self.decoder, encode=self.encoder, max_prefill_batch=config.max_prefill_batch,
                              max_prefill_tokens=config.max_prefill_tokens)
         remote = (RemoteLimits(config.max_image_bytes, config.remote_timeout, config.remote_max_redirects)
                   if config.allow_remote_images else None)
