@@ -3,7 +3,7 @@ micro backbones (a SigLIP-architecture encoder and a Mamba LM), train a micro Q-
 finetune), score it on the six micro-benchmarks with the same code as the real ones, and answer a
 question about a sample image.
 
-    qmamba quickstart                 # about 5 minutes on 2 CPU cores; uses the GPU when there is one
+    qmamba quickstart                 # about 6 minutes on 2 CPU cores; uses the GPU when there is one
     qmamba quickstart --out runs/qs --preset micro-cobra
 """
 

@@ -1,6 +1,6 @@
 """Run the whole paper pipeline at micro scale: generate the micro-world, train a micro Q-Mamba MLLM on
 qmamba's shipped micro backbones (align, then finetune), score it on the six micro-benchmarks, and answer
-a question about a sample image. About 5 minutes on 2 CPU cores; uses a GPU when there is one.
+a question about a sample image. About 6 minutes on 2 CPU cores; uses a GPU when there is one.
 
 The model directory it leaves works with `qmamba generate --model <out>/train/1-finetune/model ...`.
 """

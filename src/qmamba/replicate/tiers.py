@@ -40,7 +40,7 @@ class Tier:
     vision: str
     n_patches: int
     # the world's sizes are the quickstart's; the schedule is the replication's own (a directory pins it in
-    # tier.json): longer than the CPU quickstart's, which is cut to about five minutes
+    # tier.json): longer than the CPU quickstart's, which is cut to fit a few minutes on 2 CPU cores
     n_align: int = _QUICKSTART.n_align
     n_finetune: int = _QUICKSTART.n_finetune
     n_eval: int = _QUICKSTART.n_eval
