@@ -31,6 +31,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -238,6 +239,23 @@ def row(r: dict) -> str:
     return text
 
 
+def engine_share(stats, seconds: float) -> dict:
+    """Where the engine's time went during one rate (``EngineStats`` of that rate, its wall ``seconds``)."""
+    return {"admit_frac": stats.admit_seconds / seconds, "decode_frac": stats.decode_seconds / seconds,
+            "admissions": stats.admissions, "admitted_per_admission": stats.admitted / max(stats.admissions, 1),
+            "admitted": stats.admitted, "decode_steps": stats.decode_steps, "decoded_rows": stats.decoded_rows,
+            "rows_per_step": stats.decoded_rows / max(stats.decode_steps, 1),
+            "ms_per_admission": 1e3 * stats.admit_seconds / max(stats.admissions, 1),
+            "ms_per_step": 1e3 * stats.decode_seconds / max(stats.decode_steps, 1)}
+
+
+def engine_line(e: dict) -> str:
+    return (f" admitting {100 * e['admit_frac']:.0f}% of the time ({e['admissions']} admissions of "
+            f"{e['admitted_per_admission']:.1f} requests, {e['ms_per_admission']:.1f} ms each), decoding "
+            f"{100 * e['decode_frac']:.0f}% ({e['decode_steps']} steps of {e['rows_per_step']:.1f} rows, "
+            f"{e['ms_per_step']:.2f} ms each)")
+
+
 def load_rates(server, args, offline_rate: float) -> list[dict]:
     """Every rate in turn: the client's run, the table row, and the server's count of what it answered."""
     rows, first = [], 0
@@ -245,16 +263,19 @@ def load_rates(server, args, offline_rate: float) -> list[dict]:
     for value, relative in args.rate_specs:
         rate = value * offline_rate if relative else value
         count = args.requests or max(1, round(rate * args.duration))
-        before = server_outcomes(server.url)
+        before, engine_before, t0 = server_outcomes(server.url), server.service.engine.stats, time.perf_counter()
         got = run_client(spec(args, rate, count, first, server.url), timeout=args.timeout + count / rate + 120)
         after = server_outcomes(server.url)
+        engine = engine_share(server.service.engine.stats.since(engine_before), time.perf_counter() - t0)
         server_count = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
-        rows.append(summarize(rate, got, server_count))
+        rows.append({**summarize(rate, got, server_count), "engine": engine})
         print(row(rows[-1]), flush=True)
         first += count
         if rows[-1]["achieved_per_s"] < 0.5 * rate and not args.all_rates:
             print(f"saturated at {rate:.3g}/s offered: higher rates skipped (--all-rates runs them)", flush=True)
             break
+    for r in rows:  # after the table, which these lines would break
+        print(f"at {r['offered_per_s']:.3g}/s offered, the engine was{engine_line(r['engine'])}", flush=True)
     return rows
 
 

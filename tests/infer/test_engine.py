@@ -223,3 +223,20 @@ def test_concurrent_clients_on_the_background_thread_get_their_answers_alone():
     assert got.pop(-1) == "cancelled"
     assert got == {i: alone(model, ids, max_new_tokens=new) for i, (ids, new) in enumerate(cases)}
     assert not engine.has_work
+
+
+def test_stats_count_admissions_and_decode_steps():
+    torch.manual_seed(9)
+    model = tiny(MAMBA1)
+    engine = Engine(model, num_slots=4)
+    before = engine.stats
+    cfg = GenerationConfig(max_new_tokens=4)
+    handles = [engine.submit(Request(torch.randint(1, 97, (5 + i,)), config=cfg)) for i in range(3)]
+    engine.run_until_idle()
+    late = engine.submit(Request(torch.randint(1, 97, (3,)), config=GenerationConfig(max_new_tokens=2)))
+    engine.run_until_idle()
+    done = engine.stats.since(before)
+    assert all(len(h.tokens) == 4 for h in handles) and len(late.tokens) == 2
+    # one admission of 3, 3 decode steps of 3 rows; then one admission of 1 and one step of 1 row
+    assert (done.admissions, done.admitted, done.decode_steps, done.decoded_rows) == (2, 4, 4, 10)
+    assert done.admit_seconds > 0 and done.decode_seconds > 0 and before.admissions == 0

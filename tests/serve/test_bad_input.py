@@ -131,3 +131,8 @@ def test_metrics_counters_move(http, client):
     assert delta["qmamba_time_to_first_token_seconds_count"] == delta["qmamba_request_latency_seconds_count"] == 1
     assert delta['qmamba_request_latency_seconds_bucket{le="+Inf"}'] == 1
     assert after["qmamba_queue_length"] == after["qmamba_running_requests"] == 0
+    # the engine admitted the one good request, then decoded its other tokens one row per step
+    assert delta["qmamba_engine_admitted_total"] == 1 and delta["qmamba_engine_admissions_total"] == 1
+    assert delta["qmamba_engine_decoded_rows_total"] == got.usage.completion_tokens - 1
+    assert delta["qmamba_engine_admit_seconds_total"] > 0 and "# TYPE qmamba_engine_admitted_total counter" in (
+        http.get("/metrics").text)

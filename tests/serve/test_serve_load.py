@@ -32,6 +32,7 @@ def test_two_rates_answer_every_request_with_its_greedy_answer(load, model_dir, 
                          "--image-size", str(size), "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert printed.count("| 4 |") + printed.count("| 8 |") >= 2 and "saturated:" in printed
+    assert "at 4/s offered, the engine was admitting" in printed
     assert (tmp_path / f"serve_load_{model_dir.name}.json").is_file()
     answers = {}
     for rate in results["rates"]:
@@ -39,6 +40,9 @@ def test_two_rates_answer_every_request_with_its_greedy_answer(load, model_dir, 
         assert rate["sent"] == len(reqs) == 4 and rate["failed"] == 0 and not rate["failures"]
         assert rate["answered"] == sum(r["error"] is None for r in reqs) == rate["server_answered"] == 4
         assert rate["ttft_p50_s"] <= rate["latency_p50_s"] and rate["achieved_per_s"] > 0
+        engine = rate["engine"]  # each request: admitted once (its first token), then one row per decode step
+        assert engine["admitted"] == 4 and engine["decoded_rows"] == sum(r["tokens"] - 1 for r in reqs)
+        assert 0 < engine["admit_frac"] + engine["decode_frac"] <= 1
         answers.update({r["index"]: r["text"] for r in reqs})
     assert sorted(answers) == list(range(8))  # different images across rates
     images = {i: Image.open(io.BytesIO(load.client.png_bytes(0, i, size))).convert("RGB") for i in answers}

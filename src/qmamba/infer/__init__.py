@@ -9,9 +9,10 @@ takes part through the protocol documented in ``infer.loop`` (``prefill``, ``ste
 and ``allocate_inference_cache`` for CUDA graphs), so nothing here imports ``qmamba.models``.
 """
 
-from qmamba.infer.engine import Engine
+from qmamba.infer.engine import Engine, EngineStats
 from qmamba.infer.generate import generate, stream, stream_text
 from qmamba.infer.loop import GenerationConfig
 from qmamba.infer.request import QueueFull, Request, RequestHandle
 
-__all__ = ["Engine", "GenerationConfig", "QueueFull", "Request", "RequestHandle", "generate", "stream", "stream_text"]
+__all__ = ["Engine", "EngineStats", "GenerationConfig", "QueueFull", "Request", "RequestHandle", "generate", "stream",
+           "stream_text"]

@@ -46,6 +46,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -58,6 +59,24 @@ from qmamba.infer.request import QueueFull, Request, RequestHandle
 from qmamba.infer.sampling import next_tokens
 
 DecodeFn = Callable[[Tensor, Any], Tensor]  # (tokens (B,), cache of B rows) -> logits (B, v), advancing the cache
+
+
+@dataclass
+class EngineStats:
+    """Where the engine's time went, totals since it was made (the thread that steps it writes them): the steps
+    that admitted requests (how many, the requests, seconds of their prefills and first tokens) and the decode
+    steps (how many, the running rows they advanced, seconds including choosing the tokens). Time outside both
+    is the engine waiting for work or for the lock."""
+
+    admissions: int = 0
+    admitted: int = 0
+    admit_seconds: float = 0.0
+    decode_steps: int = 0
+    decoded_rows: int = 0
+    decode_seconds: float = 0.0
+
+    def since(self, earlier: EngineStats) -> EngineStats:
+        return EngineStats(*(getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)))
 
 
 class Engine:
@@ -103,6 +122,7 @@ class Engine:
         self._wake = threading.Condition(self._queue_lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._stats = EngineStats()
 
     # ------------------------------------------------------------------ callers' side
     def submit(self, request: Request) -> RequestHandle:
@@ -134,6 +154,11 @@ class Engine:
                 self._lock.release()
 
     @property
+    def stats(self) -> EngineStats:
+        """A copy of the time totals (``EngineStats``); ``later.since(earlier)`` is what happened in between."""
+        return replace(self._stats)
+
+    @property
     def num_running(self) -> int:
         return sum(h is not None for h in self.slots)
 
@@ -157,6 +182,7 @@ class Engine:
             if not running:
                 return 0
             rows = min(bucket_size(running[-1][0] + 1, self.buckets), self.num_slots)
+            start = time.perf_counter()
             try:
                 logits = self.decode(self.tokens[:rows], self.cache.first_rows(rows))  # (B, v)
                 self._choose_rows([(slot, slot, h) for slot, h in running], logits)
@@ -164,6 +190,10 @@ class Engine:
                 for slot, _ in running:
                     self._free(slot, "error", err)
                 raise
+            finally:
+                self._stats.decode_steps += 1
+                self._stats.decoded_rows += len(running)
+                self._stats.decode_seconds += time.perf_counter() - start
             self._reap()
             return len(running)
 
@@ -248,6 +278,17 @@ class Engine:
         with self._queue_lock:
             taken = take_waiting(self.queue, len(free), self.max_prefill_batch, self.max_prefill_tokens,
                                  self._visual_tokens)
+        if not taken:
+            return
+        start = time.perf_counter()
+        try:
+            self._admit_taken(taken, free)
+        finally:
+            self._stats.admissions += 1
+            self._stats.admitted += len(taken)
+            self._stats.admit_seconds += time.perf_counter() - start
+
+    def _admit_taken(self, taken: list[RequestHandle], free: list[int]) -> None:
         prefilled = [part for group in prefill_groups(taken) for part in self._prefill_group(group)]
         if not prefilled:
             return

@@ -7,6 +7,8 @@ library: a few numbers under one lock.
     qmamba_completion_tokens_total            tokens generated
     qmamba_queue_length                       requests waiting for a slot (read from the engine when scraped)
     qmamba_running_requests                   requests in the running decode batch (idem)
+    qmamba_engine_*_total                     the engine's admissions and decode steps: counts, requests or
+                                              rows, seconds (``Engine.stats``; read when scraped)
     qmamba_time_to_first_token_seconds        histogram: request received -> its first token
     qmamba_request_latency_seconds            histogram: request received -> its last token
 """
@@ -42,14 +44,15 @@ class Histogram:
 
 
 class Metrics:
-    """What ``/metrics`` shows. ``gauges``: name -> (help, a function read at each scrape)."""
+    """What ``/metrics`` shows. ``gauges`` and ``counters``: name -> (help, a function read at each scrape)."""
 
-    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]] | None = None):
+    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]] | None = None,
+                 counters: dict[str, tuple[str, Callable[[], float]]] | None = None):
         self._lock = threading.Lock()
         self.requests: dict[str, int] = defaultdict(int)
         self.prompt_tokens = self.completion_tokens = 0
         self.ttft, self.latency = Histogram(), Histogram()
-        self.gauges = dict(gauges or {})
+        self.gauges, self.counters = dict(gauges or {}), dict(counters or {})
 
     def outcome(self, outcome: str) -> None:
         with self._lock:
@@ -75,8 +78,9 @@ class Metrics:
                                       ("completion_tokens", self.completion_tokens, "Tokens generated.")):
                 lines += [f"# HELP qmamba_{name}_total {what}", f"# TYPE qmamba_{name}_total counter",
                           f"qmamba_{name}_total {value}"]
-            for name, (what, read) in self.gauges.items():
-                lines += [f"# HELP {name} {what}", f"# TYPE {name} gauge", f"{name} {read():g}"]
+            for kind, readers in (("gauge", self.gauges), ("counter", self.counters)):
+                for name, (what, read) in readers.items():
+                    lines += [f"# HELP {name} {what}", f"# TYPE {name} {kind}", f"{name} {read():g}"]
             for name, hist, what in (("qmamba_time_to_first_token_seconds", self.ttft,
                                       "Seconds from a request's arrival to its first token."),
                                      ("qmamba_request_latency_seconds", self.latency,

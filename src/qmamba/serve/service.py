@@ -38,6 +38,15 @@ from qmamba.serve.images import ImagePolicy, load_image_part
 from qmamba.serve.metrics import Metrics
 from qmamba.serve.schema import ChatRequest, ImagePart
 
+ENGINE_COUNTERS = {  # EngineStats field -> what /metrics says of it
+    "admissions": "Engine steps that admitted requests.",
+    "admitted": "Requests admitted (prefilled).",
+    "admit_seconds": "Seconds the engine spent admitting (prefills and first tokens).",
+    "decode_steps": "Decode steps of the running batch.",
+    "decoded_rows": "Rows advanced by decode steps (one token each).",
+    "decode_seconds": "Seconds the engine spent in decode steps.",
+}
+
 
 @dataclass
 class Prepared:
@@ -66,7 +75,8 @@ class ChatService:
         self.metrics = Metrics({
             "qmamba_queue_length": ("Requests waiting for a slot.", lambda: self.engine.num_queued),
             "qmamba_running_requests": ("Requests in the running decode batch.", lambda: self.engine.num_running),
-        })
+        }, counters={f"qmamba_engine_{key}_total": (what, lambda key=key: getattr(self.engine.stats, key))
+                     for key, what in ENGINE_COUNTERS.items()})
         stop = pipe.processor.template.stop
         self.eos_token_id = tok.eos_token_id  # the token an answer ends on, as Pipeline.chat's
         self.template_stops = [stop] if tok.convert_tokens_to_ids(stop) in (None, tok.unk_token_id) else []
