@@ -39,12 +39,14 @@ def engine_like(service, num_slots: int, decode):
     """An engine over the served model with ``num_slots`` slots and ``decode`` (its buckets captured now)."""
     from qmamba.infer import Engine
     from qmamba.infer.image_graphs import BucketEncoder
+    from qmamba.infer.prefill_graphs import BucketPrefill
 
     model = service.pipe.model
     encode = (BucketEncoder(model, use_graphs=service.encoder.use_graphs)
               if decode is not None and service.encoder is not None else None)  # as the server encodes
+    prefill = BucketPrefill(model) if decode is not None and service.prefiller is not None else None  # and prefills
     engine = Engine(model, num_slots=num_slots, max_queue=1 << 30,
-                    tokenizer=service.pipe.processor.tokenizer, decode=decode, encode=encode)
+                    tokenizer=service.pipe.processor.tokenizer, decode=decode, encode=encode, prefill=prefill)
     if decode is not None:
         decode.prepare(engine.cache, num_slots, engine.buckets)
     return engine

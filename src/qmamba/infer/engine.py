@@ -85,7 +85,9 @@ class Engine:
     ``tokenizer``: needed by requests with stop strings. ``clock``: seconds, for deadlines (``time.monotonic``).
     ``decode``: the decode step over the first B slots (default ``model.step``; the seam for CUDA graphs).
     ``encode``: an admission's image encoding, pixels (n, 3k, S, S) -> visual tokens (n, q, d) (default: the
-    model's own, inside its prefill; ``BucketEncoder`` replays it from CUDA graphs).
+    model's own, inside its prefill; ``BucketEncoder`` replays it from CUDA graphs). ``prefill``: an admission's
+    prefill, (input_ids, attention_mask, [visual | pixel_values]) -> (logits (b, v), cache of b rows) (default
+    ``model.prefill``; ``BucketPrefill`` replays the LM's from CUDA graphs).
     ``max_prefill_batch`` / ``max_prefill_tokens``: the most requests one step admits, and the most padded tokens
     (rows x the longest prompt, an image counted as its visual tokens) their prefill may hold (the first waiting
     request is always admitted). One admission's prefill runs before the step's decode, so these bound how long
@@ -95,7 +97,7 @@ class Engine:
 
     def __init__(self, model, num_slots: int = 8, max_queue: int = 64, tokenizer=None,
                  buckets: tuple[int, ...] = BUCKETS, decode: DecodeFn | None = None,
-                 encode: Callable[[Tensor], Tensor] | None = None,
+                 encode: Callable[[Tensor], Tensor] | None = None, prefill: Callable[..., Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, max_prefill_batch: int = 64,
                  max_prefill_tokens: int = 16384):
         check_decodable(model)
@@ -110,6 +112,7 @@ class Engine:
         self._visual_tokens = getattr(model, "num_visual_tokens", 1)  # an image's length in the LM
         self.decode = decode or model.step
         self.encode = encode
+        self.prefill = prefill or model.prefill
         self.device = model_device(model)
         with torch.inference_mode():
             self.cache = model.allocate_inference_cache(num_slots, device=self.device)
@@ -321,7 +324,7 @@ class Engine:
         input_ids, mask, inputs = prefill_batch(handles, self.device)
         if self.encode is not None and "pixel_values" in inputs:
             inputs = {"visual": self.encode(inputs["pixel_values"])}  # (n, q, d)
-        return self.model.prefill(input_ids, attention_mask=mask, **inputs)
+        return self.prefill(input_ids, attention_mask=mask, **inputs)
 
     def _start(self, handle: RequestHandle, slot: int, width: int) -> None:
         """Give ``handle`` its slot, its random generator and (with a repetition penalty) its seen tokens."""

@@ -29,6 +29,7 @@ from qmamba.infer import Engine, GenerationConfig, QueueFull, Request
 from qmamba.infer.bucket_graphs import BucketGraphs
 from qmamba.infer.cuda_graph import graphable
 from qmamba.infer.image_graphs import BucketEncoder
+from qmamba.infer.prefill_graphs import BucketPrefill
 from qmamba.pipeline import Pipeline
 from qmamba.serve.bridge import Generation
 from qmamba.serve.config import ServeConfig
@@ -65,8 +66,10 @@ class ChatService:
                                     else False)
         self.encoder = (BucketEncoder(pipe.model, use_graphs=self.decoder.use_graphs)
                         if hasattr(pipe.model, "encode_images") else None)
+        self.prefiller = BucketPrefill(pipe.model) if self.decoder.use_graphs else None
         self.engine = Engine(pipe.model, num_slots=config.num_slots, max_queue=config.max_queue, tokenizer=tok,
-                             decode=self.decoder, encode=self.encoder, max_prefill_batch=config.max_prefill_batch,
+                             decode=self.decoder, encode=self.encoder, prefill=self.prefiller,
+                             max_prefill_batch=config.max_prefill_batch,
                              max_prefill_tokens=config.max_prefill_tokens)
         remote = (RemoteLimits(config.max_image_bytes, config.remote_timeout, config.remote_max_redirects)
                   if config.allow_remote_images else None)
