@@ -103,6 +103,19 @@ def measure_briefly(monkeypatch) -> None:
                     monkeypatch.setattr(module, attr, brief)
 
 
+def tiny_multimodal(seed: int, preset: str = "tiny-qmamba-128"):
+    """A tiny multimodal model (eval mode) whose weights are moved away from the init, so every one matters."""
+    from qmamba.models.multimodal import MultimodalModel
+    from qmamba.models.presets import get_preset
+
+    torch.manual_seed(seed)
+    model = MultimodalModel(get_preset(preset)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
 def wordy_qmamba_dir(folder: Path) -> Path:
     """A tiny Q-Mamba saved with its tokenizer under ``folder/model``, and two images beside it (red.png,
     white.png). Its answers are words that depend on the image and never end early: weights moved well away from

@@ -8,12 +8,10 @@ import threading
 
 import pytest
 import torch
-from testing_utils import MAMBA1, MAMBA2
+from testing_utils import MAMBA1, MAMBA2, tiny_multimodal
 from testing_utils import tiny_lm as tiny
 
 from qmamba.infer import Engine, GenerationConfig, QueueFull, Request, generate
-from qmamba.models.multimodal import MultimodalModel
-from qmamba.models.presets import get_preset
 from qmamba.models.splice import IMAGE_TOKEN_ID
 
 LAYERS = pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])
@@ -123,11 +121,7 @@ def test_seeded_sampling_does_not_depend_on_the_batch(ssm_cfg):
 
 
 def test_multimodal_request_equals_its_generate():
-    torch.manual_seed(4)
-    model = MultimodalModel(get_preset("tiny-qmamba-128")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = tiny_multimodal(4)
     s, k = model.config.vision.image_size, len(model.config.vision.hf_configs)
     engine = Engine(model, num_slots=2)
     cases = []

@@ -8,13 +8,11 @@ from collections import deque
 
 import pytest
 import torch
-from testing_utils import MAMBA1, MAMBA2
+from testing_utils import MAMBA1, MAMBA2, tiny_multimodal
 from testing_utils import tiny_lm as tiny
 
 from qmamba.infer import Engine, GenerationConfig, Request, generate
 from qmamba.infer.admission import prefill_groups, take_waiting
-from qmamba.models.multimodal import MultimodalModel
-from qmamba.models.presets import get_preset
 from qmamba.models.splice import IMAGE_TOKEN_ID
 
 LAYERS = pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])
@@ -126,11 +124,7 @@ def test_admission_takes_what_fits_and_groups_images_by_shape():
 
 
 def test_multimodal_requests_with_and_without_images_prefill_together():
-    torch.manual_seed(4)
-    model = MultimodalModel(get_preset("tiny-qmamba-128")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = tiny_multimodal(4)
     s, k = model.config.vision.image_size, len(model.config.vision.hf_configs)
     vocab = model.config.llm.vocab_size
     cases = []

@@ -5,12 +5,11 @@ engine that encodes through it gives every request the answer of ``generate`` al
 from __future__ import annotations
 
 import torch
+from testing_utils import tiny_multimodal
 
 from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.infer import Engine, GenerationConfig, Request, generate
 from qmamba.infer.image_graphs import BucketEncoder
-from qmamba.models.multimodal import MultimodalModel
-from qmamba.models.presets import get_preset
 
 
 class FakeCapture:
@@ -28,22 +27,13 @@ class FakeCapture:
         return self.fn()
 
 
-def tiny_model(seed: int) -> MultimodalModel:
-    torch.manual_seed(seed)
-    model = MultimodalModel(get_preset("tiny-qmamba-128")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
-
-
 def images(model, n: int, seed: int) -> torch.Tensor:
     s, k = model.config.vision.image_size, len(model.config.vision.hf_configs)
     return torch.randn(n, 3 * k, s, s, generator=torch.Generator().manual_seed(seed))  # (n, 3k, S, S)
 
 
 def test_a_bucket_is_captured_once_and_its_padding_rows_change_nothing():
-    model = tiny_model(0)
+    model = tiny_multimodal(0)
     made = []
 
     def capture(fn, use_graph, warmup, pool):
@@ -62,7 +52,7 @@ def test_a_bucket_is_captured_once_and_its_padding_rows_change_nothing():
 
 
 def test_an_engine_encoding_through_the_buckets_answers_as_generate_alone():
-    model = tiny_model(1)
+    model = tiny_multimodal(1)
     vocab = model.config.llm.vocab_size
     cases = []
     for i, (length, column) in enumerate([(9, 3), (5, 0), (7, 6), (11, 2), (6, 5)]):

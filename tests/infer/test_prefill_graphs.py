@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testing_utils import MAMBA1, MAMBA2
+from testing_utils import MAMBA1, MAMBA2, tiny_multimodal
 from testing_utils import tiny_lm as tiny
 
 from qmamba.constants import IMAGE_TOKEN_ID
 from qmamba.infer import Engine, GenerationConfig, Request, generate
 from qmamba.infer.image_graphs import BucketEncoder
 from qmamba.infer.prefill_graphs import BucketPrefill
-from qmamba.models.multimodal import MultimodalModel
-from qmamba.models.presets import get_preset
 
 # step -> (prompt length, new tokens) of the requests arriving then
 ARRIVALS = {0: [(5, 6), (1, 4), (13, 5)], 1: [(12, 7)], 3: [(3, 2), (8, 5), (2, 9)], 6: [(4, 6)]}
@@ -64,11 +62,7 @@ def test_language_model_admissions_replay_buckets_and_answer_as_generate(ssm_cfg
 
 
 def test_multimodal_admissions_with_graphed_encoding_answer_as_generate():
-    torch.manual_seed(1)
-    model = MultimodalModel(get_preset("tiny-qmamba-128")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = tiny_multimodal(1)
     s, k = model.config.vision.image_size, len(model.config.vision.hf_configs)
     vocab = model.config.llm.vocab_size
     requests, want = {}, []
