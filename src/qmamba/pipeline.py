@@ -51,13 +51,14 @@ class Pipeline:
             defaults["stop_strings"] = [stop]  # the end-of-turn marker is text, not one token
         return {**defaults, **gen}
 
-    def _inputs(self, prompts: Sequence[str], images: Sequence[ImageLike]) -> dict:
-        batch = self.processor(list(prompts), list(images))
+    def _inputs(self, prompts: Sequence[str], images: Sequence[ImageLike], pixel_values=None) -> dict:
+        batch = self.processor(list(prompts), list(images), pixel_values=pixel_values)
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def batch(self, prompts: Sequence[str], images: Sequence[ImageLike], **gen) -> list[str]:
-        """Answers to several prompts (one image or None each), generated together."""
-        inputs = self._inputs(prompts, images)
+    def batch(self, prompts: Sequence[str], images: Sequence[ImageLike], pixel_values=None, **gen) -> list[str]:
+        """Answers to several prompts (one image or None each), generated together; ``pixel_values``: the
+        images already preprocessed (``data.prefetch``)."""
+        inputs = self._inputs(prompts, images, pixel_values)
         out = generate(self.model, **inputs, tokenizer=self.processor.tokenizer, **self._settings(gen))
         new = out[:, inputs["input_ids"].shape[1]:]
         return [self._clean(self.processor.decode(row)) for row in new.tolist()]

@@ -56,18 +56,26 @@ class Processor:
         return encode_with_image(self.tokenizer, text, image_first=self.image_first)
 
     def __call__(self, messages: Sequence[str], images: Sequence[Image.Image | str | Path | None] | None = None,
-                 chat: bool = True, padding_side: str = "left") -> dict[str, torch.Tensor]:
+                 chat: bool = True, padding_side: str = "left",
+                 pixel_values: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask (b, l) of the prompts, and the pixels (n, 3k, S, S) of their images;
+        ``pixel_values``: the images already preprocessed (``data.prefetch.prepare_images``), one row per
+        image given, in order."""
         images = list(images) if images is not None else [None] * len(messages)
         if len(images) != len(messages):
             raise InputError(f"{len(messages)} prompts but {len(images)} images; give one (or None) per prompt")
-        pil = [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
-        rows = [self.prompt_ids(m, im is not None, chat=chat) for m, im in zip(messages, pil)]
+        rows = [self.prompt_ids(m, im is not None, chat=chat) for m, im in zip(messages, images)]
         batch = pad_rows(rows, self.tokenizer.pad_token_id or 0, padding_side)
-        present = [im for im in pil if im is not None]
+        present = [im for im in images if im is not None]
         if present:
             if self.transform is None:
                 raise InputError("this model has no vision encoder; it cannot take images")
-            batch["pixel_values"] = self.transform(present)
+            if pixel_values is None:
+                pixel_values = self.transform([load_image(im) if isinstance(im, (str, Path)) else im
+                                               for im in present])
+            elif pixel_values.shape[0] != len(present):
+                raise InputError(f"{pixel_values.shape[0]} preprocessed images for {len(present)} images given")
+            batch["pixel_values"] = pixel_values
         return batch
 
     def decode(self, ids) -> str:

@@ -19,6 +19,7 @@ Items are batched longest prompt first (less padding); decoding is greedy. Shard
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -109,13 +110,23 @@ def load_pipeline(model: Any, device: str | None, dtype: str | None):
 
 def generate_answers(pipe, todo: list[EvalItem], image_of: Callable[[EvalItem], Any], answers: AnswerFile,
                      batch_size: int, max_new_tokens: int, model_id: str, progress) -> int:
-    """Greedy answers for ``todo`` in batches, each batch appended to ``answers`` at once. Returns the count."""
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        texts = pipe.batch([it.prompt for it in batch], [image_of(it) for it in batch],
-                           max_new_tokens=max_new_tokens, do_sample=False)
-        answers.append([answer_record(it, text, model_id) for it, text in zip(batch, texts)])
-        progress.update(len(batch))
+    """Greedy answers for ``todo`` in batches, each batch appended to ``answers`` at once; the next batch's images
+    are read and preprocessed in the background meanwhile (``data.prefetch``). Returns the count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qmamba.data.prefetch import prefetched, prepare_images
+
+    def prepare(batch):
+        images = [image_of(it) for it in batch]
+        return images, prepare_images(pipe.processor, images, pool)
+
+    batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="qmamba-images") as pool:
+        for batch, (images, pixels) in prefetched(batches, prepare):
+            texts = pipe.batch([it.prompt for it in batch], images, pixel_values=pixels,
+                               max_new_tokens=max_new_tokens, do_sample=False)
+            answers.append([answer_record(it, text, model_id) for it, text in zip(batch, texts)])
+            progress.update(len(batch))
     return len(todo)
 
 

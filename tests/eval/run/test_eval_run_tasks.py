@@ -70,9 +70,11 @@ def test_batches_run_longest_prompt_first(model_dir, tmp_path, monkeypatch):
     calls = []
     real = Pipeline.batch
 
-    def spy(self, prompts, images, **gen):
+    def spy(self, prompts, images, pixel_values=None, **gen):
         calls.append((list(prompts), gen))
-        return real(self, prompts, images, **gen)
+        # the images come preprocessed (the next batch's while this one is answered): one row per image
+        assert pixel_values is not None and pixel_values.shape[0] == sum(im is not None for im in images) > 0
+        return real(self, prompts, images, pixel_values=pixel_values, **gen)
 
     monkeypatch.setattr(Pipeline, "batch", spy)
     files = write_task("textvqa", tmp_path / "data")  # odd items carry an OCR line: longer prompts
