@@ -59,6 +59,9 @@ def test_language_model_admissions_replay_buckets_and_answer_as_generate(ssm_cfg
     # admissions of 3, 1, 3 and 1 requests, the longest 13, 12, 8 and 4 tokens: one graph each
     assert sorted(shape[:2] for shape in prefill.graphs) == [(1, 8), (1, 16), (4, 8), (4, 16)]
     assert sorted(prefill.caches) == [1, 4]
+    capped = BucketPrefill(model, use_graphs=True, capture=FakeCapture, length_multiple=8, max_graphs=2)
+    assert run(Engine(model, num_slots=8, prefill=capped), requests) == want  # past two shapes: eager
+    assert len(capped.graphs) == 2
 
 
 def test_multimodal_admissions_with_graphed_encoding_answer_as_generate():

@@ -37,12 +37,13 @@ class BucketPrefill:
     tokens, a language model's embedded; the LM prefill replays per bucket.
 
     ``use_graphs``: capture CUDA graphs (default: when the model is on a CUDA device); False runs the model's
-    prefill. ``length_multiple``: lengths are rounded up to it (fewer graphs; padding costs little)."""
+    prefill. ``length_multiple``: lengths are rounded up to it (fewer graphs; padding costs little).
+    ``max_graphs``: shapes past that many run eagerly (each graph keeps its logits and takes a capture)."""
 
     def __init__(self, model, use_graphs: bool | None = None, warmup: int = 2, capture: CaptureFn = Captured,
-                 buckets: tuple[int, ...] = BUCKETS, length_multiple: int = 64):
+                 buckets: tuple[int, ...] = BUCKETS, length_multiple: int = 64, max_graphs: int = 64):
         self.model, self.warmup, self.capture = model, warmup, capture
-        self.buckets, self.length_multiple = tuple(buckets), length_multiple
+        self.buckets, self.length_multiple, self.max_graphs = tuple(buckets), length_multiple, max_graphs
         self.lm = getattr(model, "llm", model)  # a multimodal model's language model, or the model itself
         self.use_graphs = model_device(model).type == "cuda" if use_graphs is None else use_graphs
         self.graphs: dict[tuple, tuple[Tensor, Tensor, Any]] = {}  # (B, Lb, dtype) -> (embeds, mask, prefill)
@@ -60,12 +61,13 @@ class BucketPrefill:
             embeds, mask = s.inputs_embeds, s.attention_mask  # (b, L, d), (b, L)
         else:
             embeds, mask = self.lm.embed(input_ids), attention_mask  # (b, L, d), (b, L) or None
-        if not self.use_graphs:
-            return self.lm.prefill(inputs_embeds=embeds, attention_mask=mask)
         b, length = embeds.shape[:2]
         size = bucket_size(b, self.buckets)
         padded = -(-length // self.length_multiple) * self.length_multiple
-        static_embeds, static_mask, prefill = self._graph(size, padded, embeds.dtype, embeds.shape[-1])
+        graph = self._graph(size, padded, embeds.dtype, embeds.shape[-1]) if self.use_graphs else None
+        if graph is None:
+            return self.lm.prefill(inputs_embeds=embeds, attention_mask=mask)
+        static_embeds, static_mask, prefill = graph
         static_embeds.zero_()
         static_embeds[:b, padded - length:].copy_(embeds)  # left-padded rows
         static_mask.zero_()
@@ -83,6 +85,8 @@ class BucketPrefill:
             self._key = key
         shape = (size, length, dtype)
         if shape not in self.graphs:
+            if len(self.graphs) >= self.max_graphs:
+                return None
             self.graphs[shape] = self._capture(size, length, dtype, width)
         return self.graphs[shape]
 
