@@ -25,10 +25,12 @@ decode batch without a paged cache. The engine holds ``num_slots`` rows of one c
 Rows never move: a request keeps its slot from admission to its end, so nothing is copied when the batch
 changes, and the decode step always reads and writes the same buffers (the views of ``first_rows``).
 
-The seam for CUDA graphs: ``decode`` (default: ``model.step``) is called with the slot cache's first B rows for
+The seams for CUDA graphs: ``decode`` (default: ``model.step``) is called with the slot cache's first B rows for
 B in ``buckets``; a graphed decoder (``infer.bucket_graphs.BucketGraphs``) captures ``model.step`` once per
 bucket over a static token buffer and those same views, and replays it. Token choice then reads the logits as
-here.
+here. An admission's prefill goes through ``encode`` (its images, ``infer.image_graphs.BucketEncoder``) and
+``prefill`` (the LM, ``infer.prefill_graphs.BucketPrefill``) the same way, per batch (and length) bucket.
+``stats`` tells where the engine's time went (admitting, decoding).
 
 Threads: ``submit`` and ``cancel`` may be called from any thread and never wait for a running step (the queue
 has its own lock); ``step`` runs on one thread at a time (``start`` runs it on a background thread until
