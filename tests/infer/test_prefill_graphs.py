@@ -96,3 +96,25 @@ def test_graphed_admissions_answer_as_eager_ones_on_gpu(ssm_cfg):
     assert prefill.use_graphs
     assert run(Engine(model, num_slots=8, prefill=prefill), requests) == run(Engine(model, num_slots=8), requests)
     assert len(prefill.graphs) == 4
+
+
+def test_a_failed_capture_runs_that_shape_eagerly_with_a_warning(caplog):
+    model = tiny_multimodal(3)
+    vocab = model.config.llm.vocab_size
+    s, k = model.config.vision.image_size, len(model.config.vision.hf_configs)
+    ids = prompt(7, 90, vocab)
+    ids[2] = IMAGE_TOKEN_ID
+    pixels = torch.randn(1, 3 * k, s, s, generator=torch.Generator().manual_seed(91))
+    want = generate(model, ids[None], pixel_values=pixels, max_new_tokens=4)[0, 7:].tolist()
+
+    def failing(fn, use_graph, warmup, pool):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    encode = BucketEncoder(model, use_graphs=True, capture=failing)
+    prefill = BucketPrefill(model, use_graphs=True, capture=failing)
+    with caplog.at_level("WARNING", logger="qmamba"):
+        for _ in range(2):  # the second time, the failed shapes are not tried again
+            assert run(Engine(model, num_slots=2, encode=encode, prefill=prefill), {0: [(ids, pixels, 4)]}) == [want]
+    assert not encode.graphs and not prefill.graphs and encode.failed and prefill.failed
+    warnings = [r.getMessage() for r in caplog.records]
+    assert sum("could not be captured" in w for w in warnings) == 2, warnings

@@ -12,12 +12,13 @@ last call left; every image is encoded on its own, so they change no real row. E
 projector of a small admission are launch-bound (their hundreds of kernels cost more to launch than to run).
 
 Graphs are captured on first use, into one memory pool of their own, and again when a weight moves or changes
-dtype or the requested op backend changes. Without CUDA (or ``use_graphs=False``) a call is
-``model.encode_images`` itself.
+dtype or the requested op backend changes; a shape whose capture fails runs eagerly (with a warning). Without
+CUDA (or ``use_graphs=False``) a call is ``model.encode_images`` itself.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from torch import Tensor
 from qmamba.infer.cuda_graph import BUCKETS, Captured, bucket_size, model_device
 from qmamba.ops import requested_backend
 
+log = logging.getLogger("qmamba")
 CaptureFn = Callable[..., Any]  # (fn, use_graph, warmup, pool) -> a callable replaying fn; Captured's signature
 
 
@@ -41,15 +43,17 @@ class BucketEncoder:
         self.model, self.warmup, self.capture, self.buckets = model, warmup, capture, tuple(buckets)
         self.use_graphs = model_device(model).type == "cuda" if use_graphs is None else use_graphs
         self.graphs: dict[tuple, tuple[Tensor, Any]] = {}  # (bucket, image shape, dtype) -> (static input, graph)
+        self.failed: set[tuple] = set()  # shapes whose capture failed: eager
         self._params = list(model.parameters())
         self._key = None
         self._pool = None
 
     def __call__(self, pixel_values: Tensor) -> Tensor:
-        if not self.use_graphs:
-            return self.model.encode_images(pixel_values)
         n = pixel_values.shape[0]
-        static, encode = self._graph(bucket_size(n, self.buckets), pixel_values)
+        graph = self._graph(bucket_size(n, self.buckets), pixel_values) if self.use_graphs else None
+        if graph is None:
+            return self.model.encode_images(pixel_values)
+        static, encode = graph
         static[:n].copy_(pixel_values)  # (n, 3k, S, S) into the bucket's (B, 3k, S, S)
         return encode()[:n].clone()  # (n, q, d)
 
@@ -60,7 +64,15 @@ class BucketEncoder:
             self._key = key
         shape = (size, *like.shape[1:], like.dtype)
         if shape not in self.graphs:
-            self.graphs[shape] = self._capture(size, like)
+            if shape in self.failed:
+                return None
+            try:
+                self.graphs[shape] = self._capture(size, like)
+            except Exception as err:  # a graph is an optimisation: the shape then runs eagerly
+                self.failed.add(shape)
+                log.warning("image encoding of %d images could not be captured as a CUDA graph (%s: %s); it runs "
+                            "eagerly", size, type(err).__name__, err)
+                return None
         return self.graphs[shape]
 
     @torch.inference_mode()

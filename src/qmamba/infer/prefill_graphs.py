@@ -14,11 +14,13 @@ of the smallest bucket holding the rows (``BUCKETS``) and the length rounded up 
 Left padding under a zero mask changes no state (a padded position adds nothing to the conv or the scan), so a
 row's state and last logits are its prompt's whatever the bucket, as ``infer.admission`` pads too. Graphs are
 captured on first use into one memory pool of their own, and again when a weight moves or changes dtype or the
-requested op backend changes. Without CUDA (or ``use_graphs=False``) a call is the model's own prefill.
+requested op backend changes; a shape whose capture fails runs eagerly (with a warning). Without CUDA (or
+``use_graphs=False``) a call is the model's own prefill.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,7 @@ from torch import Tensor
 from qmamba.infer.cuda_graph import BUCKETS, Captured, bucket_size, model_device
 from qmamba.ops import requested_backend
 
+log = logging.getLogger("qmamba")
 CaptureFn = Callable[..., Any]  # (fn, use_graph, warmup, pool) -> a callable replaying fn; Captured's signature
 
 
@@ -48,6 +51,7 @@ class BucketPrefill:
         self.use_graphs = model_device(model).type == "cuda" if use_graphs is None else use_graphs
         self.graphs: dict[tuple, tuple[Tensor, Tensor, Any]] = {}  # (B, Lb, dtype) -> (embeds, mask, prefill)
         self.caches: dict[int, Any] = {}  # B -> the LM cache of B rows the graphs of B fill
+        self.failed: set[tuple] = set()  # shapes whose capture failed: eager
         self._params = list(model.parameters())
         self._key = None
         self._pool = None
@@ -85,9 +89,15 @@ class BucketPrefill:
             self._key = key
         shape = (size, length, dtype)
         if shape not in self.graphs:
-            if len(self.graphs) >= self.max_graphs:
+            if len(self.graphs) >= self.max_graphs or shape in self.failed:
                 return None
-            self.graphs[shape] = self._capture(size, length, dtype, width)
+            try:
+                self.graphs[shape] = self._capture(size, length, dtype, width)
+            except Exception as err:  # a graph is an optimisation: the shape then runs eagerly
+                self.failed.add(shape)
+                log.warning("prefill of %d x %d rows could not be captured as a CUDA graph (%s: %s); it runs "
+                            "eagerly", size, length, type(err).__name__, err)
+                return None
         return self.graphs[shape]
 
     @torch.inference_mode()
