@@ -29,8 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from qmamba.infer.cuda_graph import BUCKETS, Captured, bucket_size, check_decodable, model_device
-from qmamba.ops import requested_backend
+from qmamba.infer.cuda_graph import BUCKETS, Captured, bucket_size, check_decodable, model_device, weights_key
 
 CaptureFn = Callable[..., Any]  # (fn, use_graph, warmup, pool) -> a callable replaying fn; Captured's signature
 
@@ -78,9 +77,7 @@ class BucketGraphs:
 
     # ------------------------------------------------------------------ capture
     def _graph(self, size: int, cache) -> tuple[Tensor, Any]:
-        # where each weight lives: a move or a dtype change gives a weight new storage (the old one is alive
-        # while the new one is made), so the addresses alone tell; map keeps this per-step check cheap
-        key = (requested_backend(), list(map(Tensor.data_ptr, self._params)), _cache_key(cache))
+        key = (weights_key(self._params), _cache_key(cache))
         if key != self._key:  # weights moved, dtype or backend changed, or another cache: every graph is stale
             self.graphs.clear()
             self._key = key

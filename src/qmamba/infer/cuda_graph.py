@@ -57,6 +57,13 @@ def bucket_size(batch: int, buckets: tuple[int, ...] = BUCKETS) -> int:
 _PROTOCOL = ("prefill", "step", "allocate_inference_cache", "generation_vocab_size", "parameters")
 
 
+def weights_key(params: list[Tensor]) -> tuple:
+    """What replaying a captured graph assumes beyond its inputs: the op backend requested at capture and where
+    each weight lives (a move or a dtype change gives a weight new storage, the old one alive while the new one
+    is made, so the addresses alone tell)."""
+    return requested_backend(), tuple(map(Tensor.data_ptr, params))
+
+
 def check_decodable(model) -> None:
     """A ``ConfigError`` naming what ``model`` lacks to decode from static buffers."""
     missing = [a for a in _PROTOCOL if not hasattr(model, a)]
@@ -176,9 +183,8 @@ class GraphDecoder:
         return self._pool
 
     def _weights_key(self) -> tuple:
-        """What the captured graphs depend on: where each weight lives, its dtype, the op backend."""
-        params = tuple((p.data_ptr(), p.dtype) for p in self.model.parameters())
-        return requested_backend(), self.use_graphs, params
+        """What the captured graphs depend on: ``weights_key`` of the model's weights, and whether graphs are on."""
+        return weights_key(list(self.model.parameters())), self.use_graphs
 
     def slot(self, batch: int) -> DecodeSlot:
         """The bucket's buffers for ``batch`` rows, built (and its step captured) on first use."""

@@ -25,8 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from qmamba.infer.cuda_graph import BUCKETS, Captured, bucket_size, model_device
-from qmamba.ops import requested_backend
+from qmamba.infer.cuda_graph import BUCKETS, Captured, bucket_size, model_device, weights_key
 
 log = logging.getLogger("qmamba")
 CaptureFn = Callable[..., Any]  # (fn, use_graph, warmup, pool) -> a callable replaying fn; Captured's signature
@@ -58,7 +57,7 @@ class BucketEncoder:
         return encode()[:n].clone()  # (n, q, d)
 
     def _graph(self, size: int, like: Tensor) -> tuple[Tensor, Any]:
-        key = (requested_backend(), list(map(Tensor.data_ptr, self._params)))
+        key = weights_key(self._params)
         if key != self._key:  # weights moved, dtype or backend changed: every graph is stale
             self.graphs.clear()
             self._key = key
