@@ -103,6 +103,16 @@ def measure_briefly(monkeypatch) -> None:
                     monkeypatch.setattr(module, attr, brief)
 
 
+def benchmark_script(name: str):
+    """``benchmarks/<name>.py`` loaded as a module (the folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_multimodal(seed: int, preset: str = "tiny-qmamba-128"):
     """A tiny multimodal model (eval mode) whose weights are moved away from the init, so every one matters."""
     from qmamba.models.multimodal import MultimodalModel

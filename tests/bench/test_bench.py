@@ -7,7 +7,7 @@ import argparse
 import json
 
 import pytest
-from testing_utils import measure_briefly
+from testing_utils import benchmark_script, measure_briefly
 
 from qmamba.bench.options import BenchOptions
 from qmamba.bench.report import fmt, lm_table, markdown_table, render, vqa_batch_table, vqa_table
@@ -242,15 +242,10 @@ def test_decode_ms_is_the_median_of_paired_differences(monkeypatch):
 
 def test_gpu_parity_prints_each_row_as_it_is_measured(monkeypatch, capsys):
     """benchmarks/gpu_parity.py's fixture rows on CPU: each row is on stdout before the next model loads."""
-    import importlib.util
-    from pathlib import Path
 
     from qmamba import MambaLM
 
-    script = Path(__file__).parents[2] / "benchmarks" / "gpu_parity.py"
-    spec = importlib.util.spec_from_file_location("gpu_parity", script)
-    parity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(parity)
+    parity = benchmark_script("gpu_parity")
     rows_printed_before_load = []
 
     class Loader:

@@ -3,21 +3,16 @@ scaling efficiency, a run left as if it died after a checkpoint, and the sharded
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "multi_gpu.py"
+from testing_utils import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def mg():
-    spec = importlib.util.spec_from_file_location("multi_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("multi_gpu")
 
 
 def _stage(tmp_path: Path, rows: list[dict]) -> Path:

@@ -4,24 +4,18 @@ reported counts equal what the client received and what the server counted, and 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 from serve_utils import PROMPT
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "serve_load.py"
+from testing_utils import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def load():
-    spec = importlib.util.spec_from_file_location("serve_load", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    yield benchmark_script("serve_load")
     sys.modules.pop("serve_load_client", None)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -45,6 +46,6 @@ def prepare_images(processor, images: Sequence[Any], pool: Executor | None = Non
     present = [im for im in images if im is not None]
     if not present or processor.transform is None:
         return None
-    one = lambda im: processor.transform([load_image(im) if not hasattr(im, "convert") else im])  # noqa: E731
+    one = lambda im: processor.transform([load_image(im) if isinstance(im, (str, Path)) else im])  # noqa: E731
     rows = list(pool.map(one, present)) if pool is not None else [one(im) for im in present]  # each (1, 3k, S, S)
     return torch.cat(rows)
