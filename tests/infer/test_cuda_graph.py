@@ -221,17 +221,80 @@ def test_graph_text_prefill_equals_eager_on_gpu(ssm_cfg):
             ids = torch.randint(1, 97, (2, 150), device="cuda")
 
 
-def test_capture_holds_the_cycle_collector_off_until_it_ends(monkeypatch):
+def fake_cuda_capture(monkeypatch, seen: dict):
+    """torch.cuda's capture calls, recorded instead of run (no GPU here)."""
     import contextlib
-    import gc
 
     from qmamba.utils import graph_capture
 
-    monkeypatch.setattr(graph_capture.torch.cuda, "graph", lambda graph, pool=None: contextlib.nullcontext())
-    monkeypatch.setattr(graph_capture, "end_failed_capture", lambda: None)
+    cuda = graph_capture.torch.cuda
+
+    def graph(graph, pool=None, capture_error_mode="global"):
+        seen["mode"] = capture_error_mode
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(cuda, "graph", graph)
+    monkeypatch.setattr(cuda, "current_stream", lambda: "the caller's stream")
+    monkeypatch.setattr(cuda, "set_stream", lambda s: seen.setdefault("streams", []).append(s))
+    monkeypatch.setattr(cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(graph_capture.torch._C, "_cuda_endAllocateToPool",
+                        lambda device, pool: seen.setdefault("ended", []).append((device, pool)), raising=False)
+    monkeypatch.setattr(graph_capture, "end_failed_capture", lambda: seen.setdefault("reset", 0) or None)
+    return graph_capture
+
+
+class _Graph:
+    def pool(self):
+        return (7, 1)
+
+
+def test_capture_holds_the_cycle_collector_off_until_it_ends(monkeypatch):
+    import gc
+
+    graph_capture = fake_cuda_capture(monkeypatch, {})
     assert gc.isenabled()
-    assert graph_capture.capture(None, gc.isenabled) is False
+    assert graph_capture.capture(_Graph(), gc.isenabled) is False
     assert gc.isenabled(), "the collector runs again after the capture"
     with pytest.raises(RuntimeError):
-        graph_capture.capture(None, lambda: (_ for _ in ()).throw(RuntimeError("x")))
+        graph_capture.capture(_Graph(), lambda: (_ for _ in ()).throw(RuntimeError("x")))
     assert gc.isenabled(), "and after a capture that failed"
+
+
+def test_a_capture_lets_other_threads_use_the_gpu_and_a_failed_one_frees_its_pool(monkeypatch):
+    seen: dict = {}
+    graph_capture = fake_cuda_capture(monkeypatch, seen)
+    assert graph_capture.capture(_Graph(), lambda: 3) == 3
+    assert seen == {"mode": "thread_local"}, "a capture that succeeds needs no repair"
+    with pytest.raises(RuntimeError, match="capturing"):
+        graph_capture.capture(_Graph(), lambda: (_ for _ in ()).throw(RuntimeError("not permitted when capturing")))
+    assert seen["ended"] == [(0, (7, 1))], "the failed capture's pool no longer records allocations"
+    assert seen["streams"] == ["the caller's stream"], "the caller is back on its own stream"
+    assert "reset" in seen
+
+
+@gpu
+@pytest.mark.gpu
+def test_a_graph_captures_while_another_thread_copies_to_the_gpu():
+    import threading
+
+    from qmamba.utils.graph_capture import capture
+
+    stop, copies = threading.Event(), []
+
+    def copier():  # a server thread moving requests' inputs to the GPU
+        while not stop.is_set():
+            copies.append(torch.arange(4096).to("cuda").sum())
+
+    thread = threading.Thread(target=copier)
+    x = torch.randn(256, 256, device="cuda")
+    thread.start()
+    try:
+        for _ in range(20):
+            graph = torch.cuda.CUDAGraph()
+            y = capture(graph, lambda: x @ x)
+            graph.replay()
+            torch.testing.assert_close(y, x @ x)
+    finally:
+        stop.set()
+        thread.join()
+    assert copies, "the other thread ran during the captures"
