@@ -197,7 +197,10 @@ def compare(vlm, model, processor, tok, data, mode: str, device: str, max_new_to
 
 
 def cobra_answer(vlm, image, prompt: str, max_new_tokens: int) -> str:
-    return vlm.generate(image, prompt, do_sample=False, max_new_tokens=max_new_tokens)
+    # use_cache=True, as Cobra's own README calls it: its decode steps then run the LM alone from its cache (a
+    # captured graph); without it every step passes the image again, which mamba_ssm 2.x refuses after the
+    # prefill ("Only support decoding with 1 token at a time")
+    return vlm.generate(image, prompt, use_cache=True, do_sample=False, max_new_tokens=max_new_tokens)
 
 
 def qmamba_answer(model, processor, ids, pixels, max_new_tokens: int) -> str:
