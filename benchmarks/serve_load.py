@@ -355,9 +355,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.check:
             return results
     results["offline"] = offline.figures(service, bodies(args), args.offline_batch, args.max_tokens)
-    offline_rate, batched = results["offline"]["engine"]["answers_per_s"], results["offline"]["generate"]
+    engine = results["offline"]["engine"]
+    engine["engine"] = engine_share(engine.pop("stats"), engine["seconds"])
+    offline_rate, batched = engine["answers_per_s"], results["offline"]["generate"]
     print(f"offline: engine {offline_rate:.3g} answers/s at batch {args.offline_batch}; batched generate "
           + (f"{batched['answers_per_s']:.3g} answers/s" if "error" not in batched else batched["error"]), flush=True)
+    print(f"offline, the engine was{engine_line(engine['engine'])}", flush=True)
     with BackgroundServer(service) as server:
         results["rates"] = load_rates(server, args, offline_rate)
     best = max(r["achieved_per_s"] for r in results["rates"])

@@ -43,7 +43,11 @@ def test_two_rates_answer_every_request_with_its_greedy_answer(load, model_dir, 
     want = {i: pipe.chat(PROMPT, image=im, max_new_tokens=new) for i, im in images.items()}
     assert len(set(want.values())) >= 3, "the images hardly change the answers: a mix-up would not show"
     assert answers == want
-    assert results["offline"]["engine"]["answers_per_s"] > 0 and "error" not in results["offline"]["generate"]
+    offline = results["offline"]["engine"]
+    assert offline["answers_per_s"] > 0 and "error" not in results["offline"]["generate"]
+    assert offline["engine"]["admitted"] == 2, "the timed round's stats alone (2 requests), not all three rounds'"
+    assert offline["engine"]["decoded_rows"] == round(offline["tokens_per_answer"] * 2) - 2
+    assert "offline, the engine was admitting" in printed
 
 
 @pytest.mark.parametrize("argv, message", [
