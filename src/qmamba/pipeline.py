@@ -83,10 +83,11 @@ class Pipeline:
             if stop in piece:
                 return
 
-    def conversation_inputs(self, messages: Sequence[Message], image: ImageLike) -> dict:
+    def conversation_inputs(self, messages: Sequence[Message], image: ImageLike, device=None) -> dict:
         """Model inputs (a batch of one: input_ids and attention_mask (1, l), pixel_values (1, 3k, S, S) with an
         image) for a conversation: the chat template over every turn, the image's placeholder where its turn
-        has it. What ``chat`` generates from, and what a server submits to ``qmamba.infer.Engine``."""
+        has it. What ``chat`` generates from, and what a server submits to ``qmamba.infer.Engine``. On the
+        model's device unless ``device`` says otherwise."""
         turns, images = conversation(messages, image)
         if images and self.processor.transform is None:
             raise InputError("this model has no vision encoder; it cannot take images")
@@ -96,7 +97,7 @@ class Pipeline:
         if images:
             batch["pixel_values"] = self.processor.transform(
                 [load_image(im) if isinstance(im, (str, Path)) else im for im in images])
-        return {k: v.to(self.device) for k, v in batch.items()}
+        return {k: v.to(self.device if device is None else device) for k, v in batch.items()}
 
     def _clean(self, text: str) -> str:
         return text.split(self.processor.template.stop)[0].strip()

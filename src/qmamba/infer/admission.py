@@ -99,5 +99,5 @@ def prefill_batch(handles: list, device: torch.device) -> tuple[Tensor, Tensor |
             mask[row, longest - p.numel():] = 1
         mask = mask.to(device)
     pixels = [h.request.pixel_values for h in handles if h.request.pixel_values is not None]
-    inputs = {"pixel_values": torch.cat(pixels).to(device)} if pixels else {}
+    inputs = {"pixel_values": torch.cat([p.to(device, non_blocking=True) for p in pixels])} if pixels else {}
     return input_ids.to(device), mask, inputs

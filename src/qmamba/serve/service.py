@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from qmamba.errors import QMambaError
@@ -102,12 +103,14 @@ class ChatService:
         """Images loaded and checked, the prompt rendered and tokenized; APIError(400) for what does not fit."""
         self._check_length_early(chat)
         messages = [{"role": m.role, "content": [self._part(p) for p in m.parts]} for m in chat.messages]
-        try:
-            inputs = self.pipe.conversation_inputs(messages, None)
+        try:  # on the CPU: the engine's thread moves them at admission, so this thread leaves the GPU alone
+            inputs = self.pipe.conversation_inputs(messages, None, device=torch.device("cpu"))
         except QMambaError as e:
             raise bad_request(f"{e}", "messages", "invalid_conversation") from None
-        ids = inputs["input_ids"][0].cpu()  # (l,)
+        ids = inputs["input_ids"][0]  # (l,)
         pixels = inputs.get("pixel_values")
+        if pixels is not None and self.pipe.device.type == "cuda":
+            pixels = pixels.pin_memory()  # the admission's copy to the GPU then runs without a host sync
         images = int((ids < 0).sum())
         limit = self.config.max_prompt_tokens
         if limit is not None and ids.numel() > limit:
