@@ -10,10 +10,12 @@ import torch
 from micro_assets_testkit import tiny_corpus, tiny_tokenizer
 
 from qmamba.errors import ConfigError, InputError
-from qmamba.micro.corpus import Document, encode_document
+from qmamba.micro.corpus import Document, PieceTokens, encode_document
 from qmamba.micro.pretrain_lm import (
     LMTrainConfig,
+    accuracy_by_type,
     answer_accuracy,
+    answer_hits,
     pack,
     select_documents,
     split_documents,
@@ -81,16 +83,16 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path_factory):
 
 class _Oracle(torch.nn.Module):
     """A fake LM whose logits at t point at token t+1 of its input (what a perfect model predicts);
-    ``miss_last`` makes the prediction of the last token wrong."""
+    ``miss_last`` makes every prediction of the end marker (id 0, which ends each reply) wrong."""
 
     def __init__(self, vocab: int, miss_last: bool = False):
         super().__init__()
         self.vocab, self.miss_last = vocab, miss_last
 
     def forward(self, ids):
-        nxt = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (1, l)
+        nxt = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)  # (b, l)
         if self.miss_last:
-            nxt[:, -2] = (nxt[:, -2] + 1) % self.vocab
+            nxt[nxt == 0] = 1
         return types.SimpleNamespace(logits=torch.nn.functional.one_hot(nxt, self.vocab).float())
 
 
@@ -102,6 +104,45 @@ def test_answer_accuracy_scores_exactly_the_reply_tokens(tmp_path_factory):
     assert answer_accuracy(_Oracle(len(tok), miss_last=True), tok, docs, cpu) == 0.0  # the end marker counts
     assert answer_accuracy(_model(tmp_path_factory), tok, docs, cpu) == 0.0  # an untrained LM
     assert answer_accuracy(_Oracle(len(tok)), tok, [], cpu) is None
+
+
+def _one_at_a_time(model, tok, docs) -> list[bool]:
+    """The reference: each document alone, encoded piece by piece with ``encode_document``."""
+    hits = []
+    for doc in docs:
+        prompt = encode_document(tok, Document(doc.kind, doc.pieces[:1]))
+        reply = encode_document(tok, Document(doc.kind, doc.pieces[1:2]))
+        logits = model(torch.tensor([prompt + reply])).logits[0, len(prompt) - 1:-1]
+        hits.append(bool((logits.argmax(-1) == torch.tensor(reply)).all()))
+    return hits
+
+
+def test_batched_answer_hits_are_those_of_one_document_at_a_time(tmp_path_factory):
+    """Right-padded batches of documents of different lengths score each one as it scores alone."""
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    docs = [d for d in tiny_corpus(tmp_path_factory) if d.kind in ("grounded", "exist", "choice")][:40]
+    model = _model(tmp_path_factory).eval()
+    train_lm(model, _rows(tmp_path_factory), LMTrainConfig(steps=40, batch_size=4, micro_batch_size=0, seq_len=64,
+                                                         lr=3e-3), torch.device("cpu"), show_progress=False)
+    model.eval()
+    with torch.no_grad():
+        reference = _one_at_a_time(model, tok, docs)
+    oracle = _one_at_a_time(_Oracle(len(tok)), tok, docs)
+    assert 0 < sum(reference) < len(docs) and all(oracle)  # the trained model gets some right, not all
+    cpu = torch.device("cpu")
+    for batch in (1, 7, 64):
+        assert answer_hits(model, tok, docs, cpu, batch=batch) == reference
+    tokens = PieceTokens(tok, docs)
+    assert answer_hits(model, tok, docs, cpu, batch=16, tokens=tokens) == reference
+
+
+def test_accuracy_by_type_groups_the_first_questions(tmp_path_factory):
+    docs = [d for d in tiny_corpus(tmp_path_factory) if d.kind == "grounded"][:30]
+    hits = [i % 3 == 0 for i in range(len(docs))]
+    by_type = accuracy_by_type(docs, hits)
+    assert sum(v["questions"] for v in by_type.values()) == len(docs)
+    assert sum(v["questions"] * v["accuracy"] for v in by_type.values()) == pytest.approx(sum(hits))
+    assert "other" not in by_type
 
 
 def test_bad_settings_fail_clearly():

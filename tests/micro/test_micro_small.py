@@ -74,6 +74,11 @@ def test_a_small_build_measures_and_prints_its_gates(small_build):
         assert gates["passed"][name] == (figure >= SMALL.gates[name])
     assert set(gates["pope"]) == {"random", "popular", "adversarial"} and "circular_chance" in gates["mmbench"]
     assert "light" in gates["probe_heldout_style"] and "held-out style 'light'" in text
+    # what limits a failed build: grounded accuracy per question type, the MMBench-like letters, the LM's phases
+    assert gates["grounded_by_type"] and "lm_grounded by question type" in text
+    assert sum(gates["mmbench"]["letters"].values()) == gates["mmbench"]["questions"] and "letters picked" in text
+    lm = json.loads((out / "build.json").read_text())["lm"]
+    assert {"tokenize", "pack", "sft", "choice_sft", "answer_accuracy"} <= set(lm["phase_seconds"])
     assert code == (0 if gates["all_passed"] else 2)  # a shrunk build fails its gates: exit code 2
     assert code == 2 and "FAILED" in text
 

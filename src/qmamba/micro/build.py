@@ -78,6 +78,8 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
         seconds["world"] = time.perf_counter() - start
         log.info("micro build: world ready in %.1f s", seconds["world"])
         docs = build_corpus(manifest)
+        log.info("micro build: corpus of %d documents in %.1f s", len(docs),
+                 time.perf_counter() - start - seconds["world"])
         tokenizer = train_tokenizer([d.text for d in docs], vocab_size)
         check_tokenizer(tokenizer)
         seconds["tokenizer"] = time.perf_counter() - start - seconds["world"]

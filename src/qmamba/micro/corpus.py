@@ -2,6 +2,8 @@
 
     docs = build_corpus("micro")                      # a synth world directory (or its SynthManifest)
     ids = encode_document(tokenizer, docs[0])          # the token ids the LM trains on
+    tokens = PieceTokens(tokenizer, docs)              # every distinct piece encoded once, in a batch
+    tokens.document(docs[0]) == ids
 
 Read: align.json, finetune.json, scenes/align.json, scenes/finetune.json. Never read: eval/ (the six
 evaluation sets and their scenes), so no held-out scene reaches the LM. Document kinds, one list each,
@@ -20,14 +22,18 @@ in file order (deterministic; the trainer shuffles):
 
 A document is a tuple of *pieces* tokenized one at a time (the chat template's turns), the way
 ``qmamba.data.dataset.encode_finetune`` tokenizes them; the ``<image>`` placeholder becomes no token
-(a text-only LM has no image to put there).
+(a text-only LM has no image to put there). ``PieceTokens`` encodes a whole corpus at once: each distinct
+piece one time (the answers, questions and scene words repeat across documents), with the fast tokenizer's
+batch API, which runs in Rust threads; its ids are those of ``encode_document``, piece by piece.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +72,43 @@ def encode_document(tokenizer, doc: Document) -> list[int]:
     for piece in doc.pieces:
         ids += [t for t in encode_with_image(tokenizer, piece) if t != IMAGE_TOKEN_ID]
     return ids
+
+
+class PieceTokens:
+    """Token ids of every distinct piece of ``docs``, each piece encoded once, in one batch.
+
+    ``pieces(doc)``: one int32 array per piece, as ``encode_document`` encodes that piece alone;
+    ``document(doc)``: their concatenation, ``encode_document(tokenizer, doc)`` as an array. A document whose
+    pieces were not among ``docs`` raises ``KeyError``.
+    """
+
+    def __init__(self, tokenizer, docs: Iterable[Document]):
+        unique = list(dict.fromkeys(p for d in docs for p in d.pieces))
+        chunks, owner = [], []  # the text between image placeholders, as ``encode_with_image`` encodes it
+        for i, piece in enumerate(unique):
+            for chunk in piece.split(IMAGE_PLACEHOLDER):
+                if chunk:
+                    chunks.append(chunk)
+                    owner.append(i)
+        parts: list[list] = [[] for _ in unique]
+        for i, ids in zip(owner, encode_batch(tokenizer, chunks)):
+            parts[i].append(ids)
+        self.ids = {piece: np.fromiter(chain.from_iterable(p), dtype=np.int32) for piece, p in zip(unique, parts)}
+
+    def pieces(self, doc: Document) -> list[np.ndarray]:
+        return [self.ids[p] for p in doc.pieces]
+
+    def document(self, doc: Document) -> np.ndarray:
+        return np.concatenate(self.pieces(doc)) if doc.pieces else np.zeros(0, dtype=np.int32)
+
+
+def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
+    """``[tokenizer.encode(t, add_special_tokens=False) for t in texts]``, in the fast tokenizer's Rust threads
+    when it has them (``backend_tokenizer``), else one text at a time."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
 def build_corpus(world: str | Path | SynthManifest) -> list[Document]:
@@ -151,4 +194,5 @@ def _ground(record: Record, scene: Scene) -> list[tuple[str, str]]:
     return [(role, text.replace(IMAGE_PLACEHOLDER, words)) for role, text in record.turns]
 
 
-__all__ = ["KINDS", "Document", "build_corpus", "corpus_stats", "encode_document", "scene_in_words"]
+__all__ = ["KINDS", "Document", "PieceTokens", "build_corpus", "corpus_stats", "encode_batch", "encode_document",
+           "scene_in_words"]

@@ -9,6 +9,10 @@ linear probe of the frozen encoder.
   scored on the VQAv2-like evaluation scenes; for each held-out style, the same probe scored on that style's
   copies of those scenes is recorded (not gated) beside it.
 
+Recorded beside the figures, so that a failed build says what limits it: the grounded accuracy per question type
+(``grounded_by_type``; ``benchmarks/micro_oracle.py`` gives the ceiling of each type on the words) and the
+MMBench-like letters picked and right (``mmbench["letters"]``, ``mmbench["answer_letters"]``).
+
 A gate passes when its figure is >= its target (``MicroSize.gates``).
 """
 
@@ -26,7 +30,8 @@ from qmamba.models.vision import VisionEncoder
 
 
 def measure_gates(stage: Path, manifest, size, lm_record: dict, device: torch.device) -> dict:
-    """{"figures", "targets", "passed", "all_passed", "mmbench", "pope", "probe", "probe_heldout_style"}."""
+    """{"figures", "targets", "passed", "all_passed", "mmbench", "pope", "probe", "probe_heldout_style",
+    "grounded_by_type"}."""
     lm = MambaLM.from_pretrained(stage / "mamba").to(device).eval()
     tokenizer = load_tokenizer(stage / "mamba")
     mmbench = score_mmbench(lm, tokenizer, manifest.path("eval", "mmbench", "dir"))
@@ -42,13 +47,23 @@ def measure_gates(stage: Path, manifest, size, lm_record: dict, device: torch.de
                "probe_shape": probe["shape"], "probe_color": probe["color"], "probe_position": probe["position"]}
     passed = {k: figures[k] is not None and figures[k] >= t for k, t in size.gates.items()}
     return {"figures": figures, "targets": dict(size.gates), "passed": passed, "all_passed": all(passed.values()),
-            "mmbench": mmbench, "pope": pope, "probe": probe, "probe_heldout_style": heldout}
+            "mmbench": mmbench, "pope": pope, "probe": probe, "probe_heldout_style": heldout,
+            "grounded_by_type": lm_record.get("answer_accuracy_grounded_by_type", {})}
 
 
 def gate_lines(gates: dict) -> list[str]:
     """One printable line per gate: figure, target, PASS/FAIL; then the held-out style's probe."""
     lines = [f"gate {name:22s} {100 * (gates['figures'][name] or 0):6.1f}%  target >= {100 * target:.0f}%  "
              f"{'PASS' if gates['passed'][name] else 'FAIL'}" for name, target in gates["targets"].items()]
+    by_type = gates.get("grounded_by_type") or {}
+    if by_type:
+        worst = sorted(by_type.items(), key=lambda kv: kv[1]["accuracy"])[:6]
+        lines.append("lm_grounded by question type, weakest first: " + ", ".join(
+            f"{name} {100 * s['accuracy']:.0f}% of {s['questions']}" for name, s in worst))
+    if "letters" in gates.get("mmbench", {}):
+        m = gates["mmbench"]
+        lines.append("lm_mmbench letters picked " + " ".join(f"{c}:{n}" for c, n in m["letters"].items())
+                     + ", right letters " + " ".join(f"{c}:{n}" for c, n in m["answer_letters"].items()))
     for style, p in gates.get("probe_heldout_style", {}).items():
         lines.append(f"probe in held-out style {style!r}: shape {100 * p['shape']:.1f}%, colour "
                      f"{100 * p['color']:.1f}%, position {100 * p['position']:.1f}% (not gated)")

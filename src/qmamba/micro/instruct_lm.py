@@ -6,16 +6,22 @@ Pretraining spreads the loss over every token, so a reply word ("yes", "no", "2"
 conversation and a skill that hangs on it, such as POPE-style existence over the whole context, stays at
 chance. As with mamba-2.8b-zephyr, a short tuning on conversations with the loss on the replies only
 (user turns labelled ``ignore_index``) teaches the model to answer from its context. Documents are the
-training documents of ``cfg.sft_kinds`` (the image given in words), right-padded per batch.
+training documents of ``cfg.sft_kinds`` (the image given in words), right-padded per batch. Their tokens come
+from a ``corpus.PieceTokens`` (each distinct piece encoded once; pass the pretraining's to reuse it):
+``labelled`` gives the rows ``reply_labels`` gives, from the pieces' token arrays.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from qmamba.data.chat import IMAGE_TOKEN_ID, encode_with_image
-from qmamba.micro.corpus import Document
+from qmamba.micro.corpus import Document, PieceTokens
 from qmamba.micro.loop import LossLog, autocast, fit
 
 IGNORE = -100
@@ -32,13 +38,25 @@ def reply_labels(tokenizer, doc: Document, max_len: int) -> tuple[list[int], lis
     return ids[:max_len], labels[:max_len]
 
 
+def labelled(pieces: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """``reply_labels`` from the token arrays of a document's pieces (``PieceTokens.pieces``): (ids, labels)."""
+    ids = np.concatenate(pieces)
+    labels = np.concatenate([p if i % 2 else np.full(len(p), IGNORE, dtype=p.dtype) for i, p in enumerate(pieces)])
+    return ids[:max_len], labels[:max_len]
+
+
+def reply_rows(tokens: PieceTokens, docs: list[Document], kinds, max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tuning rows of the documents of ``kinds`` that hold a reply: ``labelled`` of each."""
+    return [labelled(tokens.pieces(d), max_len) for d in docs if d.kind in kinds and len(d.pieces) > 1]
+
+
 def pad_batch(rows: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (b, l) ids (pad 0) and labels (pad ``IGNORE``): a causal model never sees the pads."""
     length = max(len(ids) for ids, _ in rows)
     ids = torch.zeros(len(rows), length, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
     for r, (i, lab) in enumerate(rows):
-        ids[r, :len(i)], labels[r, :len(lab)] = torch.tensor(i), torch.tensor(lab)
+        ids[r, :len(i)], labels[r, :len(lab)] = torch.as_tensor(i), torch.as_tensor(lab)
     return ids, labels
 
 
@@ -49,11 +67,17 @@ def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.device,
-                show_progress: bool = True) -> LossLog:
-    """``cfg.sft_steps`` steps of ``cfg.sft_batch_size`` conversations (reshuffled each epoch)."""
+                show_progress: bool = True, tokens: PieceTokens | None = None) -> LossLog:
+    """``cfg.sft_steps`` steps of ``cfg.sft_batch_size`` conversations (reshuffled each epoch). ``tokens``: the
+    documents' ``PieceTokens`` when already made (None: made here, of the documents of ``cfg.sft_kinds``)."""
     if cfg.sft_steps < 1:
         return LossLog()
-    rows = [reply_labels(tokenizer, d, cfg.sft_max_len) for d in docs if d.kind in cfg.sft_kinds and len(d.pieces) > 1]
+    start = time.perf_counter()
+    if tokens is None:
+        tokens = PieceTokens(tokenizer, [d for d in docs if d.kind in cfg.sft_kinds])
+    rows = reply_rows(tokens, docs, cfg.sft_kinds, cfg.sft_max_len)
+    logging.getLogger("qmamba").info("instruct LM: %d rows of %s in %.1f s", len(rows), "/".join(cfg.sft_kinds),
+                                     time.perf_counter() - start)
     if not rows:
         return LossLog()
 
@@ -69,4 +93,4 @@ def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.devic
                show_progress)
 
 
-__all__ = ["IGNORE", "instruct_lm", "pad_batch", "reply_labels", "reply_loss"]
+__all__ = ["IGNORE", "instruct_lm", "labelled", "pad_batch", "reply_labels", "reply_loss", "reply_rows"]

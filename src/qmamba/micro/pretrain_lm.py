@@ -18,6 +18,7 @@ Written to ``out_dir``: config.json + model.safetensors (mamba_ssm format) + the
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import asdict, dataclass
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from qmamba.errors import ConfigError, InputError
-from qmamba.micro.corpus import KINDS, Document, encode_document
+from qmamba.micro.corpus import KINDS, Document, PieceTokens
 from qmamba.micro.instruct_lm import instruct_lm
 from qmamba.micro.loop import LossLog, autocast, fit, pick_device, seed_everything
 from qmamba.micro.tokenizer import save_tokenizer
@@ -97,9 +98,11 @@ def split_documents(docs: list[Document], fraction: float, seed: int) -> tuple[l
     return [docs[i] for i in order[n_held:]], [docs[i] for i in order[:n_held]]
 
 
-def pack(token_lists: list[list[int]], seq_len: int, what: str = "text") -> torch.Tensor:
-    """Concatenate the documents' tokens and cut them into rows (n, seq_len); the tail is dropped."""
-    flat = np.fromiter((t for ids in token_lists for t in ids), dtype=np.int64)
+def pack(token_lists, seq_len: int, what: str = "text") -> torch.Tensor:
+    """Concatenate the documents' tokens (lists or arrays) and cut them into rows (n, seq_len); the tail is
+    dropped."""
+    arrays = [np.asarray(ids, dtype=np.int64) for ids in token_lists]
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
     n = len(flat) // seq_len
     if n == 0:
         raise InputError(f"the {what} has {len(flat)} tokens, fewer than one row of seq_len={seq_len}; "
@@ -141,21 +144,41 @@ def heldout_loss(model: MambaLM, rows: torch.Tensor, device: torch.device, batch
 
 
 @torch.no_grad()
-def answer_accuracy(model: MambaLM, tokenizer, docs: list[Document], device: torch.device) -> float | None:
-    """Share of documents whose first reply (piece 1, with its end marker) greedy decoding reproduces
-    after the first user turn (piece 0); teacher-forced argmax, which is the same test. None if no docs."""
+def answer_hits(model: MambaLM, tokenizer, docs: list[Document], device: torch.device, batch: int = 32,
+                tokens: PieceTokens | None = None) -> list[bool]:
+    """Per document: whether greedy decoding reproduces its first reply (piece 1, with its end marker) after the
+    first user turn (piece 0); teacher-forced argmax, which is the same test. Documents of similar length go
+    in one right-padded batch of ``batch``: the model is causal, so the pads after a reply change none of the
+    logits read. ``tokens``: the documents' ``PieceTokens`` when already made."""
+    if not docs:
+        return []
+    model.eval()
+    tokens = tokens or PieceTokens(tokenizer, [Document(d.kind, d.pieces[:2]) for d in docs])
+    pairs = [(tokens.ids[d.pieces[0]], tokens.ids[d.pieces[1]]) for d in docs]
+    order = sorted(range(len(docs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    hits = [False] * len(docs)
+    for k in range(0, len(order), batch):
+        chunk = order[k:k + batch]
+        ids = torch.zeros(len(chunk), max(len(p) + len(r) for p, r in (pairs[i] for i in chunk)), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            seq = np.concatenate(pairs[i])
+            ids[row, :len(seq)] = torch.from_numpy(seq.astype(np.int64))
+        with autocast(device):
+            predicted = model(ids.to(device)).logits.argmax(-1).cpu()  # (b, l)
+        for row, i in enumerate(chunk):
+            prompt, reply = pairs[i]
+            got = predicted[row, len(prompt) - 1:len(prompt) + len(reply) - 1]
+            hits[i] = bool((got == torch.from_numpy(reply.astype(np.int64))).all())
+    return hits
+
+
+def answer_accuracy(model: MambaLM, tokenizer, docs: list[Document], device: torch.device, batch: int = 32,
+                    tokens: PieceTokens | None = None) -> float | None:
+    """Share of documents whose first reply greedy decoding reproduces (``answer_hits``). None if no docs."""
     if not docs:
         return None
-    model.eval()
-    hits = 0
-    for doc in docs:
-        prompt = encode_document(tokenizer, Document(doc.kind, doc.pieces[:1]))
-        reply = encode_document(tokenizer, Document(doc.kind, doc.pieces[1:2]))
-        ids = torch.tensor([prompt + reply], device=device)  # (1, l)
-        with autocast(device):
-            logits = model(ids).logits[0, len(prompt) - 1:-1]  # (len(reply), v)
-        hits += bool((logits.argmax(-1).cpu() == torch.tensor(reply)).all())
-    return hits / len(docs)
+    hits = answer_hits(model, tokenizer, docs, device, batch, tokens)
+    return sum(hits) / len(hits)
 
 
 # --------------------------------------------------------------------------------------- entry point
@@ -167,20 +190,29 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     device = pick_device(device)
     start = time.perf_counter()
     seed_everything(cfg.seed)
+    phases = Phases()
     all_train, held_docs = split_documents(docs, cfg.heldout_fraction, cfg.seed)
     train_docs = select_documents(all_train, cfg.kinds)
-    train_rows = pack([encode_document(tokenizer, d) for d in train_docs], cfg.seq_len, "training text")
-    held_text = [encode_document(tokenizer, d) for d in select_documents(held_docs, cfg.kinds)]
+    phases.done("split", f"{len(all_train)} training and {len(held_docs)} held-out documents")
+    tokens = PieceTokens(tokenizer, docs)  # every distinct piece once: pretraining, tunings and accuracies share it
+    phases.done("tokenize", f"{len(docs)} documents, {len(tokens.ids)} distinct pieces")
+    train_rows = pack([tokens.document(d) for d in train_docs], cfg.seq_len, "training text")
+    held_text = [tokens.document(d) for d in select_documents(held_docs, cfg.kinds)]
     held_rows = pack(held_text, cfg.seq_len, "held-out text")
     held_rows = held_rows[: cfg.eval_rows]
+    phases.done("pack", f"{len(train_rows)} rows of {cfg.seq_len} tokens")
     config = dataclasses.replace(LLM_PRESETS["micro-mamba"](), **(shape or {}), vocab_size=len(tokenizer))
     model = MambaLM(config, device=device)
     before = heldout_loss(model, held_rows, device)
+    phases.done("model", "built, held-out loss before training")
     log = train_lm(model, train_rows, cfg, device, show_progress)
-    sft = instruct_lm(model, tokenizer, train_docs, cfg, device, show_progress)
+    phases.done("pretrain", f"{cfg.steps} steps")
+    sft = instruct_lm(model, tokenizer, train_docs, cfg, device, show_progress, tokens)
+    phases.done("sft", f"{cfg.sft_steps} steps")
     choice_cfg = dataclasses.replace(cfg, sft_steps=cfg.choice_sft_steps, sft_lr=cfg.choice_sft_lr,
                                      sft_kinds=cfg.choice_sft_kinds)
-    sft2 = instruct_lm(model, tokenizer, all_train, choice_cfg, device, show_progress)
+    sft2 = instruct_lm(model, tokenizer, all_train, choice_cfg, device, show_progress, tokens)
+    phases.done("choice_sft", f"{cfg.choice_sft_steps} steps")
     result = {"config": asdict(cfg), "device": str(device), "vocab_size": config.vocab_size,
               "parameters": model.num_parameters(), "train_rows": len(train_rows),
               "train_tokens": int(train_rows.numel()), "heldout_rows": len(held_rows),
@@ -189,10 +221,43 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
               "heldout_loss_before": before, "heldout_loss": heldout_loss(model, held_rows, device),
               "sft_first_losses": sft.losses[:5], "sft_loss": sft.recent(50) if sft.losses else None,
               "choice_sft_loss": sft2.recent(50) if sft2.losses else None}
+    phases.done("heldout_loss", f"{len(held_rows)} rows")
     for kind in ("chat", "grounded", "exist", "choice"):
         picked = [d for d in held_docs if d.kind == kind and len(d.pieces) > 1][: cfg.eval_questions]
-        result[f"answer_accuracy_{kind}"] = answer_accuracy(model, tokenizer, picked, device)
+        hits = answer_hits(model, tokenizer, picked, device, tokens=tokens)
+        result[f"answer_accuracy_{kind}"] = sum(hits) / len(hits) if hits else None
+        if kind == "grounded":
+            result["answer_accuracy_grounded_by_type"] = accuracy_by_type(picked, hits)
+    phases.done("answer_accuracy", f"up to {cfg.eval_questions} held-out questions per kind")
     model.save_pretrained(out_dir, dtype=torch.float32)
     save_tokenizer(tokenizer, out_dir)
     result["seconds"] = time.perf_counter() - start
+    result["phase_seconds"] = phases.seconds
     return result
+
+
+class Phases:
+    """Seconds of each part of ``pretrain_lm`` since the previous one, logged as each ends (``seconds``)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def done(self, name: str, what: str = "") -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.last, 3)
+        self.last = now
+        logging.getLogger("qmamba").info("pretrain LM phase %s: %.1f s%s", name, self.seconds[name],
+                                         f" ({what})" if what else "")
+
+
+def accuracy_by_type(docs: list[Document], hits: list[bool]) -> dict[str, dict]:
+    """{question type: {"questions", "accuracy"}} of the first questions of ``docs`` (``grounding.question_type``
+    of the first user turn), most frequent type first."""
+    from qmamba.micro.grounding import question_type, user_message
+
+    groups: dict[str, list[bool]] = {}
+    for doc, hit in zip(docs, hits):
+        groups.setdefault(question_type(user_message(doc.pieces[0])), []).append(hit)
+    return {t: {"questions": len(h), "accuracy": sum(h) / len(h)}
+            for t, h in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))}
