@@ -4,8 +4,8 @@
 #   bash benchmarks/small_tier.sh build replicate                 # or one after the other
 # build: `qmamba micro build --size small --device cuda` into $QMAMBA_CACHE (default runs/cache) unless built;
 # build_bg starts it in its own process session (it outlives the call) and wait_build waits for it (BUILD_WAIT_S).
-# replicate: `qmamba replicate --tier small` with EXPERIMENTS, PRESETS, SEEDS (defaults table1, qmamba-256, 1)
-# for REP_S seconds at most; a second call resumes it. Logs, build.json, the report and the runs' records
+# replicate: `qmamba replicate --tier small` with EXPERIMENTS, PRESETS, SEEDS, JOBS (defaults table1, qmamba-256,
+# 1, 4 processes) for REP_S seconds at most; a second call resumes it. Logs, build.json, the report and the runs' records
 # (rep-small-records.tgz) go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -37,7 +37,7 @@ for step in ${*:-build replicate}; do
            grep -E "passed|failed|FAILED|ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
     replicate) timeout -s INT -k 30 ${REP_S:-400} python3 -m qmamba replicate --tier small --out runs/rep-small \
                  --experiments "${EXPERIMENTS:-table1}" --presets "${PRESETS:-qmamba-256}" --seeds "${SEEDS:-1}" \
-                 ${REP_ARGS:-} > "$OUT/replicate.log" 2>&1
+                 --jobs "${JOBS:-4}" ${REP_ARGS:-} > "$OUT/replicate.log" 2>&1
                echo "replicate rc=$?"; grep -v "it/s\]" "$OUT/replicate.log" | tail -30
                cp runs/rep-small/report.md runs/rep-small/report.json "$OUT/" 2>/dev/null
                # the records alone (no weights): extracted into runs/ and carried, a later machine resumes from them

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated variants to run (e.g. cobra,qmamba-256; see --list; default: all)")
     p.add_argument("--bench-json", default=None, help="`qmamba bench --out` JSON: time per answer beside Table 1")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each shard in its own process (one GPU holds several small-tier runs)")
     p.add_argument("--list", action="store_true", help="print the selected cells and exit")
     g = p.add_argument_group("tier overrides (quick looks; the report states the tier's name only)")
     g.add_argument("--n-align", type=int, default=None, help="align-stage images")
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{c.label}")
         return 0
     report = replicate(ReplicateOptions(out=args.out, tier=tier, seeds=args.seeds, experiments=args.experiments,
-                                        presets=args.presets, bench_json=args.bench_json, device=args.device))
+                                        presets=args.presets, bench_json=args.bench_json, device=args.device,
+                                        jobs=args.jobs))
     print(f"ran {len(report['ran'])} run(s); report: {args.out}/report.md")
     for f in report["findings"]:
         print(f"  {f['status']:<15} {f['claim']}")
