@@ -13,6 +13,7 @@ from qmamba.cli import main
 from qmamba.errors import ConfigError
 from qmamba.micro import sizes
 from qmamba.micro.build import backbones
+from qmamba.micro.gates import open_question_accuracy
 from qmamba.micro.sizes import SMALL, cache_dir, is_built
 from qmamba.models.mamba_lm import MambaLM
 from qmamba.models.vision import VisionEncoder
@@ -79,6 +80,7 @@ def test_a_small_build_measures_and_prints_its_gates(small_build):
     assert sum(gates["mmbench"]["letters"].values()) == gates["mmbench"]["questions"] and "letters picked" in text
     lm = json.loads((out / "build.json").read_text())["lm"]
     assert {"tokenize", "pack", "sft", "choice_sft", "answer_accuracy"} <= set(lm["phase_seconds"])
+    assert gates["figures"]["lm_grounded"] == open_question_accuracy(gates["grounded_by_type"], None)
     assert code == (0 if gates["all_passed"] else 2)  # a shrunk build fails its gates: exit code 2
     assert code == 2 and "FAILED" in text
 
@@ -106,3 +108,11 @@ def test_the_flags_override_a_size_and_tiny_needs_out(capsys):
     assert size.world_size == SMALL.world_size
     assert main(["micro", "build", "--device", "cpu"]) != 0
     assert "needs --out" in capsys.readouterr().err
+
+
+def test_the_grounded_gate_counts_the_open_questions_not_the_caption_requests():
+    by_type = {"caption": {"accuracy": 0.25, "questions": 4}, "count": {"accuracy": 1.0, "questions": 3},
+               "query_color": {"accuracy": 0.5, "questions": 2}}
+    assert open_question_accuracy(by_type, 0.1) == pytest.approx((3 + 1) / 5)
+    assert open_question_accuracy({}, 0.7) == 0.7, "a record without types: the overall accuracy"
+    assert open_question_accuracy({"caption": {"accuracy": 1.0, "questions": 2}}, 0.6) == 0.6
