@@ -58,3 +58,23 @@ def test_the_reply_loss_goes_down(tmp_path_factory):
     assert last < 0.5 * first, f"reply loss {first:.3f} -> {last:.3f}"
     empty = instruct_lm(model, tok, _docs(tmp_path_factory, "caption"), cfg, torch.device("cpu"), show_progress=False)
     assert empty.losses == []  # captions have no replies
+
+
+def test_length_grouped_batches_hold_similar_lengths_and_every_item_once():
+    from qmamba.micro.loop import length_grouped
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(10, 500, (200,))
+    order = torch.randperm(200, generator=gen)
+    grouped = length_grouped(order, lengths, batch_size=8, window=5, gen=gen)
+    assert sorted(grouped.tolist()) == list(range(200)), "a permutation of the items"
+    batches = grouped.split(8)
+    padded = sum(8 * int(lengths[b].max()) for b in batches[:-1])
+    random_padded = sum(8 * int(lengths[b].max()) for b in order.split(8)[:-1])
+    assert padded < 0.8 * random_padded, (padded, random_padded)  # fewer padding tokens than random batches
+    for w in range(0, 200, 40):  # each batch's items come from one window of the epoch's order, sorted there
+        window = set(order[w:w + 40].tolist())
+        inside = [b for b in batches if set(b.tolist()) <= window]
+        assert sum(len(b) for b in inside) == len(window)
+    first_window = [next(w for w in range(0, 200, 40) if int(b[0]) in set(order[w:w + 40].tolist())) for b in batches]
+    assert first_window != sorted(first_window), "the batches are shuffled across windows, not left in order"

@@ -88,9 +88,11 @@ def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.devic
         loss.backward()
         return float(loss.detach())
 
+    window = cfg.sft_length_window
+    lengths = torch.tensor([len(ids) for ids, _ in rows]) if window else None
     return fit(model, len(rows), cfg.sft_batch_size, cfg.sft_steps, cfg.seed + 1,
                (cfg.sft_lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "instruct LM",
-               show_progress)
+               show_progress, lengths=lengths, window=window)
 
 
 __all__ = ["IGNORE", "instruct_lm", "labelled", "pad_batch", "reply_labels", "reply_loss", "reply_rows"]

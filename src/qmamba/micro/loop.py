@@ -110,11 +110,24 @@ class LossLog:
         return float(np.mean(self.losses[-n:])) if self.losses else float("nan")
 
 
+def length_grouped(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, window: int,
+                   gen: torch.Generator) -> torch.Tensor:
+    """``order`` rearranged so that each run of ``batch_size`` items holds similar lengths: within windows of
+    ``window`` batches the items are sorted by length and cut into batches, and all batches are then shuffled.
+    Right-padded batches of such items are mostly tokens, not padding."""
+    size = batch_size * window
+    parts = [w[torch.argsort(lengths[w], stable=True)] for w in order.split(size)]
+    batches = [b for w in parts for b in w.split(batch_size)]
+    return torch.cat([batches[int(i)] for i in torch.randperm(len(batches), generator=gen)])
+
+
 def fit(model: nn.Module, n_items: int, batch_size: int, steps: int, seed: int, opt_args: tuple, grad_clip: float,
-        backward: Callable[[torch.Tensor], float], desc: str, show_progress: bool) -> LossLog:
+        backward: Callable[[torch.Tensor], float], desc: str, show_progress: bool,
+        lengths: torch.Tensor | None = None, window: int = 16) -> LossLog:
     """``steps`` optimizer steps over batches of ``batch_size`` indices into ``n_items`` items, reshuffled each
-    epoch with a generator seeded by ``seed``. ``backward(idx)`` computes the batch's loss, calls backward and
-    returns the loss; ``opt_args`` = (lr, weight_decay, betas, warmup_ratio) of ``make_optimizer``."""
+    epoch with a generator seeded by ``seed``; with the items' ``lengths``, batches of similar lengths
+    (``length_grouped`` over windows of ``window`` batches). ``backward(idx)`` computes the batch's loss, calls
+    backward and returns the loss; ``opt_args`` = (lr, weight_decay, betas, warmup_ratio) of ``make_optimizer``."""
     lr, weight_decay, betas, warmup_ratio = opt_args
     gen = torch.Generator().manual_seed(seed)
     opt, sched = make_optimizer(model, lr, weight_decay, betas, steps, warmup_ratio)
@@ -123,6 +136,8 @@ def fit(model: nn.Module, n_items: int, batch_size: int, steps: int, seed: int, 
     for _ in range(steps):
         if len(order) < batch_size:
             order = torch.randperm(n_items, generator=gen)
+            if lengths is not None:
+                order = length_grouped(order, lengths, batch_size, window, gen)
         idx, order = order[:batch_size], order[batch_size:]
         loss = backward(idx)
         optimizer_step(model, opt, sched, grad_clip)

@@ -59,6 +59,9 @@ class LMTrainConfig:
     sft_batch_size: int = 32
     sft_lr: float = 1e-3
     sft_max_len: int = 512
+    # 0: batches drawn at random; N: rows of similar length batched together within windows of N batches (fewer
+    # padding tokens per step; the first small build's tuning batches were 68% tokens)
+    sft_length_window: int = 0
     sft_kinds: tuple[str, ...] = ("grounded", "exist")
     # then a second, shorter tuning from the tuned LM that adds the multiple-choice drills: after the first
     # tuning they add the multiple-choice skill without costing the existence one (benchmarks/micro_lm_grounding.py)

@@ -68,7 +68,7 @@ SMALL = MicroSize(
     # steps move from pretraining to the tunings, at the tiny LM's tuning rates, over a smaller world.
     world_size=12000, vocab_size=2048,
     lm_train={"steps": 1200, "batch_size": 32, "micro_batch_size": 0, "seq_len": 512, "lr": 1.5e-3,
-              "sft_steps": 1100, "sft_batch_size": 64, "sft_lr": 1e-3, "sft_max_len": 768,
+              "sft_steps": 1100, "sft_batch_size": 64, "sft_lr": 1e-3, "sft_max_len": 768, "sft_length_window": 16,
               "choice_sft_steps": 450, "choice_sft_lr": 5e-4, "eval_questions": 400},
     vision_train={"steps": 1800, "batch_size": 256, "lr": 1e-3, "text_len": 128, "heldout": 1024,
                   "eval_batch": 64, "aux_weight": 1.0},
