@@ -1,16 +1,18 @@
 """The Q-Mamba projector (the whole connector: VL-Mamba preprocessing, the query blocks, the output projection)
-of a full-size preset with random weights, its local cross-attention run both ways in the same process:
+of a full-size preset with random weights, its local cross-attention run each way (--paths) in one process:
 
     reference  k and v of every patch, SDPA over the (q, p) scores with the dense local mask (the path before
                the absorbed op; ``ops.local_attention.naive``)
     absorbed   k_proj and v_proj absorbed into the queries and outputs (``ops.local_attention.absorbed``)
+    fused      the absorbed forward as one Triton kernel, the absorbed gradients recomputed
+               (``ops.local_attention.fused``)
 
 Forward at each of --batches (inference mode; eager, and replayed from a CUDA graph), and forward + backward
 (loss = <output, fixed random gradient>, gradients of every parameter; eager, and captured with
 ``bench.graphed_step.CapturedTrainStep``) at --train-batch with its peak memory. bf16 on a GPU (fp32 on CPU);
-median of --repeats timed calls (``ops.runtime.timing.time_ms``: CUDA events). Prints a markdown table and the
-max |difference| between the two paths' outputs at each batch; then the same figures for one block's local
-attention alone (``ops.local_attention`` on the first block's weights, from the projected queries to the
+median of --repeats timed calls (``ops.runtime.timing.time_ms``: CUDA events). Prints a markdown table and
+the max |difference| between each path's output and the reference's at each batch; then the same figures for one
+block's local attention alone (``ops.local_attention`` on the first block's weights, from the projected queries to the
 output before out_proj), which isolates the op from the rest of the block. Builds the connector alone from the
 preset's config (``qmamba bench``'s ``preset_config``), without the vision tower or the LM; needs only torch,
 triton and transformers (Pillow stand-ins where it is missing).
@@ -54,7 +56,7 @@ from qmamba.models.vision import hf_vision_config  # noqa: E402
 from qmamba.ops import local_attention, use_local_attention  # noqa: E402
 from qmamba.ops.runtime.timing import peak_gib, time_ms  # noqa: E402
 
-PATHS = {"reference": "naive", "absorbed": "absorbed"}  # table row -> ops.local_attention algorithm
+PATHS = {"reference": "naive", "absorbed": "absorbed", "fused": "fused"}  # table row -> ops.local_attention algorithm
 
 
 def build(preset: str, tiny: bool, device: torch.device, dtype: torch.dtype, seed: int):
@@ -125,37 +127,41 @@ def cell(v) -> str:
 
 
 def table(results: dict, batches: list[int], train_batch: int) -> list[str]:
-    """Markdown lines: one row per path, then the reference / absorbed ratio."""
+    """Markdown lines: one row per path, then the reference / path ratio of every other path."""
     cols = [f"b{b} {kind}" for b in batches for kind in ("eager", "graph")]
     cols += [f"b{train_batch} fwd+bwd eager", f"b{train_batch} fwd+bwd graph", f"b{train_batch} fwd+bwd peak GiB"]
     keys = [(f"b{b}", k) for b in batches for k in ("eager_ms", "graph_ms")]
     keys += [("train", "train_ms"), ("train", "train_graph_ms"), ("train", "train_peak_gib")]
     lines = ["| path | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for path in PATHS:
+    for path in results:
         lines.append(f"| {path} | " + " | ".join(cell(results[path][b].get(k)) for b, k in keys) + " |")
-    ratio = [results["reference"][b].get(k) / results["absorbed"][b][k] if results["absorbed"][b].get(k) else None
-             for b, k in keys]
-    lines.append("| reference / absorbed | " + " | ".join("-" if r is None else f"{r:.2f}x" for r in ratio) + " |")
+    for path in [p for p in results if p != "reference"]:
+        ratio = [results["reference"][b].get(k) / results[path][b][k] if results[path][b].get(k) else None
+                 for b, k in keys]
+        lines.append(f"| reference / {path} | " + " | ".join("-" if r is None else f"{r:.2f}x" for r in ratio) + " |")
     return lines
 
 
 def measure(model, p: int, d_in: int, dtype: torch.dtype, graphs: bool, args) -> tuple[dict, dict]:
     """Every figure of ``model`` on features (b, p, d_in) with each path, and the outputs' max differences."""
     device = next(model.parameters()).device
-    results: dict = {path: {} for path in PATHS}
+    results: dict = {path: {} for path in args.paths}
     diffs = {}
     for b in [*args.batches, "train"]:
         n = args.train_batch if b == "train" else b
         x = torch.randn(n, p, d_in, device=device, generator=torch.Generator(device).manual_seed(n)).to(dtype)
         key = "train" if b == "train" else f"b{b}"
-        for path, algorithm in PATHS.items():
+        for path in args.paths:
+            algorithm = PATHS[path]
             fn = train_figures if b == "train" else forward_figures
             results[path][key] = fn(model, x, algorithm, graphs, args)
             print(f"[projector] {type(model).__name__} {path} {key}: " + ", ".join(
                 f"{k} {cell(v)}" for k, v in results[path][key].items() if k != "y"), flush=True)
         if b != "train":
-            y_ref, y_new = (results[path][key].pop("y").float() for path in PATHS)
-            diffs[key] = {"max_abs_diff": (y_ref - y_new).abs().max().item(), "max_abs": y_ref.abs().max().item()}
+            ys = {path: results[path][key].pop("y").float() for path in args.paths}
+            diffs[key] = {path: {"max_abs_diff": (ys["reference"] - y).abs().max().item(),
+                                 "max_abs": ys["reference"].abs().max().item()} for path, y in ys.items()
+                          if path != "reference"}
     return results, diffs
 
 
@@ -169,8 +175,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS),
+                    help="local attention paths to run (reference first; default all)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    args.paths = ["reference", *[p for p in args.paths if p != "reference"]]
     device = torch.device(args.device)
     graphs = device.type == "cuda"
     dtype = torch.bfloat16 if graphs else torch.float32
@@ -185,8 +194,9 @@ def main() -> None:
     for what, res, dif in (("projector", results, diffs), ("one block's local attention alone", op_results, op_diffs)):
         print(f"{what}:\n")
         print("\n".join(table(res, args.batches, args.train_batch)))
-        for b, d in dif.items():
-            print(f"{b}: max |reference - absorbed| = {d['max_abs_diff']:.3g} (max |output| {d['max_abs']:.3g})")
+        for b, per_path in dif.items():
+            for path, d in per_path.items():
+                print(f"{b}: max |reference - {path}| = {d['max_abs_diff']:.3g} (max |output| {d['max_abs']:.3g})")
         print()
     if args.out:
         with open(args.out, "w") as f:

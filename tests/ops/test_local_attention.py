@@ -122,8 +122,8 @@ def test_the_algorithm_switch():
         assert torch.equal(local_attention(*inputs.values(), H), local_attention_absorbed(*inputs.values(), H))
     with use_local_attention("naive"):
         assert torch.equal(local_attention(*inputs.values(), H), local_attention_naive(*inputs.values(), H))
-    with pytest.raises(ConfigError, match="'fused'"):
-        with use_local_attention("fused"):
+    with pytest.raises(ConfigError, match="'flash'"):
+        with use_local_attention("flash"):
             pass
 
 
