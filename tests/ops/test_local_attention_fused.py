@@ -46,6 +46,14 @@ def test_fused_equals_the_reference_in_float32(b, q, p, d, d_kv, h, bias):
     assert_close(got, local_attention_naive(*t.values(), h), 1e-5, "vs naive")
 
 
+def test_every_block_of_queries_gives_the_same_output():
+    t = _inputs(2, 40, 150, 48, 72, seed=3)
+    outs = [fused_forward(t["q"], t["kv"], t["k_weight"], t["v_weight"], t["v_bias"], 4, block_q=bq)
+            for bq in (16, 32, 64)]
+    for out in outs[1:]:
+        assert_close(out, outs[0], 1e-6, "block_q")
+
+
 def test_fused_gradients_are_the_absorbed_ones():
     t = _inputs(2, 7, 50, 24, 20)
     ref = {k: v.clone().requires_grad_() for k, v in t.items()}

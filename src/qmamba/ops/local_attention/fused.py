@@ -27,7 +27,9 @@ from torch import Tensor
 from qmamba.ops.local_attention.absorbed import local_attention_absorbed
 from qmamba.ops.local_attention.slices import local_slices
 
-BLOCK_Q, BLOCK_K = 32, 64  # queries and features per step; not yet tuned (benchmarks/projector.py measures it)
+# queries and features per program step; not yet tuned (benchmarks/projector.py measures them). Where BLOCK_Q
+# leaves fewer than two programs per multiprocessor (batch 1), blocks of 16 queries make more programs.
+BLOCK_Q, BLOCK_K = 32, 64
 
 
 def runs_here(t: Tensor) -> bool:
@@ -68,15 +70,16 @@ class _FusedLocalAttention(torch.autograd.Function):
 
 
 def fused_forward(q: Tensor, kv: Tensor, k_weight: Tensor, v_weight: Tensor, v_bias: Tensor | None,
-                  n_heads: int) -> Tensor:
-    """The kernel: q (b, q, d), kv (b, p, d_kv), k_weight / v_weight (d, d_kv), v_bias (d,) -> (b, q, d)."""
+                  n_heads: int, block_q: int | None = None) -> Tensor:
+    """The kernel: q (b, q, d), kv (b, p, d_kv), k_weight / v_weight (d, d_kv), v_bias (d,) -> (b, q, d).
+    ``block_q``: queries per program (a power of two >= 16; default ``_block_q``)."""
     b, n, d = q.shape
     p, d_kv = kv.shape[1], kv.shape[2]
     hd = d // n_heads
     base, extra = divmod(p, n)
     q, kv, k_weight, v_weight = (t.contiguous() for t in (q, kv, k_weight, v_weight))
     out = torch.empty_like(q)  # (b, q, d)
-    block_q = max(16, min(BLOCK_Q, triton.next_power_of_2(n)))
+    block_q = block_q or _block_q(b, n, n_heads, q.device)
     grid = (triton.cdiv(n, block_q), n_heads, b)
     local_attention_fwd[grid](
         q, kv, k_weight, v_weight, v_bias if v_bias is not None else q, out,
@@ -87,6 +90,13 @@ def fused_forward(q: Tensor, kv: Tensor, k_weight: Tensor, v_weight: Tensor, v_b
         BK=max(16, min(BLOCK_K, triton.next_power_of_2(d_kv))), HDP=max(16, triton.next_power_of_2(hd)),
         HAS_BV=v_bias is not None, IEEE=q.dtype == torch.float32)
     return out
+
+
+def _block_q(b: int, n: int, n_heads: int, device: torch.device) -> int:
+    """BLOCK_Q queries a program, or 16 where that leaves fewer than two programs per multiprocessor."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    block = max(16, min(BLOCK_Q, triton.next_power_of_2(n)))
+    return 16 if b * n_heads * triton.cdiv(n, block) < 2 * sms else block
 
 
 @triton.jit
