@@ -177,6 +177,8 @@ def qmamba_inputs(processor, image, question, device, dtype):
 def compare(vlm, model, processor, tok, data, mode: str, device: str, max_new_tokens: int) -> dict:
     """Logit differences at every position and greedy agreement over ``data`` in one precision mode."""
     vlm.enable_mixed_precision_training = mode == "bf16"  # Cobra's autocast switch
+    if getattr(vlm, "_decoding_cache", None) is not None:  # graphs captured under the other mode's autocast
+        vlm._decoding_cache = None
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     worst, worst_rel, same_ids, same_answers, pixel_diff = 0.0, 0.0, 0, 0, 0.0
     for image, question in data:
@@ -211,13 +213,15 @@ def qmamba_answer(model, processor, ids, pixels, max_new_tokens: int) -> str:
     return processor.decode(out[0, ids.shape[1]:])
 
 
-def time_answers(vlm, model, processor, tok, data, repeats: int, max_new_tokens: int, device: str) -> dict:
-    """Seconds for one answer (the first pair) in each implementation, bf16, median of ``repeats``."""
+def time_answers(vlm, model, processor, tok, data, repeats: int, max_new_tokens: int, device: str,
+                 peer: str = "cobra") -> dict:
+    """Seconds for one answer (the first pair) in each implementation, bf16, median of ``repeats``; the peer's
+    keys are named after ``peer`` (its VLM has Cobra's interface: prompt builder, image_transform, generate)."""
     image, question = data[0]
     prompt, _, _ = cobra_inputs(vlm, tok, image, question, device)
     q_ids, q_px = qmamba_inputs(processor, image, question, device, torch.bfloat16)
     vlm.enable_mixed_precision_training = True
-    runs = {"cobra": lambda: cobra_answer(vlm, image, prompt, max_new_tokens),
+    runs = {peer: lambda: cobra_answer(vlm, image, prompt, max_new_tokens),
             "qmamba": lambda: qmamba_answer(model, processor, q_ids, q_px, max_new_tokens)}
     out = {}
     for name, fn in runs.items():
@@ -230,7 +234,7 @@ def time_answers(vlm, model, processor, tok, data, repeats: int, max_new_tokens:
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         out[f"{name}_answer_s"] = statistics.median(times)
-    return {**out, "max_new_tokens": max_new_tokens, "tokens_cobra": len(tok.encode(runs["cobra"]()))}
+    return {**out, "max_new_tokens": max_new_tokens, f"tokens_{peer}": len(tok.encode(runs[peer]()))}
 
 
 # ------------------------------------------------------------------------------------------- main
