@@ -62,10 +62,9 @@ SMALL = MicroSize(
     lm={"d_model": 512, "n_layer": 16, "ssm_cfg": {"d_state": 16}},
     world={"image_size": 128, "grid": 4, "min_objects": 2, "max_objects": 9, "text_prob": 0.2, "style": "varied",
            "heldout_style": "light", "workers": 8},  # workers: rendering processes (same output)
-    # The first H100 build (2,000 pretraining steps, 1,200 + 600 tuning steps at 5e-4 / 3e-4, 20,000 images,
-    # 2,500 vision steps; benchmarks/RESULTS.md, "The small tier's build") saw its pretraining loss flat after
-    # ~400 steps, its tuning loss still falling after 1.3 passes, and the multiple-choice tuning learn nothing:
-    # steps move from pretraining to the tunings, at the tiny LM's tuning rates, over a smaller world.
+    # Steps sit in the tunings rather than in pretraining, at the tiny LM's tuning rates, over a world small enough
+    # for several tuning passes: what the first GPU build's losses asked for (benchmarks/RESULTS.md, "The small
+    # tier's build", which also gives the step rates that keep the build near 10 minutes).
     world_size=12000, vocab_size=2048,
     lm_train={"steps": 1200, "batch_size": 32, "micro_batch_size": 0, "seq_len": 512, "lr": 1.5e-3,
               "sft_steps": 1100, "sft_batch_size": 64, "sft_lr": 1e-3, "sft_max_len": 768, "sft_length_window": 16,
