@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU machine's full check: kernel and CUDA-graph tests (marker gpu), per-kernel timings beside mamba_ssm,
 # model parity with mamba_ssm, then `qmamba bench`. Logs and JSON go to $OUT (default /tmp/qmamba-gpu).
-#   bash benchmarks/gpu_all.sh [tests|kernels|gemv|scan|step_in|step_out|decode_ssm|parity|bench|profile|profile_vqa|multi ...]
+#   bash benchmarks/gpu_all.sh [tests|kernels|gemv|scan|step_in|step_out|decode_ssm|parity|bench|profile|profile_vqa|
+#                               projector|serve|multi ...]
 #   (default: tests kernels parity bench)
 # mamba_ssm / causal_conv1d wheels in .whl/ are installed to /tmp/site for the side-by-side figures only.
 set -uo pipefail
@@ -42,6 +43,14 @@ for step in $steps; do
                    timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 --scan $scan --rows 12 \
                      --out "$OUT/$scan" 2>&1 | tail -40
                  done ;;
+    projector) # the Q-Mamba projector with each local-attention path (PROJECTOR_ARGS e.g. "--paths reference fused")
+               timeout ${PROJECTOR_S:-300} python3 benchmarks/projector.py --preset ${PROJECTOR_PRESET:-qmamba-128} \
+                 --batches 1 64 --train-batch 64 --repeats 10 ${PROJECTOR_ARGS:-} --out "$OUT/projector.json" 2>&1 \
+                 | tee "$OUT/projector.log" | grep -v "^\[projector\]" | tail -30 ;;
+    serve) for preset in ${SERVE_PRESETS:-qmamba-128 cobra}; do  # the server under open-loop load (starlette, uvicorn)
+             timeout ${SERVE_S:-200} python3 benchmarks/serve_load.py --preset $preset --duration 6 --out "$OUT" 2>&1 \
+               | tee "$OUT/serve_$preset.log" | grep -E "^\||^at |^offline|^saturated|^check" | tail -25
+           done ;;
     multi) timeout ${MULTI_S:-580} python3 benchmarks/multi_gpu.py --procs ${MULTI_PROCS:-1 2} ${MULTI_ARGS:---full qmamba-256} \
              --out "$OUT/multi" 2>&1 | tail -30 ;;  # several GPUs: torchrun scaling, resume, sharded eval
     *) echo "unknown step $step"; exit 2 ;;
