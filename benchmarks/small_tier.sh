@@ -4,6 +4,8 @@
 #   bash benchmarks/small_tier.sh build replicate                 # or one after the other
 # build: `qmamba micro build --size small --device cuda` into $QMAMBA_CACHE (default runs/cache) unless built;
 # build_bg starts it in its own process session (it outlives the call) and wait_build waits for it (BUILD_WAIT_S).
+# bench: `qmamba bench --only vqa --presets all` (full-size random weights: each system's time per answer) into
+# runs/bench_vqa.json and $OUT, once: replicate puts its times beside Table 1 (a later machine takes the file carried).
 # replicate: `qmamba replicate --tier small` with EXPERIMENTS, PRESETS, SEEDS, JOBS (defaults table1, qmamba-256,
 # 1, 4 processes) for REP_S seconds at most; a second call resumes it. Logs, build.json, the report and the runs' records
 # (rep-small-records.tgz) go to $OUT.
@@ -35,7 +37,11 @@ for step in ${*:-build replicate}; do
                 show_build; cp runs/build.log "$OUT/" ;;
     tests) OUT=$OUT TESTS_S=${TESTS_S:-360} bash benchmarks/gpu_all.sh tests > "$OUT/tests_wrap.log" 2>&1
            grep -E "passed|failed|FAILED|ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
-    replicate) timeout -s INT -k 30 ${REP_S:-400} python3 -m qmamba replicate --tier small --out runs/rep-small \
+    bench) [ -f runs/bench_vqa.json ] || timeout ${BENCH_S:-420} python3 -m qmamba bench --only vqa --presets all \
+             --repeats 5 --out runs/bench_vqa.json > "$OUT/bench_vqa.log" 2>&1
+           cp runs/bench_vqa.json "$OUT/" 2>/dev/null; grep -v "^\[" "$OUT/bench_vqa.log" | tail -25 ;;
+    replicate) [ -f runs/bench_vqa.json ] && REP_ARGS="--bench-json runs/bench_vqa.json ${REP_ARGS:-}"
+               timeout -s INT -k 30 ${REP_S:-400} python3 -m qmamba replicate --tier small --out runs/rep-small \
                  --experiments "${EXPERIMENTS:-table1}" --presets "${PRESETS:-qmamba-256}" --seeds "${SEEDS:-1}" \
                  --jobs "${JOBS:-4}" ${REP_ARGS:-} > "$OUT/replicate.log" 2>&1
                echo "replicate rc=$?"; grep -v "it/s\]" "$OUT/replicate.log" | tail -30
