@@ -39,9 +39,9 @@ for step in $steps; do
                timeout ${PROFILE_S:-150} python3 benchmarks/profile_lm.py --layer $layer ${PROFILE_ARGS:-} \
                  --out "$OUT" 2>&1 | tail -100
              done ;;
-    profile_vqa) for scan in chunked sequential; do  # the batch-64 vision encoder and projector, by kernel
-                   timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch 64 --scan $scan --rows 12 \
-                     --out "$OUT/$scan" 2>&1 | tail -40
+    profile_vqa) for scan in ${PROFILE_SCANS:-chunked sequential}; do  # the vision encoder and projector, by kernel
+                   timeout ${PROFILE_S:-150} python3 benchmarks/profile_vqa.py --batch ${PROFILE_BATCH:-64} --scan $scan \
+                     --rows 12 --out "$OUT/$scan" 2>&1 | tail -40
                  done ;;
     projector) # the Q-Mamba projector with each local-attention path (PROJECTOR_ARGS e.g. "--paths reference fused")
                timeout ${PROJECTOR_S:-300} python3 benchmarks/projector.py --preset ${PROJECTOR_PRESET:-qmamba-128} \
