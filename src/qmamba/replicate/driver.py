@@ -73,8 +73,8 @@ def replicate(opts: ReplicateOptions) -> dict:
 
 def shard_runs(runs: list[tuple[int, Cell]], n: int) -> list[list[tuple[int, Cell]]]:
     """``runs`` (seed, cell) split into ``n`` shards, each in ``runs``' order. Runs at one seed that train the
-    same spec form one group; groups go, the costliest first (by distinct trainings), to the shard with the
-    fewest trainings so far. (The specs preprocessing starts from are trained before, see ``_run_parallel``.)"""
+    same spec (and so may share an evaluation) form one group, one training each; the groups go in order to the
+    shard with the fewest so far. (The specs preprocessing starts from are trained before: ``_run_parallel``.)"""
     groups: dict[tuple[int, str], list[int]] = {}  # (seed, spec key) -> indices into runs
     for i, (seed, cell) in enumerate(runs):
         groups.setdefault((seed, cell.train.key), []).append(i)
