@@ -99,6 +99,25 @@ def test_vqa_train_section_runs_each_train_preset(monkeypatch):
     assert results["vqa_train"] == {"cobra": {"step_ms": 1.0}, "qmamba-128": {"step_ms": 2.0}}
 
 
+def test_the_vqa_figures_run_with_the_chosen_local_attention(monkeypatch):
+    import importlib
+
+    from qmamba import bench
+
+    la = importlib.import_module("qmamba.ops.local_attention")  # the package (qmamba.ops re-exports its function)
+    seen = []
+    monkeypatch.setattr("qmamba.bench.multimodal.vqa_figures",
+                        lambda preset, opts, device, dtype: seen.append(la._CHOICE.get()) or {"total_ms": 1.0})
+    for name in ("fused", "naive"):
+        results = bench.run_bench(BenchOptions(sections=("vqa",), presets=("cobra",), device="cpu",
+                                               local_attention=name), log=lambda *_: None)
+        assert results["options"]["local_attention"] == name
+        assert ("fused local attention" in render(results)) == (name == "fused")
+    assert seen == ["fused", "naive"] and la._CHOICE.get() == "naive", "the choice ends with the run"
+    with pytest.raises(ConfigError, match="local attention 'flash'"):
+        BenchOptions(local_attention="flash")
+
+
 def test_train_step_reports_the_length_the_lm_runs(monkeypatch):
     import torch
 

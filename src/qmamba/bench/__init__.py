@@ -41,7 +41,15 @@ def headline(figures: dict) -> str:
 def run_bench(options: BenchOptions, log=print, checkpoint=None) -> dict:
     """Run the chosen sections; a failing implementation or preset is recorded in ``errors``, not raised.
     Each implementation's or preset's figures are logged when done, and ``checkpoint(results)`` is called
-    with the results so far (the command writes its JSON there)."""
+    with the results so far (the command writes its JSON there). The query connectors' local cross-attention
+    runs with ``options.local_attention``."""
+    from qmamba.ops.local_attention import use_local_attention
+
+    with use_local_attention(options.local_attention):
+        return _run_bench(options, log, checkpoint)
+
+
+def _run_bench(options: BenchOptions, log, checkpoint) -> dict:
     from qmamba.bench.lm import guarded, run_lm_section
     from qmamba.bench.multimodal import train_step_figures, vqa_figures
     from qmamba.bench.qmamba_runner import active_backend

@@ -44,6 +44,7 @@ class BenchOptions:
     question_len: int = 40
     answer_tokens: int = 5
     train_presets: tuple[str, ...] = ("qmamba-256",)  # "all" as for presets
+    local_attention: str = "naive"  # the query connectors' local cross-attention (ops.local_attention.ALGORITHMS)
     seed: int = 0
 
     def __post_init__(self):
@@ -54,6 +55,10 @@ class BenchOptions:
         if bad:
             raise ConfigError(f"bench: unknown peer(s) {bad}; choose from {', '.join(PEERS)}")
         self.presets, self.train_presets = _presets(self.presets), _presets(self.train_presets)
+        from qmamba.ops.local_attention import ALGORITHMS
+
+        if self.local_attention not in ALGORITHMS:
+            raise ConfigError(f"bench: local attention {self.local_attention!r}; choose from {', '.join(ALGORITHMS)}")
         if min(self.repeats, self.decode_tokens, self.batch_decode, self.prompt_len, self.train_len,
                self.train_batch, self.vqa_batch, self.question_len, self.answer_tokens) < 1:
             raise ConfigError("bench: repeats, token counts, lengths and batch sizes must be >= 1")

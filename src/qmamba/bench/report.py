@@ -146,6 +146,8 @@ def render(results: dict) -> str:
     """All tables, headed by the device, dtype and the options that shape the figures."""
     opts = results["options"]
     mode = (", quick" if opts["quick"] else "") + (", tiny shapes" if opts["tiny"] else "")
+    if opts.get("local_attention", "naive") != "naive":
+        mode += f", {opts['local_attention']} local attention"
     parts = [f"## qmamba bench on {results['device']} ({results['dtype']}, torch {results['env']['torch']}, "
              f"backend {results['backend']}{mode})"]
     if results.get("lm"):

@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer-tokens", type=int, default=5, help="answer tokens of a VQA prompt")
     p.add_argument("--train-presets", "--train-preset", type=_names, default=("qmamba-256",),
                    help="comma-separated presets of the vqa-train section, or all (default: qmamba-256)")
+    p.add_argument("--local-attention", default="naive", choices=("naive", "absorbed", "fused"),
+                   help="the query connectors' local cross-attention: naive (the dense mask, default), absorbed "
+                        "or fused (ops.local_attention)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         prompt_len=args.prompt_len, train_len=args.train_len, train_batch=args.train_batch, ref_backend=args.ref,
         peers=args.peers, transformers_train=args.transformers_train, presets=args.presets,
         vqa_batch=args.vqa_batch, question_len=args.question_len, answer_tokens=args.answer_tokens,
-        train_presets=args.train_presets)
+        train_presets=args.train_presets, local_attention=args.local_attention)
     checkpoint = (lambda partial: write_json(partial, args.out)) if args.out else None
     # figures are logged and the JSON grows as they come: a killed run keeps them
     results = run_bench(opts, log=logging.getLogger("qmamba").info, checkpoint=checkpoint)
