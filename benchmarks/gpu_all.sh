@@ -2,7 +2,7 @@
 # The GPU machine's full check: kernel and CUDA-graph tests (marker gpu), per-kernel timings beside mamba_ssm,
 # model parity with mamba_ssm, then `qmamba bench`. Logs and JSON go to $OUT (default /tmp/qmamba-gpu).
 #   bash benchmarks/gpu_all.sh [tests|kernels|gemv|scan|step_in|step_out|decode_ssm|parity|bench|profile|profile_vqa|
-#                               projector|serve|multi ...]
+#                               projector|attn_tiles|serve|multi ...]
 #   (default: tests kernels parity bench)
 # mamba_ssm / causal_conv1d wheels in .whl/ are installed to /tmp/site for the side-by-side figures only.
 set -uo pipefail
@@ -47,6 +47,8 @@ for step in $steps; do
                timeout ${PROJECTOR_S:-300} python3 benchmarks/projector.py --preset ${PROJECTOR_PRESET:-qmamba-128} \
                  --batches 1 64 --train-batch 64 --repeats 10 ${PROJECTOR_ARGS:-} --out "$OUT/projector.json" 2>&1 \
                  | tee "$OUT/projector.log" | grep -v "^\[projector\]" | tail -30 ;;
+    attn_tiles) timeout ${ATTN_TILES_S:-200} python3 benchmarks/local_attention_tiles.py --out "$OUT/local_attention_tiles.json" \
+                  2>&1 | tee "$OUT/local_attention_tiles.log" | grep -v "^\[tiles\]" | tail -45 ;;
     serve) for preset in ${SERVE_PRESETS:-qmamba-128 cobra}; do  # the server under open-loop load (starlette, uvicorn)
              timeout ${SERVE_S:-200} python3 benchmarks/serve_load.py --preset $preset --duration 6 --out "$OUT" 2>&1 \
                | tee "$OUT/serve_$preset.log" | grep -E "^\||^at |^offline|^saturated|^check" | tail -25

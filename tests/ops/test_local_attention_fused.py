@@ -8,7 +8,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from testing_utils import assert_close, rel_err  # noqa: E402
+from testing_utils import assert_close, benchmark_script, rel_err  # noqa: E402
 
 from qmamba.ops.local_attention import (  # noqa: E402
     local_attention,
@@ -76,6 +76,17 @@ def test_one_key_a_query_and_the_switch_take_the_absorbed_path():
     with use_local_attention("fused"):
         assert torch.equal(local_attention(*t.values(), 3),
                            fused_forward(t["q"], t["kv"], t["k_weight"], t["v_weight"], t["v_bias"], 3))
+
+
+def test_the_tile_sweep_checks_every_tile_against_the_dense_path(monkeypatch):
+    tiles = benchmark_script("local_attention_tiles")
+    shape = tiles.shapes("qmamba-128", tiny=True)
+    with torch.inference_mode():
+        us = tiles.measure_batch(2, shape, [(16, 32, 4)], torch.device(DEVICE), torch.float32)
+    assert set(us) == {"dense mask", "absorbed", "fused q16 k32 w4"} and min(us.values()) > 0
+    monkeypatch.setattr(tiles, "fused_forward", lambda *a, **k: torch.zeros(2, shape["q"], shape["d"]))
+    with pytest.raises(SystemExit, match="relative error"), torch.inference_mode():
+        tiles.measure_batch(2, shape, [(16, 32, 4)], torch.device(DEVICE), torch.float32)
 
 
 @gpu

@@ -27,8 +27,8 @@ from torch import Tensor
 from qmamba.ops.local_attention.absorbed import local_attention_absorbed
 from qmamba.ops.local_attention.slices import local_slices
 
-# queries and features per program step; not yet tuned (benchmarks/projector.py measures them). Where BLOCK_Q
-# leaves fewer than two programs per multiprocessor (batch 1), blocks of 16 queries make more programs.
+# queries and features per program step; not yet tuned (benchmarks/local_attention_tiles.py sweeps them). Where
+# BLOCK_Q leaves fewer than two programs per multiprocessor (batch 1), blocks of 16 queries make more programs.
 BLOCK_Q, BLOCK_K = 32, 64
 
 
@@ -70,9 +70,11 @@ class _FusedLocalAttention(torch.autograd.Function):
 
 
 def fused_forward(q: Tensor, kv: Tensor, k_weight: Tensor, v_weight: Tensor, v_bias: Tensor | None,
-                  n_heads: int, block_q: int | None = None) -> Tensor:
+                  n_heads: int, block_q: int | None = None, block_k: int | None = None,
+                  num_warps: int = 4) -> Tensor:
     """The kernel: q (b, q, d), kv (b, p, d_kv), k_weight / v_weight (d, d_kv), v_bias (d,) -> (b, q, d).
-    ``block_q``: queries per program (a power of two >= 16; default ``_block_q``)."""
+    ``block_q`` / ``block_k``: queries and features per program step (powers of two >= 16; defaults
+    ``_block_q`` and ``BLOCK_K``); ``num_warps``: the program's warps (``benchmarks/local_attention_tiles.py``)."""
     b, n, d = q.shape
     p, d_kv = kv.shape[1], kv.shape[2]
     hd = d // n_heads
@@ -87,8 +89,8 @@ def fused_forward(q: Tensor, kv: Tensor, k_weight: Tensor, v_weight: Tensor, v_b
         out.stride(1), hd**-0.5,
         BASE=base, EXTRA=extra, L=local_slices(n, p).max_length,
         LP=triton.next_power_of_2(local_slices(n, p).max_length), BQ=block_q,
-        BK=max(16, min(BLOCK_K, triton.next_power_of_2(d_kv))), HDP=max(16, triton.next_power_of_2(hd)),
-        HAS_BV=v_bias is not None, IEEE=q.dtype == torch.float32)
+        BK=max(16, min(block_k or BLOCK_K, triton.next_power_of_2(d_kv))), HDP=max(16, triton.next_power_of_2(hd)),
+        HAS_BV=v_bias is not None, IEEE=q.dtype == torch.float32, num_warps=num_warps)
     return out
 
 
