@@ -18,7 +18,7 @@ import torch
 
 from qmamba.ops.local_attention import local_attention_absorbed, local_attention_naive
 from qmamba.ops.local_attention.fused import fused_forward
-from qmamba.utils.graph_capture import capture
+from qmamba.ops.runtime.timing import graph_us
 
 TILES = list(itertools.product((16, 32, 64), (32, 64, 128), (4, 8)))  # (block_q, block_k, num_warps)
 
@@ -50,24 +50,14 @@ def inputs(b: int, s: dict, device, dtype) -> tuple:
 
 
 def timed_us(fn, device, reps: int = 20) -> float:
-    """Microseconds of one ``fn()``: replayed from a CUDA graph of ``reps`` calls, or wall clock on a CPU."""
+    """Microseconds of one ``fn()``: replayed from a CUDA graph of ``reps`` calls (``timing.graph_us``), or wall
+    clock on a CPU."""
+    if device.type == "cuda":
+        return graph_us(lambda x, w: fn(), [None], None, reps)
     fn()
-    if device.type != "cuda":
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e6
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    capture(graph, lambda: [fn() for _ in range(reps)])
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (3 * reps)
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e6
 
 
 def measure_batch(b: int, s: dict, tiles: list, device, dtype) -> dict[str, float]:
