@@ -18,8 +18,9 @@ table gives the tokens that came back).
                requests sent / answered / failed (failures by class; the server's own count must agree)
     saturated  the best achieved answers/s as a fraction of the offline answers/s
 
-``--out DIR`` writes serve_load_<model>[-eager].json (and a .png of latency against rate when matplotlib
-imports). ``--check`` only compares graphed with eager decoding (``serve_load_offline.check_graphs``).
+``--admit-ratio`` / ``--admit-wait-steps`` set the server's admission (``infer.admission``, "When"; default
+ServeConfig's). ``--out DIR`` writes serve_load_<model>[-eager][-admitR].json (and a .png of latency against
+rate when matplotlib imports). ``--check`` only compares graphed with eager decoding (``serve_load_offline.check_graphs``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt", default="what is the shape ?", help="the question asked about each image")
     p.add_argument("--image-size", type=int, default=64, help="side of the random PNG images, in pixels")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one request may take")
+    p.add_argument("--admit-ratio", type=float, default=None,
+                   help="the server's admission ratio (default: ServeConfig's; 0 admits at every step)")
+    p.add_argument("--admit-wait-steps", type=int, default=None, help="the server's admission wait, in decode steps")
     p.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly (server and offline engine)")
     p.add_argument("--check", action="store_true",
                    help="only check that graphed decoding answers as eager decoding does (a few requests), then stop")
@@ -166,10 +170,11 @@ def make_service(pipe, args, max_queue: int):
     from qmamba.serve import ServeConfig
     from qmamba.serve.service import ChatService
 
+    admission = {k: getattr(args, k) for k in ("admit_ratio", "admit_wait_steps") if getattr(args, k) is not None}
     config = ServeConfig(model=args.preset or args.model, served_model_name="load", num_slots=args.slots,
                          max_queue=max_queue, timeout=args.timeout, max_prompt_tokens=None,
                          max_tokens_limit=args.max_tokens, default_max_tokens=args.max_tokens,
-                         cuda_graphs=not args.no_cuda_graphs)
+                         cuda_graphs=not args.no_cuda_graphs, **admission)
     return ChatService(pipe, config)
 
 
@@ -289,7 +294,9 @@ def environment(service, args) -> dict:
             "model": args.preset or args.model, "slots": args.slots, "offline_batch": args.offline_batch,
             "max_tokens": args.max_tokens, "visual_tokens": service.pipe.model.num_visual_tokens,
             "torch": torch.__version__, "cuda_graphs": service.decoder.use_graphs,
-            "mode": "" if service.decoder.use_graphs or device.type != "cuda" else "-eager"}
+            "mode": ("" if service.decoder.use_graphs or device.type != "cuda" else "-eager")
+            + ("" if args.admit_ratio is None else f"-admit{args.admit_ratio:g}"),
+            "admit_ratio": service.engine.admit_ratio, "admit_wait_steps": service.engine.admit_wait_steps}
 
 
 def plot(results: dict, path: Path) -> bool:
@@ -349,7 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"env": environment(service, args)}
     env = results["env"]
     print(f"{env['device']}, {env['model']} ({env['dtype']}, {'CUDA graphs' if env['cuda_graphs'] else 'eager'}), "
-          f"{args.slots} slots, {args.max_tokens} tokens per answer", flush=True)
+          f"{args.slots} slots, {args.max_tokens} tokens per answer, admission ratio {env['admit_ratio']} / wait "
+          f"{env['admit_wait_steps']} steps", flush=True)
     if args.check or env["cuda_graphs"]:
         results["check"] = offline.check_graphs(service, bodies(args), min(args.slots, 8), args.max_tokens)
         if args.check:

@@ -12,7 +12,7 @@ from testing_utils import MAMBA1, MAMBA2, tiny_multimodal
 from testing_utils import tiny_lm as tiny
 
 from qmamba.infer import Engine, GenerationConfig, Request, generate
-from qmamba.infer.admission import prefill_groups, take_waiting
+from qmamba.infer.admission import admit_now, prefill_groups, take_waiting
 from qmamba.models.splice import IMAGE_TOKEN_ID
 
 LAYERS = pytest.mark.parametrize("ssm_cfg", [MAMBA1, MAMBA2], ids=["m1", "m2"])
@@ -104,6 +104,40 @@ def test_the_budget_splits_admissions_in_queue_order():
     engine.run_until_idle()
     assert rows == [1, 3, 2, 1]
     assert [h.tokens for h in handles] == want
+
+
+def test_admit_now_waits_for_enough_requests_or_the_oldest_ones_patience():
+    def now(waiting, free, running, waited, max_batch=64, ratio=0.25, wait=8):
+        return admit_now(waiting, free, running, waited, max_batch, ratio, wait)
+
+    assert not now(0, 8, 0, 0) and not now(3, 0, 8, 100)  # nothing waits / no slot is free
+    assert now(1, 60, 0, 0)  # nothing runs: at once
+    assert not now(1, 4, 60, 7) and now(1, 4, 60, 8)  # 1 < 0.25 x 60 until it has waited 8 decode steps
+    assert now(15, 20, 60, 0) and not now(14, 20, 60, 0)  # 15 >= 0.25 x 60 > 14
+    assert not now(40, 14, 60, 0)  # only 14 could join (the free slots)
+    assert not now(40, 40, 60, 0, max_batch=10)  # only 10 could join (one prefill's rows)
+    assert now(1, 4, 60, 0, ratio=0) and now(1, 4, 60, 0, wait=0)  # off: every step admits
+
+
+def test_a_patient_engine_admits_later_in_fewer_batches_and_answers_the_same():
+    torch.manual_seed(3)
+    model = tiny(MAMBA1)
+    cases = [(prompt(3 + i % 4, seed=30 + i), GenerationConfig(max_new_tokens=12)) for i in range(7)]
+    want = [alone(model, ids, cfg) for ids, cfg in cases]
+    rows = spy_prefill(model)
+    engine = Engine(model, num_slots=8, admit_ratio=0.75, admit_wait_steps=3)
+    arrivals = {0: [0, 1, 2, 3], 1: [4], 2: [5], 6: [6]}  # step -> requests submitted before it
+    handles, admitted_at = {}, {}
+    for step in range(40):
+        for i in arrivals.get(step, []):
+            handles[i] = engine.submit(Request(cases[i][0], config=cases[i][1]))
+        engine.step()
+        admitted_at.update({i: step for i, h in handles.items() if h.tokens and i not in admitted_at})
+    # nothing ran: 0-3 at once. 4 and 5 (2 < 0.75 x 4 running) join when 4 has waited 3 decode steps (at step 4,
+    # after the steps 1, 2, 3); 6 alone (1 < 0.75 x 6) waits 3 steps too
+    assert admitted_at == {0: 0, 1: 0, 2: 0, 3: 0, 4: 4, 5: 4, 6: 9}
+    assert rows == [4, 2, 1]
+    assert [handles[i].tokens for i in range(7)] == want
 
 
 def test_admission_takes_what_fits_and_groups_images_by_shape():

@@ -39,6 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-prefill-tokens", type=int, default=16384,
                    help="bound on one admission prefill: rows x longest prompt (an image as its visual tokens); "
                         "it bounds how long running requests wait for their next token")
+    p.add_argument("--admit-ratio", type=float, default=0.25,
+                   help="while requests run, admit waiting ones only once this many times the running ones could "
+                        "join (or --admit-wait-steps passed): fewer, larger admissions; 0 admits at every step")
+    p.add_argument("--admit-wait-steps", type=int, default=8,
+                   help="decode steps the oldest waiting request waits at most for --admit-ratio")
     p.add_argument("--no-cuda-graphs", action="store_true",
                    help="run the decode step eagerly on a GPU (default: one CUDA graph per batch bucket)")
 
@@ -66,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
                  "max_prefill_tokens"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("admit_ratio", "admit_wait_steps"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     trained = trained_length(path)
     generation = read_json(path / "generation_config.json", "generation config") \
         if (path / "generation_config.json").is_file() else {}
@@ -75,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         allow_local_files=args.allow_local_files, allow_remote_images=args.allow_remote_images,
         max_image_bytes=args.max_image_bytes, max_tokens_limit=args.max_tokens_limit,
         cuda_graphs=not args.no_cuda_graphs, max_prefill_batch=args.max_prefill_batch,
-        max_prefill_tokens=args.max_prefill_tokens,
+        max_prefill_tokens=args.max_prefill_tokens, admit_ratio=args.admit_ratio,
+        admit_wait_steps=args.admit_wait_steps,
         max_prompt_tokens=args.max_prompt_tokens or (trained[0] if trained else 4096),
         default_max_tokens=min(int(generation.get("max_new_tokens") or 128), args.max_tokens_limit))
     serve(load_service(config))

@@ -9,7 +9,8 @@ decode batch without a paged cache. The engine holds ``num_slots`` rows of one c
 
     engine.step():
         1. end cancelled and expired requests (queued or running): their slots are free again
-        2. admit waiting requests into free slots (lowest first, in queue order), as many as fit the free slots,
+        2. admit waiting requests into free slots (lowest first, in queue order), now or, with ``admit_ratio``,
+           once enough wait (``infer.admission.admit_now``), as many as fit the free slots,
            ``max_prefill_batch`` and ``max_prefill_tokens`` (``infer.admission``): their prompts, left-padded to
            the longest, and their images run ONE prefill (vision encoder, connector, LM prefill) into a fresh
            cache of b rows, written into their slots at once (``cache.write_rows``); requests whose images cannot
@@ -55,7 +56,7 @@ import torch
 from torch import Tensor
 
 from qmamba.errors import ConfigError
-from qmamba.infer.admission import prefill_batch, prefill_groups, take_waiting
+from qmamba.infer.admission import admit_now, prefill_batch, prefill_groups, take_waiting
 from qmamba.infer.cuda_graph import BUCKETS, bucket_size, check_decodable, model_device
 from qmamba.infer.request import QueueFull, Request, RequestHandle
 from qmamba.infer.sampling import next_tokens
@@ -95,22 +96,28 @@ class Engine:
     request is always admitted). One admission's prefill runs before the step's decode, so these bound how long
     the running requests wait for their next token; 16384 tokens hold 64 prompts of an image as 128 visual
     tokens and some text (Q-Mamba-128's) in one prefill, already enough rows to keep a GPU busy, while prompts
-    near a server's length limit (4096) join four at a time."""
+    near a server's length limit (4096) join four at a time. ``admit_ratio`` / ``admit_wait_steps``: while rows
+    run, admit only once the requests that could join reach ``admit_ratio`` x the running rows or the oldest has
+    waited ``admit_wait_steps`` decode steps (``infer.admission``, "When"); 0 admits at every step."""
 
     def __init__(self, model, num_slots: int = 8, max_queue: int = 64, tokenizer=None,
                  buckets: tuple[int, ...] = BUCKETS, decode: DecodeFn | None = None,
                  encode: Callable[[Tensor], Tensor] | None = None, prefill: Callable[..., Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, max_prefill_batch: int = 64,
-                 max_prefill_tokens: int = 16384):
+                 max_prefill_tokens: int = 16384, admit_ratio: float = 0.0, admit_wait_steps: int = 0):
         check_decodable(model)
         if num_slots < 1 or max_queue < 0:
             raise ConfigError(f"num_slots must be >= 1 and max_queue >= 0, got {num_slots} and {max_queue}")
         if max_prefill_batch < 1 or max_prefill_tokens < 1:
             raise ConfigError(f"max_prefill_batch and max_prefill_tokens must be >= 1, got {max_prefill_batch} "
                               f"and {max_prefill_tokens}")
+        if admit_ratio < 0 or admit_wait_steps < 0:
+            raise ConfigError(f"admit_ratio and admit_wait_steps must be >= 0, got {admit_ratio} and "
+                              f"{admit_wait_steps}")
         self.model, self.tokenizer, self.clock = model, tokenizer, clock
         self.num_slots, self.max_queue, self.buckets = num_slots, max_queue, tuple(buckets)
         self.max_prefill_batch, self.max_prefill_tokens = max_prefill_batch, max_prefill_tokens
+        self.admit_ratio, self.admit_wait_steps = admit_ratio, admit_wait_steps
         self._visual_tokens = getattr(model, "num_visual_tokens", 1)  # an image's length in the LM
         self.decode = decode or model.step
         self.encode = encode
@@ -142,6 +149,7 @@ class Engine:
                                 f"{self.num_running} of {self.num_slots} slots run; retry later")
             deadline = self.clock() + request.timeout if request.timeout is not None else None
             handle = RequestHandle(next(self._ids), request, deadline, self)
+            handle.queued_step = self._stats.decode_steps
             self.queue.append(handle)
             self._wake.notify()
             return handle
@@ -281,6 +289,10 @@ class Engine:
         (the lowest free slots, in queue order), then each one's first token (see ``infer.admission``)."""
         free = [i for i, h in enumerate(self.slots) if h is None]
         with self._queue_lock:
+            waited = self._stats.decode_steps - self.queue[0].queued_step if self.queue else 0
+            if not admit_now(len(self.queue), len(free), self.num_slots - len(free), waited, self.max_prefill_batch,
+                             self.admit_ratio, self.admit_wait_steps):
+                return
             taken = take_waiting(self.queue, len(free), self.max_prefill_batch, self.max_prefill_tokens,
                                  self._visual_tokens)
         if not taken:

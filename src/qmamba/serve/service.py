@@ -71,7 +71,8 @@ class ChatService:
         self.engine = Engine(pipe.model, num_slots=config.num_slots, max_queue=config.max_queue, tokenizer=tok,
                              decode=self.decoder, encode=self.encoder, prefill=self.prefiller,
                              max_prefill_batch=config.max_prefill_batch,
-                             max_prefill_tokens=config.max_prefill_tokens)
+                             max_prefill_tokens=config.max_prefill_tokens, admit_ratio=config.admit_ratio,
+                             admit_wait_steps=config.admit_wait_steps)
         remote = (RemoteLimits(config.max_image_bytes, config.remote_timeout, config.remote_max_redirects)
                   if config.allow_remote_images else None)
         local = Path(config.allow_local_files) if config.allow_local_files else None
