@@ -20,7 +20,8 @@ table gives the tokens that came back).
 
 ``--admit-ratio`` / ``--admit-wait-steps`` set the server's admission (``infer.admission``, "When"; default
 ServeConfig's). ``--out DIR`` writes serve_load_<model>[-eager][-admitR].json (and a .png of latency against
-rate when matplotlib imports). ``--check`` only compares graphed with eager decoding (``serve_load_offline.check_graphs``).
+rate when matplotlib imports). ``--check`` only compares graphed with eager decoding
+(``serve_load_offline.check_graphs``).
 """
 
 from __future__ import annotations

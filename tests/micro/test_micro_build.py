@@ -4,6 +4,7 @@ are written, the size budget is enforced, builds repeat for a seed, and the CLI 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -108,6 +109,19 @@ def test_same_seed_same_build_other_seed_other_build(tmp_path_factory):
         assert ra[part]["first_losses"] == rb[part]["first_losses"]
         assert ra[part]["first_losses"] != rc[part]["first_losses"]
     assert (a / "mamba" / "model.safetensors").read_bytes() == (b / "mamba" / "model.safetensors").read_bytes()
+
+
+def test_a_build_that_trains_the_encoder_in_a_second_process_gives_the_same_weights(tmp_path_factory, caplog):
+    a, ra = tiny_build(tmp_path_factory, "first")
+    out = tmp_path_factory.mktemp("concurrent")
+    with caplog.at_level(logging.INFO, logger="qmamba"):
+        rb = build_micro_assets(out, world_dir=tiny_world(tmp_path_factory).root, concurrent=True,
+                                **tiny_build_kwargs())
+    assert "vision encoder training in a second process" in caplog.text
+    for part in ("lm", "vision"):
+        assert ra[part]["first_losses"] == rb[part]["first_losses"]
+    for weights in ("mamba/model.safetensors", "siglip/model.safetensors"):
+        assert (a / weights).read_bytes() == (out / weights).read_bytes(), weights
 
 
 def test_the_cli_passes_its_options_and_prints_a_summary(monkeypatch, capsys, tmp_path):

@@ -10,7 +10,9 @@ Writes ``out_dir/siglip/``, ``out_dir/mamba/`` (weights in fp32 safetensors, tok
 ``out_dir/build.json`` (every setting and measurement, library versions) and ``out_dir/README.md``,
 and fails if they take more than ``report.SIZE_LIMIT`` bytes. Everything is built in a staging folder
 inside ``out_dir`` and moved into place at the end, so a failed build leaves an earlier one intact.
-Deterministic for a seed on one device (timings aside).
+Deterministic for a seed on one device (timings aside). On a GPU the encoder trains in a second process while
+the LM trains in this one (``concurrent``): neither depends on the other, each seeds itself as it starts, and
+two small models leave most of a GPU idle, so the build takes about as long as the longer of the two.
 
 ``size`` (a ``sizes.MicroSize``; None: the tiny, shipped backbones) sets the towers, the LM's shape, the
 pretraining world, both trainings, the size budget and the gates: for a size with gates, the build measures
@@ -52,7 +54,8 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
                        world_size: int = 4000, lm_steps: int = 900, vision_steps: int = 600,
                        world_dir: str | Path | None = None, vocab_size: int = 1024, show_progress: bool = True,
                        overwrite: bool = False, lm_config: LMTrainConfig | None = None,
-                       vision_config: VisionTrainConfig | None = None, size: MicroSize | None = None) -> dict:
+                       vision_config: VisionTrainConfig | None = None, size: MicroSize | None = None,
+                       concurrent: bool | None = None) -> dict:
     """Build the micro backbones into ``out_dir``; returns the build record (also ``build.json``).
 
     ``world_size``: align and finetune images of the generated world (ignored when ``world_dir`` holds a
@@ -60,7 +63,8 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
     else it lives in a temporary folder). ``lm_steps`` / ``vision_steps``: optimizer steps of each model;
     ``lm_config`` / ``vision_config``, when given, set everything about that model's training instead.
     ``size``: another size than tiny; its settings replace ``world_size``, ``vocab_size`` and the step counts
-    (``lm_config`` / ``vision_config`` still win when given).
+    (``lm_config`` / ``vision_config`` still win when given). ``concurrent``: train the encoder in a second
+    process beside the LM (None: on a GPU); the same weights as one after the other.
     """
     start = time.perf_counter()
     out = _check_out(Path(out_dir), overwrite)
@@ -86,11 +90,11 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
         log.info("micro build: corpus and tokenizer in %.1f s", seconds["tokenizer"])
         vision_config = vision_config or VisionTrainConfig(steps=vision_steps, seed=seed)
         towers = None if size is None else (size.vision_tower, size.text_tower)
-        vision = pretrain_vision(manifest, tokenizer, stage / "siglip", vision_config, device, show_progress, towers)
-        log.info("micro build: vision encoder in %.1f s", vision["seconds"])
+        vision_args = (manifest, tokenizer, stage / "siglip", vision_config, device, show_progress, towers)
         lm_config = lm_config or LMTrainConfig(steps=lm_steps, seed=seed)
-        lm = pretrain_lm(docs, tokenizer, stage / "mamba", lm_config, device, show_progress,
-                         None if size is None else size.lm)
+        lm_args = (docs, tokenizer, stage / "mamba", lm_config, device, show_progress,
+                   None if size is None else size.lm)
+        vision, lm = _train_both(vision_args, lm_args, device.type == "cuda" if concurrent is None else concurrent)
         seconds.update(vision=vision["seconds"], lm=lm["seconds"], total=time.perf_counter() - start)
         record = {"format": "qmamba-micro-assets-1", "seed": seed, "device": str(device),
                   "threads": torch.get_num_threads(), "world": _world_record(manifest, world_dir),
@@ -110,6 +114,33 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
         _finish(stage, record, size.size_limit if size is not None else report.SIZE_LIMIT)
         _install(stage, out)
     return record
+
+
+def _train_both(vision_args: tuple, lm_args: tuple, concurrent: bool) -> tuple[dict, dict]:
+    """``pretrain_vision(*vision_args)`` and ``pretrain_lm(*lm_args)``: one after the other, or with
+    ``concurrent`` the encoder in a spawned process (a fresh interpreter: no CUDA state shared by a fork) while
+    the LM trains here. Returns both records."""
+    if not concurrent:
+        vision = pretrain_vision(*vision_args)
+        log.info("micro build: vision encoder in %.1f s", vision["seconds"])
+        return vision, pretrain_lm(*lm_args)
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        child = pool.submit(_vision_process, *vision_args)
+        log.info("micro build: vision encoder training in a second process, beside the language model")
+        lm = pretrain_lm(*lm_args)
+        vision = child.result()  # its exception, if it failed, is raised here
+    log.info("micro build: vision encoder in %.1f s (beside the language model)", vision["seconds"])
+    return vision, lm
+
+
+def _vision_process(*args) -> dict:
+    from qmamba.utils.log import setup_logging
+
+    setup_logging()  # a spawned interpreter: its progress lines go to the same stderr
+    return pretrain_vision(*args)
 
 
 def _check_out(out: Path, overwrite: bool) -> Path:
