@@ -6,7 +6,8 @@ DINOv2's position table to 384), a run directory with config.json and checkpoint
 files go through ``qmamba.convert.convert_cobra``; both models then see the same images and prompts:
 
     prompt ids   Cobra's prompt builder + tokenizer  vs  qmamba's Processor (image first, zephyr template)
-    logits       last-layer logits at every position, fp32 (no autocast) and bf16 (Cobra's autocast, qmamba bf16)
+    logits       last-layer logits at every position, fp32 (no autocast) and bf16 (Cobra's weights in bf16 as its
+                 README loads them for inference, its autocast on; qmamba bf16)
     greedy       answers of Cobra's ``generate`` and ``qmamba.generate`` over ``--pairs`` image/question pairs
     time         one answer in each implementation, in the same run (median of ``--repeats``)
 
@@ -173,12 +174,38 @@ def qmamba_inputs(processor, image, question, device, dtype):
 
 
 # ------------------------------------------------------------------------------------------- comparisons
-@torch.inference_mode()
-def compare(vlm, model, processor, tok, data, mode: str, device: str, max_new_tokens: int) -> dict:
-    """Logit differences at every position and greedy agreement over ``data`` in one precision mode."""
-    vlm.enable_mixed_precision_training = mode == "bf16"  # Cobra's autocast switch
-    if getattr(vlm, "_decoding_cache", None) is not None:  # graphs captured under the other mode's autocast
+def fp32_weights(vlm) -> dict:
+    """A CPU copy of the peer's fp32 state, restored before each precision mode (``set_precision``)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in vlm.state_dict().items()}
+
+
+def is_state_space_constant(name: str) -> bool:
+    """A_log, D and dt_bias of a Mamba mixer (also the backward direction's, as ``A_b_log`` / ``D_b``)."""
+    last = name.rsplit(".", 1)[-1]
+    return (last.startswith("A") and last.endswith("log")) or last in ("D", "D_b", "dt_bias")
+
+
+def set_precision(vlm, mode: str, master: dict) -> None:
+    """The peer as its README runs it in ``mode``: bf16 weights (``vlm.to(device, dtype=torch.bfloat16)``) under its
+    autocast, or fp32 weights without. With fp32 weights under autocast its decode cache, allocated in the weights'
+    dtype, meets bf16 activations, which causal_conv1d >= 1.4 refuses. The fp32 values come back from ``master``;
+    the state-space constants stay fp32 in bf16 mode, as in the converted qmamba model."""
+    vlm.float()
+    vlm.load_state_dict(master)
+    if mode == "bf16":
+        vlm.to(torch.bfloat16)
+        for name, param in vlm.named_parameters():  # kept in fp32, as a model qmamba builds in bf16 keeps them
+            if is_state_space_constant(name):
+                param.data = master[name].to(param.device)
+    vlm.enable_mixed_precision_training = mode == "bf16"  # the peer's autocast switch
+    if getattr(vlm, "_decoding_cache", None) is not None:  # graphs captured in the other mode's dtype
         vlm._decoding_cache = None
+
+
+@torch.inference_mode()
+def compare(vlm, model, processor, tok, data, mode: str, device: str, max_new_tokens: int, master: dict) -> dict:
+    """Logit differences at every position and greedy agreement over ``data`` in one precision mode."""
+    set_precision(vlm, mode, master)
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     worst, worst_rel, same_ids, same_answers, pixel_diff = 0.0, 0.0, 0, 0, 0.0
     for image, question in data:
@@ -262,13 +289,14 @@ def main() -> int:
     vlm = build_cobra(work, tok, files, device)
     run = write_run(vlm, work)
     data = pairs(args.pairs)
+    master = fp32_weights(vlm)
     rows, timing, saved = [], None, work / "qmamba"
     for mode in args.modes.split(","):
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[mode]
         out = None if saved.exists() else saved  # the directory is written once: the processor reads it
         model = convert_cobra(run, files["dino"], files["siglip"], work / "tokenizer", out, dtype=dtype).to(device)
         processor = Processor.from_pretrained(saved)
-        rows.append(compare(vlm, model, processor, tok, data, mode, device, args.max_new_tokens))
+        rows.append(compare(vlm, model, processor, tok, data, mode, device, args.max_new_tokens, master))
         print(f"| {mode} | {rows[-1]['max_abs_logit_diff']:.3e} | {rows[-1]['max_rel_logit_diff']:.3e} | "
               f"{rows[-1]['greedy_equal']}/{rows[-1]['pairs']} | {rows[-1]['prompt_ids_equal']}/{rows[-1]['pairs']} |",
               flush=True)

@@ -9,7 +9,8 @@ tokenizer. Its checkpoint is written as its training writes it (``checkpoints/la
 ``llm_backbone``, ``mlp``, ``bidirectional_mamba`` and ``projector`` module dicts, next to ``config.json``), converted
 by ``qmamba.convert.convert_mlmamba``, and both models see the same images and prompts:
 
-    logits       last-layer logits at every position, fp32 (no autocast) and bf16 (ML-Mamba's autocast, qmamba bf16)
+    logits       last-layer logits at every position, fp32 (no autocast) and bf16 (ML-Mamba's weights in bf16,
+                 its autocast on; qmamba bf16: ``peer_parity.set_precision``)
     greedy       answers of ML-Mamba's ``generate`` (use_cache, its CUDA-graph decode) and ``qmamba.generate``
     time         one answer in each implementation, in the same run (median of ``--repeats``)
 
@@ -18,7 +19,7 @@ Prepare on a machine with network (``.whl/`` is git-ignored):
     git -C MIRROR/ML-Mamba archive 5fdff98 | tar -x -C .whl/mlmamba-src --exclude=assets --exclude=pic \\
         --exclude=demo.ipynb
     git -C MIRROR/mamba archive 8c1311f | tar -x -C .whl/mlmamba-mamba-src --exclude=assets
-    pip download --no-deps timm==0.9.10 transformers==5.18.0 tokenizers==0.23.3 ... -d .whl/mlm-wheels
+    pip download --no-deps timm==1.0.9 transformers==5.18.0 tokenizers==0.23.3 ... -d .whl/mlm-wheels
 
 then on the GPU: install .whl/mlm-wheels/*.whl (not causal_conv1d) to /tmp/mlm-site, ``bash
 benchmarks/build_peer_mamba.sh /tmp/mlm-site``, and ``python3 benchmarks/peer_parity_mlmamba.py --mlmamba-src
@@ -78,6 +79,18 @@ def missing_parts(src: Path | None, site: Path | None, stub_scan: bool = False) 
     if not list(site.glob("causal_conv1d_cuda*.so")):
         problems.append(f"--mlmamba-site {site}: no causal_conv1d_cuda extension; build it with `{BUILD}`")
     return problems
+
+
+def require_timm_1() -> None:
+    """ML-Mamba's DinoSigLIP backbone indexes ``[0]`` of what its patched featurizers return: the list of timm >= 1.0's
+    ``get_intermediate_layers``. timm 0.9 returns a tuple, which the peer's ``unpack_tuple`` unwraps first, and the
+    index then drops the batch dimension."""
+    import timm
+
+    if int(timm.__version__.split(".")[0]) < 1:
+        sys.exit(f"timm {timm.__version__} (from {Path(timm.__file__).parent}): ML-Mamba's vision backbone needs "
+                 f"timm >= 1.0 (its featurizers return lists there); install .whl/mlm-wheels/timm-1.0.9 into "
+                 f"--mlmamba-site")
 
 
 def stub_selective_scan() -> None:
@@ -204,6 +217,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     common.require_transformers()
     used = prepare_imports(args.mlmamba_src.resolve(), args.mlmamba_site.resolve(), args.stub_selective_scan)
+    require_timm_1()
     from qmamba.convert import convert_mlmamba
     from qmamba.data.processor import Processor
 
@@ -214,13 +228,14 @@ def main(argv=None) -> int:
     vlm = build_mlmamba(tok, files, device)
     run = write_run(vlm, work)
     data = common.pairs(args.pairs)
+    master = common.fp32_weights(vlm)
     rows, timing, saved = [], None, work / "qmamba"
     for mode in args.modes.split(","):
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[mode]
         out = None if saved.exists() else saved  # the directory is written once: the processor reads it
         model = convert_mlmamba(run, files["dino"], files["siglip"], work / "tokenizer", out, dtype=dtype).to(device)
         processor = Processor.from_pretrained(saved)
-        rows.append(common.compare(vlm, model, processor, tok, data, mode, device, args.max_new_tokens))
+        rows.append(common.compare(vlm, model, processor, tok, data, mode, device, args.max_new_tokens, master))
         r = rows[-1]
         print(f"| {mode} | {r['max_abs_logit_diff']:.3e} | {r['max_rel_logit_diff']:.3e} | "
               f"{r['greedy_equal']}/{r['pairs']} | {r['prompt_ids_equal']}/{r['pairs']} |", flush=True)

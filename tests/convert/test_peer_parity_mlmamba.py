@@ -96,3 +96,26 @@ def test_mamba2_config_is_the_presets_llm(script):
     assert (cfg["d_model"], cfg["n_layer"], cfg["vocab_size"], cfg["pad_vocab_size_multiple"]) == \
         (ours.d_model, ours.n_layer, ours.vocab_size, ours.pad_vocab_size_multiple)
     assert cfg["ssm_cfg"] == ours.ssm_cfg
+
+
+def test_the_peer_runs_bf16_with_fp32_state_space_constants_and_gets_its_fp32_weights_back():
+    common = benchmark_script("peer_parity")
+
+    class Mixer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.in_proj = torch.nn.Linear(4, 4)
+            self.A_log, self.A_b_log = torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.randn(4))
+            self.D, self.D_b, self.dt_bias = (torch.nn.Parameter(torch.randn(4)) for _ in range(3))
+
+    torch.manual_seed(0)
+    vlm = torch.nn.Sequential(Mixer())
+    master = common.fp32_weights(vlm)
+    common.set_precision(vlm, "bf16", master)
+    dtypes = {name: p.dtype for name, p in vlm.named_parameters()}
+    assert dtypes.pop("0.in_proj.weight") == dtypes.pop("0.in_proj.bias") == torch.bfloat16
+    assert set(dtypes.values()) == {torch.float32} and len(dtypes) == 5
+    assert torch.equal(vlm[0].A_log, master["0.A_log"]) and vlm.enable_mixed_precision_training
+    common.set_precision(vlm, "fp32", master)  # the bf16 rounding is undone, not kept
+    assert all(torch.equal(p, master[name]) for name, p in vlm.named_parameters())
+    assert not vlm.enable_mixed_precision_training
