@@ -6,6 +6,8 @@
 # build_bg starts it in its own process session (it outlives the call) and wait_build waits for it (BUILD_WAIT_S).
 # bench: `qmamba bench --only vqa --presets all` (full-size random weights: each system's time per answer) into
 # runs/bench_vqa.json and $OUT, once: replicate puts its times beside Table 1 (a later machine takes the file carried).
+# lm_sweep_bg: benchmarks/micro_lm_sweep.py --out runs/lm-sweep "$LM_SWEEP" (JSON {name: {LMTrainConfig field: value}})
+# in its own process session; lm_sweep: its table so far and its log's tail (a later call; finished recipes are kept).
 # replicate: `qmamba replicate --tier small` with EXPERIMENTS, PRESETS, SEEDS, JOBS (defaults table1, qmamba-256,
 # 1, 4 processes) for REP_S seconds at most; a second call resumes it. Logs, build.json, the report and the runs' records
 # (rep-small-records.tgz) go to $OUT.
@@ -37,6 +39,11 @@ for step in ${*:-build replicate}; do
                 show_build; cp runs/build.log "$OUT/" ;;
     tests) OUT=$OUT TESTS_S=${TESTS_S:-360} bash benchmarks/gpu_all.sh tests > "$OUT/tests_wrap.log" 2>&1
            grep -E "passed|failed|FAILED|ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
+    lm_sweep_bg) setsid nohup python3 benchmarks/micro_lm_sweep.py --out runs/lm-sweep --jobs "${LM_SWEEP_JOBS:-4}" \
+                   "${LM_SWEEP:?set LM_SWEEP to a JSON object of recipes}" > runs/lm_sweep.log 2>&1 < /dev/null & ;;
+    lm_sweep) tail -5 runs/lm_sweep.log; python3 benchmarks/micro_lm_sweep.py --out runs/lm-sweep --report \
+                | tee "$OUT/lm_sweep.md"
+              for f in runs/lm-sweep/*/result.json; do [ -f "$f" ] && cp "$f" "$OUT/lm_sweep_$(basename "$(dirname "$f")").json"; done ;;
     bench) [ -f runs/bench_vqa.json ] || timeout ${BENCH_S:-420} python3 -m qmamba bench --only vqa --presets all \
              --repeats 5 --out runs/bench_vqa.json > "$OUT/bench_vqa.log" 2>&1
            cp runs/bench_vqa.json "$OUT/" 2>/dev/null; grep -v "^\[" "$OUT/bench_vqa.log" | tail -25 ;;

@@ -72,11 +72,11 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
     seconds: dict[str, float] = {}
     world = {"size": world_size, "eval": EVAL_IMAGES, "settings": {}}
     if size is not None:
-        world = {"size": size.world_size, "eval": size.eval_images, "settings": size.world}
+        world = size_world(size)
         vocab_size = size.vocab_size
         vision_config = vision_config or VisionTrainConfig(**size.vision_train, seed=seed)
         lm_config = lm_config or LMTrainConfig(**size.lm_train, seed=seed)
-    with _world(world_dir, seed + WORLD_SEED_OFFSET, world, show_progress) as manifest, \
+    with pretraining_world(world_dir, seed + WORLD_SEED_OFFSET, world, show_progress) as manifest, \
             tempfile.TemporaryDirectory(prefix=".micro-build-", dir=out) as staging:
         stage = Path(staging)  # the outputs are moved into ``out`` only once all of them are good
         seconds["world"] = time.perf_counter() - start
@@ -164,8 +164,13 @@ def _install(stage: Path, out: Path) -> None:
         (stage / name).rename(target)
 
 
+def size_world(size: MicroSize) -> dict:
+    """``pretraining_world``'s ``world`` for ``size``: its images per set, per evaluation set and settings."""
+    return {"size": size.world_size, "eval": size.eval_images, "settings": size.world}
+
+
 @contextlib.contextmanager
-def _world(world_dir, seed: int, world: dict, show_progress: bool) -> Iterator[SynthManifest]:
+def pretraining_world(world_dir, seed: int, world: dict, show_progress: bool) -> Iterator[SynthManifest]:
     """The world to pretrain on: an existing one in ``world_dir``, or a new one there or in a temp folder
     (``world``: its ``size`` per training set, ``eval`` images per evaluation set, other ``settings``)."""
     from qmamba.data.synth import synthesize

@@ -33,25 +33,32 @@ from qmamba.models.vision import VisionEncoder
 def measure_gates(stage: Path, manifest, size, lm_record: dict, device: torch.device) -> dict:
     """{"figures", "targets", "passed", "all_passed", "mmbench", "pope", "probe", "probe_heldout_style",
     "grounded_by_type"}."""
-    lm = MambaLM.from_pretrained(stage / "mamba").to(device).eval()
-    tokenizer = load_tokenizer(stage / "mamba")
-    mmbench = score_mmbench(lm, tokenizer, manifest.path("eval", "mmbench", "dir"))
-    pope = {s: score_split(lm, tokenizer, manifest.path("eval", "pope", "dir"), s) for s in SPLITS}
-    del lm
+    lm = lm_gates(stage / "mamba", manifest, lm_record, device)
     encoder = VisionEncoder.from_pretrained(stage / "siglip").to(device)
     cfg = ProbeConfig(steps=size.probe["steps"])
     n_train, n_test = size.probe["n_train"], size.probe["n_test"]
     probe = probe_encoder(encoder, manifest, n_train=n_train, n_test=n_test, cfg=cfg)
     heldout = {style: probe_encoder(encoder, manifest.styled(style), n_train=n_train, n_test=n_test, cfg=cfg)
                for style in manifest.heldout_styles}
-    by_type = lm_record.get("answer_accuracy_grounded_by_type", {})
-    figures = {"lm_grounded": open_question_accuracy(by_type, lm_record["answer_accuracy_grounded"]),
-               "lm_mmbench_circular": mmbench["circular"],
-               "probe_shape": probe["shape"], "probe_color": probe["color"], "probe_position": probe["position"]}
+    figures = {**lm["figures"], "probe_shape": probe["shape"], "probe_color": probe["color"],
+               "probe_position": probe["position"]}
     passed = {k: figures[k] is not None and figures[k] >= t for k, t in size.gates.items()}
     return {"figures": figures, "targets": dict(size.gates), "passed": passed, "all_passed": all(passed.values()),
-            "mmbench": mmbench, "pope": pope, "probe": probe, "probe_heldout_style": heldout,
-            "grounded_by_type": by_type}
+            "mmbench": lm["mmbench"], "pope": lm["pope"], "probe": probe, "probe_heldout_style": heldout,
+            "grounded_by_type": lm["grounded_by_type"]}
+
+
+def lm_gates(lm_dir: Path, manifest, lm_record: dict, device: torch.device) -> dict:
+    """The LM's part: {"figures": {"lm_grounded", "lm_mmbench_circular"}, "mmbench", "pope", "grounded_by_type"}
+    of the LM saved in ``lm_dir`` (``lm_record``: what ``pretrain_lm`` returned for it)."""
+    lm = MambaLM.from_pretrained(lm_dir).to(device).eval()
+    tokenizer = load_tokenizer(lm_dir)
+    mmbench = score_mmbench(lm, tokenizer, manifest.path("eval", "mmbench", "dir"))
+    pope = {s: score_split(lm, tokenizer, manifest.path("eval", "pope", "dir"), s) for s in SPLITS}
+    by_type = lm_record.get("answer_accuracy_grounded_by_type", {})
+    figures = {"lm_grounded": open_question_accuracy(by_type, lm_record["answer_accuracy_grounded"]),
+               "lm_mmbench_circular": mmbench["circular"]}
+    return {"figures": figures, "mmbench": mmbench, "pope": pope, "grounded_by_type": by_type}
 
 
 def open_question_accuracy(by_type: dict, overall: float | None) -> float | None:
