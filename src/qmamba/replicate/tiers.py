@@ -92,7 +92,9 @@ class Tier:
 
 TIERS: dict[str, Tier] = {
     "tiny": Tier("tiny", llm="assets:micro/mamba", vision="assets:micro/siglip", n_patches=64),
-    "small": Tier("small", llm="mamba", vision="siglip", n_patches=256, cache="small", world=dict(SMALL.world)),
+    # finetune at the small LM's own tuning rate: at 1e-3 its build's tuning did not learn (micro/sizes.py)
+    "small": Tier("small", llm="mamba", vision="siglip", n_patches=256, cache="small", world=dict(SMALL.world),
+                  finetune_lr=5e-4),
 }
 
 
