@@ -106,13 +106,13 @@ def test_the_budget_splits_admissions_in_queue_order():
     assert [h.tokens for h in handles] == want
 
 
-def test_admit_now_waits_for_enough_requests_or_the_oldest_ones_patience():
+def test_admit_now_waits_for_enough_requests_or_enough_steps_since_the_last_admission():
     def now(waiting, free, running, waited, max_batch=64, ratio=0.25, wait=8):
         return admit_now(waiting, free, running, waited, max_batch, ratio, wait)
 
     assert not now(0, 8, 0, 0) and not now(3, 0, 8, 100)  # nothing waits / no slot is free
     assert now(1, 60, 0, 0)  # nothing runs: at once
-    assert not now(1, 4, 60, 7) and now(1, 4, 60, 8)  # 1 < 0.25 x 60 until it has waited 8 decode steps
+    assert not now(1, 4, 60, 7) and now(1, 4, 60, 8)  # 1 < 0.25 x 60 until 8 decode steps since the last one
     assert now(15, 20, 60, 0) and not now(14, 20, 60, 0)  # 15 >= 0.25 x 60 > 14
     assert not now(40, 14, 60, 0)  # only 14 could join (the free slots)
     assert not now(40, 40, 60, 0, max_batch=10)  # only 10 could join (one prefill's rows)
@@ -126,18 +126,40 @@ def test_a_patient_engine_admits_later_in_fewer_batches_and_answers_the_same():
     want = [alone(model, ids, cfg) for ids, cfg in cases]
     rows = spy_prefill(model)
     engine = Engine(model, num_slots=8, admit_ratio=0.75, admit_wait_steps=3)
-    arrivals = {0: [0, 1, 2, 3], 1: [4], 2: [5], 6: [6]}  # step -> requests submitted before it
+    arrivals = {0: [0, 1, 2, 3], 1: [4], 2: [5], 4: [6]}  # step -> requests submitted before it
     handles, admitted_at = {}, {}
     for step in range(40):
         for i in arrivals.get(step, []):
             handles[i] = engine.submit(Request(cases[i][0], config=cases[i][1]))
         engine.step()
         admitted_at.update({i: step for i, h in handles.items() if h.tokens and i not in admitted_at})
-    # nothing ran: 0-3 at once. 4 and 5 (2 < 0.75 x 4 running) join when 4 has waited 3 decode steps (at step 4,
-    # after the steps 1, 2, 3); 6 alone (1 < 0.75 x 6) waits 3 steps too
-    assert admitted_at == {0: 0, 1: 0, 2: 0, 3: 0, 4: 4, 5: 4, 6: 9}
+    # nothing ran: 0-3 at once. 4 and 5 (2 < 0.75 x 4 running) join 3 decode steps after that admission (the
+    # steps 0, 1, 2); 6 (1 < 0.75 x 6) comes one step after theirs and joins 3 decode steps after it
+    assert admitted_at == {0: 0, 1: 0, 2: 0, 3: 0, 4: 3, 5: 3, 6: 6}
     assert rows == [4, 2, 1]
     assert [handles[i].tokens for i in range(7)] == want
+
+
+def test_a_saturated_patient_engine_gathers_its_admissions_though_its_queue_never_empties():
+    torch.manual_seed(4)
+    model = tiny(MAMBA2)
+    cases = [(prompt(4, seed=70 + i), GenerationConfig(max_new_tokens=3 + i % 6)) for i in range(16)]
+    want = [alone(model, ids, cfg) for ids, cfg in cases]
+    rows = spy_prefill(model)
+    answers = {}
+    for ratio in (0.0, 0.5):  # all queued at once; answers of different lengths free one slot at a time
+        rows.clear()
+        engine = Engine(model, num_slots=4, admit_ratio=ratio, admit_wait_steps=3)
+        handles = [engine.submit(Request(ids, config=cfg)) for ids, cfg in cases]
+        engine.run_until_idle()
+        answers[ratio], admissions = [h.tokens for h in handles], list(rows)
+        assert sum(admissions) == 16
+        if ratio:
+            assert len(admissions) < eager and min(admissions[:-1]) >= 2, admissions
+        else:
+            eager = len(admissions)
+            assert admissions.count(1) >= 4, admissions  # slots freed one by one and refilled at once
+    assert answers[0.0] == answers[0.5] == want
 
 
 def test_admission_takes_what_fits_and_groups_images_by_shape():

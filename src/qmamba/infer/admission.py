@@ -1,7 +1,7 @@
 """Batched admission for the continuous-batching engine: which waiting requests join at one step, which of them
 can share one prefill, and the padded batch they prefill as.
 
-    if admit_now(waiting, free_slots, running, oldest_wait, max_batch, ratio, wait_steps):  # else a later step
+    if admit_now(waiting, free_slots, running, since_admission, max_batch, ratio, wait_steps):  # else later
         taken = take_waiting(queue, free_slots, max_batch, max_tokens, visual_tokens)   # popped in queue order
         for group in prefill_groups(taken): ...                                         # lists of handles
             input_ids, attention_mask, inputs = prefill_batch(group, device)            # the prefill's inputs
@@ -10,8 +10,9 @@ When: an admission's prefill runs before the step's decode, so each one stalls t
 fixed cost plus a little per request. When requests arrive one by one while others run (a server near
 saturation frees a slot or two per step), admitting at every step pays that fixed cost per request. With
 ``ratio`` > 0 a step that has rows running admits only once the requests it could take reach ``ratio`` times the
-running rows, or once the oldest waiting request has waited ``wait_steps`` decode steps; with no row running it
-admits at once. ``ratio`` 0 (or ``wait_steps`` 0) admits at every step (as text-generation-inference's
+running rows, or once ``wait_steps`` decode steps have passed since its last admission (so a request that comes
+to a quiet engine joins at once, and a saturated one, whose queue never empties, still gathers its admissions);
+with no row running it admits at once. ``ratio`` 0 (or ``wait_steps`` 0) admits at every step (as text-generation-inference's
 ``waiting_served_ratio`` and ``max_waiting_tokens``; ``benchmarks/serve_load.py`` measures the server's defaults).
 
 Budget: a step admits at most ``min(free slots, max_batch)`` requests, in queue order, and stops before the first
@@ -48,13 +49,13 @@ def prefill_length(request, visual_tokens: int) -> int:
     return request.input_ids.numel() + count_images(request.input_ids) * (visual_tokens - 1)
 
 
-def admit_now(waiting: int, free: int, running: int, oldest_wait: int, max_batch: int, ratio: float,
+def admit_now(waiting: int, free: int, running: int, since_admission: int, max_batch: int, ratio: float,
                wait_steps: int) -> bool:
     """Whether a step admits now (see "When" in the module docstring): ``waiting`` requests queued, ``free``
-    slots, ``running`` rows decoding, the oldest waiting request queued ``oldest_wait`` decode steps ago."""
+    slots, ``running`` rows decoding, ``since_admission`` decode steps since the engine last admitted."""
     if waiting == 0 or free == 0:
         return False
-    if running == 0 or ratio <= 0 or oldest_wait >= wait_steps:
+    if running == 0 or ratio <= 0 or since_admission >= wait_steps:
         return True
     return min(waiting, free, max_batch) >= ratio * running
 

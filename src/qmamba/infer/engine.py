@@ -97,8 +97,9 @@ class Engine:
     the running requests wait for their next token; 16384 tokens hold 64 prompts of an image as 128 visual
     tokens and some text (Q-Mamba-128's) in one prefill, already enough rows to keep a GPU busy, while prompts
     near a server's length limit (4096) join four at a time. ``admit_ratio`` / ``admit_wait_steps``: while rows
-    run, admit only once the requests that could join reach ``admit_ratio`` x the running rows or the oldest has
-    waited ``admit_wait_steps`` decode steps (``infer.admission``, "When"); 0 admits at every step."""
+    run, admit only once the requests that could join reach ``admit_ratio`` x the running rows or
+    ``admit_wait_steps`` decode steps passed since the last admission (``infer.admission``, "When"); 0 admits at
+    every step."""
 
     def __init__(self, model, num_slots: int = 8, max_queue: int = 64, tokenizer=None,
                  buckets: tuple[int, ...] = BUCKETS, decode: DecodeFn | None = None,
@@ -135,6 +136,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._stats = EngineStats()
+        self._admitted_at = 0  # the decode steps done when the engine last admitted (admit_wait_steps)
 
     # ------------------------------------------------------------------ callers' side
     def submit(self, request: Request) -> RequestHandle:
@@ -149,7 +151,6 @@ class Engine:
                                 f"{self.num_running} of {self.num_slots} slots run; retry later")
             deadline = self.clock() + request.timeout if request.timeout is not None else None
             handle = RequestHandle(next(self._ids), request, deadline, self)
-            handle.queued_step = self._stats.decode_steps
             self.queue.append(handle)
             self._wake.notify()
             return handle
@@ -289,15 +290,15 @@ class Engine:
         (the lowest free slots, in queue order), then each one's first token (see ``infer.admission``)."""
         free = [i for i, h in enumerate(self.slots) if h is None]
         with self._queue_lock:
-            waited = self._stats.decode_steps - self.queue[0].queued_step if self.queue else 0
-            if not admit_now(len(self.queue), len(free), self.num_slots - len(free), waited, self.max_prefill_batch,
+            since = self._stats.decode_steps - self._admitted_at
+            if not admit_now(len(self.queue), len(free), self.num_slots - len(free), since, self.max_prefill_batch,
                              self.admit_ratio, self.admit_wait_steps):
                 return
             taken = take_waiting(self.queue, len(free), self.max_prefill_batch, self.max_prefill_tokens,
                                  self._visual_tokens)
         if not taken:
             return
-        start = time.perf_counter()
+        start, self._admitted_at = time.perf_counter(), self._stats.decode_steps
         try:
             self._admit_taken(taken, free)
         finally:

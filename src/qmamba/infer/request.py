@@ -80,7 +80,6 @@ class RequestHandle:
         self.finish_reason: str | None = None
         self.error: BaseException | None = None
         self.slot: int | None = None
-        self.queued_step = 0  # the engine's decode steps when it was queued (how long it has waited)
         self.cancel_requested = False
         self._engine = engine
         self._events: queue.Queue = queue.Queue()
