@@ -146,19 +146,17 @@ def test_a_saturated_patient_engine_gathers_its_admissions_though_its_queue_neve
     cases = [(prompt(4, seed=70 + i), GenerationConfig(max_new_tokens=3 + i % 6)) for i in range(16)]
     want = [alone(model, ids, cfg) for ids, cfg in cases]
     rows = spy_prefill(model)
-    answers = {}
+    answers, admissions = {}, {}
     for ratio in (0.0, 0.5):  # all queued at once; answers of different lengths free one slot at a time
         rows.clear()
         engine = Engine(model, num_slots=4, admit_ratio=ratio, admit_wait_steps=3)
         handles = [engine.submit(Request(ids, config=cfg)) for ids, cfg in cases]
         engine.run_until_idle()
-        answers[ratio], admissions = [h.tokens for h in handles], list(rows)
-        assert sum(admissions) == 16
-        if ratio:
-            assert len(admissions) < eager and min(admissions[:-1]) >= 2, admissions
-        else:
-            eager = len(admissions)
-            assert admissions.count(1) >= 4, admissions  # slots freed one by one and refilled at once
+        answers[ratio], admissions[ratio] = [h.tokens for h in handles], list(rows)
+    eager, patient = admissions[0.0], admissions[0.5]
+    assert sum(eager) == sum(patient) == 16
+    assert eager.count(1) >= 4, eager  # slots freed one by one and refilled at once
+    assert len(patient) < len(eager) and min(patient[:-1]) >= 2, patient
     assert answers[0.0] == answers[0.5] == want
 
 

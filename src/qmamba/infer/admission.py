@@ -12,8 +12,9 @@ saturation frees a slot or two per step), admitting at every step pays that fixe
 ``ratio`` > 0 a step that has rows running admits only once the requests it could take reach ``ratio`` times the
 running rows, or once ``wait_steps`` decode steps have passed since its last admission (so a request that comes
 to a quiet engine joins at once, and a saturated one, whose queue never empties, still gathers its admissions);
-with no row running it admits at once. ``ratio`` 0 (or ``wait_steps`` 0) admits at every step (as text-generation-inference's
-``waiting_served_ratio`` and ``max_waiting_tokens``; ``benchmarks/serve_load.py`` measures the server's defaults).
+with no row running it admits at once. ``ratio`` 0 (or ``wait_steps`` 0) admits at every step (as
+text-generation-inference's ``waiting_served_ratio`` and ``max_waiting_tokens``; ``benchmarks/serve_load.py``
+measures the server's defaults).
 
 Budget: a step admits at most ``min(free slots, max_batch)`` requests, in queue order, and stops before the first
 whose admission would make the padded prefill (rows x the longest row, an image counted as its visual tokens)
