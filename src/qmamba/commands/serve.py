@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="while requests run, admit waiting ones only once this many times the running ones could "
                         "join (or --admit-wait-steps passed): fewer, larger admissions; 0 admits at every step")
     p.add_argument("--admit-wait-steps", type=int, default=8,
-                   help="decode steps the oldest waiting request waits at most for --admit-ratio")
+                   help="decode steps after an admission by which the next one happens, whatever --admit-ratio says")
     p.add_argument("--no-cuda-graphs", action="store_true",
                    help="run the decode step eagerly on a GPU (default: one CUDA graph per batch bucket)")
 

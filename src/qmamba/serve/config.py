@@ -27,7 +27,7 @@ class ServeConfig:
     cuda_graphs: bool = True  # on a GPU, replay the decode step from one CUDA graph per batch bucket
     max_prefill_batch: int = 64  # requests admitted together in one prefill (Engine)
     max_prefill_tokens: int = 16384  # rows x longest prompt of one admission prefill (Engine)
-    # while rows run, admit once ratio x running requests could join or the oldest waited that many decode steps
+    # while rows run, admit once ratio x running requests could join or that many decode steps passed since the last
     # (infer.admission "When"; benchmarks/serve_load.py --admit-ratio compares settings under load)
     admit_ratio: float = 0.25
     admit_wait_steps: int = 8
