@@ -265,6 +265,40 @@ def time_answers(vlm, model, processor, tok, data, repeats: int, max_new_tokens:
 
 
 # ------------------------------------------------------------------------------------------- main
+def compare_modes(vlm, convert, run: Path, files: dict, tok, work: Path, data, args, device: str,
+                  peer: str) -> tuple[list[dict], dict | None]:
+    """For each of ``args.modes``: the peer's ``run`` converted by ``convert`` (``convert_cobra`` or
+    ``convert_mlmamba``) in that precision, compared with the peer (a table row printed), and in bf16 one answer
+    timed in each; returns (rows, timing)."""
+    from qmamba.data.processor import Processor
+
+    master = fp32_weights(vlm)
+    rows, timing, saved = [], None, work / "qmamba"
+    for mode in args.modes.split(","):
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[mode]
+        out = None if saved.exists() else saved  # the directory is written once: the processor reads it
+        model = convert(run, files["dino"], files["siglip"], work / "tokenizer", out, dtype=dtype).to(device)
+        processor = Processor.from_pretrained(saved)
+        r = compare(vlm, model, processor, tok, data, mode, device, args.max_new_tokens, master)
+        rows.append(r)
+        print(f"| {mode} | {r['max_abs_logit_diff']:.3e} | {r['max_rel_logit_diff']:.3e} | "
+              f"{r['greedy_equal']}/{r['pairs']} | {r['prompt_ids_equal']}/{r['pairs']} |", flush=True)
+        if mode == "bf16":
+            timing = time_answers(vlm, model, processor, tok, data, args.repeats, args.max_new_tokens, device, peer)
+            print(json.dumps(timing), flush=True)
+        del model
+        torch.cuda.empty_cache()
+    return rows, timing
+
+
+def finish(result: dict, out: str | None, name: str) -> None:
+    """Write ``result`` as ``<out>/<name>`` (when ``out``) and print it."""
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / name).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cobra-src", default=None, help="Cobra's source tree (else `cobra` must be importable)")
@@ -280,7 +314,6 @@ def main() -> int:
     require_transformers()
     shim_dependencies()
     from qmamba.convert import convert_cobra
-    from qmamba.data.processor import Processor
 
     device, work = "cuda", Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -289,27 +322,8 @@ def main() -> int:
     vlm = build_cobra(work, tok, files, device)
     run = write_run(vlm, work)
     data = pairs(args.pairs)
-    master = fp32_weights(vlm)
-    rows, timing, saved = [], None, work / "qmamba"
-    for mode in args.modes.split(","):
-        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[mode]
-        out = None if saved.exists() else saved  # the directory is written once: the processor reads it
-        model = convert_cobra(run, files["dino"], files["siglip"], work / "tokenizer", out, dtype=dtype).to(device)
-        processor = Processor.from_pretrained(saved)
-        rows.append(compare(vlm, model, processor, tok, data, mode, device, args.max_new_tokens, master))
-        print(f"| {mode} | {rows[-1]['max_abs_logit_diff']:.3e} | {rows[-1]['max_rel_logit_diff']:.3e} | "
-              f"{rows[-1]['greedy_equal']}/{rows[-1]['pairs']} | {rows[-1]['prompt_ids_equal']}/{rows[-1]['pairs']} |",
-              flush=True)
-        if mode == "bf16":
-            timing = time_answers(vlm, model, processor, tok, data, args.repeats, args.max_new_tokens, device)
-            print(json.dumps(timing), flush=True)
-        del model
-        torch.cuda.empty_cache()
-    result = {"device": torch.cuda.get_device_name(), "rows": rows, "timing": timing}
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "peer_parity.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    rows, timing = compare_modes(vlm, convert_cobra, run, files, tok, work, data, args, device, "cobra")
+    finish({"device": torch.cuda.get_device_name(), "rows": rows, "timing": timing}, args.out, "peer_parity.json")
     return 0
 
 

@@ -219,7 +219,6 @@ def main(argv=None) -> int:
     used = prepare_imports(args.mlmamba_src.resolve(), args.mlmamba_site.resolve(), args.stub_selective_scan)
     require_timm_1()
     from qmamba.convert import convert_mlmamba
-    from qmamba.data.processor import Processor
 
     device, work = "cuda", Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -228,28 +227,9 @@ def main(argv=None) -> int:
     vlm = build_mlmamba(tok, files, device)
     run = write_run(vlm, work)
     data = common.pairs(args.pairs)
-    master = common.fp32_weights(vlm)
-    rows, timing, saved = [], None, work / "qmamba"
-    for mode in args.modes.split(","):
-        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[mode]
-        out = None if saved.exists() else saved  # the directory is written once: the processor reads it
-        model = convert_mlmamba(run, files["dino"], files["siglip"], work / "tokenizer", out, dtype=dtype).to(device)
-        processor = Processor.from_pretrained(saved)
-        rows.append(common.compare(vlm, model, processor, tok, data, mode, device, args.max_new_tokens, master))
-        r = rows[-1]
-        print(f"| {mode} | {r['max_abs_logit_diff']:.3e} | {r['max_rel_logit_diff']:.3e} | "
-              f"{r['greedy_equal']}/{r['pairs']} | {r['prompt_ids_equal']}/{r['pairs']} |", flush=True)
-        if mode == "bf16":
-            timing = common.time_answers(vlm, model, processor, tok, data, args.repeats, args.max_new_tokens, device,
-                                         peer="mlmamba")
-            print(json.dumps(timing), flush=True)
-        del model
-        torch.cuda.empty_cache()
+    rows, timing = common.compare_modes(vlm, convert_mlmamba, run, files, tok, work, data, args, device, "mlmamba")
     result = {"peer": "mlmamba", "device": torch.cuda.get_device_name(), "rows": rows, "timing": timing, **used}
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "peer_parity_mlmamba.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    common.finish(result, args.out, "peer_parity_mlmamba.json")
     return 0
 
 
