@@ -5,12 +5,14 @@ on the LM gates of ``qmamba micro build`` (the scene given in words).
         '{"base": {}, "sft5e-4": {"sft_lr": 5e-4, "sft_length_window": 0}, "long": {"sft_steps": 2000}}'
     python benchmarks/micro_lm_sweep.py --out runs/lm-sweep --report          # the table of what finished
 
-A configuration is ``LMTrainConfig`` fields over the size's own (``MicroSize.lm_train``), trained in its own
-process (``--jobs`` at once: a micro LM leaves most of a GPU idle) by ``qmamba.micro.sweep`` on the size's world;
-the table gives its minutes, losses and the gates' LM figures (grounded open questions, MMBench-like CircularEval,
-POPE-like accuracy per split, the weakest grounded question types). Finished configurations are skipped, so a
-killed sweep resumes; on a GPU machine run it in the background (``setsid nohup ... &``) and read the table later
-with ``--report``.
+A configuration is ``LMTrainConfig`` fields over the size's own (``MicroSize.lm_train``) and two optional keys:
+``"lm"``, the LM's shape (``{"ssm_cfg": {"d_state": 64}}``), and ``"world"``, a world of other settings, drawn once
+(``{"max_objects": 6}``). Each trains in its own process (``--jobs`` at once, sharing the GPU) by
+``qmamba.micro.sweep`` and is scored on its world; the table gives its minutes, losses and the gates' LM figures
+(grounded open questions, MMBench-like CircularEval, POPE-like accuracy per split, the weakest grounded question
+types). Finished configurations are skipped, so a killed sweep resumes (a configuration cut mid-training starts
+again); on a GPU machine run it in the background (``setsid nohup ... &``) and read the table later with
+``--report``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ COLUMNS = ["config", "minutes", "SFT loss", "held-out LM loss", "grounded open",
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("configs", nargs="?", default="{}", help='JSON {name: {LMTrainConfig field: value}}')
+    p.add_argument("configs", nargs="?", default="{}", help='JSON {name: {LMTrainConfig field: value, "lm": {shape}, "world": {settings}}}')
     p.add_argument("--out", required=True, help="the sweep's folder (world, tokenizer, one folder per configuration)")
     p.add_argument("--size", default="small", help="the micro size whose LM, world and recipe are swept")
     p.add_argument("--seed", type=int, default=0, help="the build's seed (the world's is seed + 1000)")

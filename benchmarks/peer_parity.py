@@ -232,36 +232,42 @@ def cobra_answer(vlm, image, prompt: str, max_new_tokens: int) -> str:
     return vlm.generate(image, prompt, use_cache=True, do_sample=False, max_new_tokens=max_new_tokens)
 
 
-def qmamba_answer(model, processor, ids, pixels, max_new_tokens: int) -> str:
+def qmamba_answer(model, processor, ids, pixels, max_new_tokens: int, stop_at_eos: bool = True) -> str:
     from qmamba import generate
 
     out = generate(model, ids, pixel_values=pixels, max_new_tokens=max_new_tokens,
-                   eos_token_id=processor.eos_token_id)
+                   eos_token_id=processor.eos_token_id if stop_at_eos else None)
     return processor.decode(out[0, ids.shape[1]:])
 
 
 def time_answers(vlm, model, processor, tok, data, repeats: int, max_new_tokens: int, device: str,
                  peer: str = "cobra") -> dict:
     """Seconds for one answer (the first pair) in each implementation, bf16, median of ``repeats``; the peer's
-    keys are named after ``peer`` (its VLM has Cobra's interface: prompt builder, image_transform, generate)."""
+    keys are named after ``peer`` (its VLM has Cobra's interface: prompt builder, image_transform, generate).
+    Both decode exactly ``max_new_tokens`` tokens: end-of-text stops neither (random weights may pick it first,
+    and an answer cut at another length would time different work)."""
     image, question = data[0]
     prompt, _, _ = cobra_inputs(vlm, tok, image, question, device)
     q_ids, q_px = qmamba_inputs(processor, image, question, device, torch.bfloat16)
     vlm.enable_mixed_precision_training = True
     runs = {peer: lambda: cobra_answer(vlm, image, prompt, max_new_tokens),
-            "qmamba": lambda: qmamba_answer(model, processor, q_ids, q_px, max_new_tokens)}
-    out = {}
-    for name, fn in runs.items():
-        fn()  # warm-up: kernels compiled, CUDA graphs captured
-        times = []
-        for _ in range(repeats):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        out[f"{name}_answer_s"] = statistics.median(times)
-    return {**out, "max_new_tokens": max_new_tokens, f"tokens_{peer}": len(tok.encode(runs[peer]()))}
+            "qmamba": lambda: qmamba_answer(model, processor, q_ids, q_px, max_new_tokens, stop_at_eos=False)}
+    eos, vlm.eos_token_id = vlm.eos_token_id, None  # the peer's decode loop stops only at a set end-of-text id
+    try:
+        out = {}
+        for name, fn in runs.items():
+            fn()  # warm-up: kernels compiled, CUDA graphs captured
+            times = []
+            for _ in range(repeats):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            out[f"{name}_answer_s"] = statistics.median(times)
+    finally:
+        vlm.eos_token_id = eos
+    return {**out, "decode_steps": max_new_tokens}
 
 
 # ------------------------------------------------------------------------------------------- main

@@ -118,6 +118,17 @@ class _CausalConv1dV12:
         return getattr(self._ext, name)
 
 
+def shim_triton_log1p() -> None:
+    """``tl.math.log1p`` for the fork's Triton kernels (its dt softplus in ``ssd_chunk_state`` and
+    ``selective_state_update``): Triton 3 dropped the name; libdevice's ``log1p`` is the same CUDA function."""
+    import triton.language as tl
+
+    if not hasattr(tl.math, "log1p"):
+        from triton.language.extra.cuda import libdevice
+
+        tl.math.log1p = libdevice.log1p
+
+
 def prepare_imports(src: Path, site: Path, stub_scan: bool) -> dict:
     """ML-Mamba and its fork first on the path; returns what was used (recorded in the JSON)."""
     for name in [m for m in sys.modules if m.split(".")[0] in ("mamba_ssm", "causal_conv1d", "causal_conv1d_cuda")]:
@@ -126,6 +137,7 @@ def prepare_imports(src: Path, site: Path, stub_scan: bool) -> dict:
     if stub_scan:
         stub_selective_scan()
     common.shim_dependencies()  # before mamba_ssm's first import: its utils/generation.py imports the old names
+    shim_triton_log1p()
     import causal_conv1d
     import causal_conv1d_cuda
 

@@ -6,7 +6,8 @@
 # build_bg starts it in its own process session (it outlives the call) and wait_build waits for it (BUILD_WAIT_S).
 # bench: `qmamba bench --only vqa --presets all` (full-size random weights: each system's time per answer) into
 # runs/bench_vqa.json and $OUT, once: replicate puts its times beside Table 1 (a later machine takes the file carried).
-# lm_sweep_bg: benchmarks/micro_lm_sweep.py --out runs/lm-sweep "$LM_SWEEP" (JSON {name: {LMTrainConfig field: value}})
+# lm_sweep_bg: benchmarks/micro_lm_sweep.py --out runs/lm-sweep "$LM_SWEEP" (JSON {name: {LMTrainConfig field: value,
+# "lm": {shape fields}, "world": {world settings}}})
 # in its own process session; lm_sweep: its table so far and its log's tail (a later call; finished recipes are kept).
 # replicate: `qmamba replicate --tier small` with EXPERIMENTS, PRESETS, SEEDS, JOBS (defaults table1, qmamba-256,
 # 1, 4 processes) for REP_S seconds at most; a second call resumes it. Logs, build.json, the report and the runs' records

@@ -119,3 +119,15 @@ def test_the_peer_runs_bf16_with_fp32_state_space_constants_and_gets_its_fp32_we
     common.set_precision(vlm, "fp32", master)  # the bf16 rounding is undone, not kept
     assert all(torch.equal(p, master[name]) for name, p in vlm.named_parameters())
     assert not vlm.enable_mixed_precision_training
+
+
+def test_the_forks_triton_log1p_resolves_to_libdevice(script, monkeypatch):
+    tl = pytest.importorskip("triton.language")
+    libdevice = pytest.importorskip("triton.language.extra.cuda.libdevice")
+    monkeypatch.delattr(tl.math, "log1p", raising=False)  # as in Triton 3, which the fork predates
+    script.shim_triton_log1p()
+    assert tl.math.log1p is libdevice.log1p
+    kept = object()
+    monkeypatch.setattr(tl.math, "log1p", kept, raising=False)
+    script.shim_triton_log1p()  # a Triton that has the name keeps its own
+    assert tl.math.log1p is kept

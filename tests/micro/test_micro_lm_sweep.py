@@ -1,15 +1,18 @@
 """LM recipe sweeps (``qmamba.micro.sweep``, ``benchmarks/micro_lm_sweep.py``) at a few seconds on CPU: two recipes of
 a shrunk small size trained in their own processes on one world, each scored on the build's LM gates; a finished
-one is not trained again; the table has a row per recipe."""
+one is not trained again; the table has a row per recipe. A recipe may change the LM's shape and draw its own world;
+an unknown setting is refused before anything is drawn."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from test_micro_small import SHRUNK
 from testing_utils import benchmark_script
 
-from qmamba.micro.sweep import sweep
+from qmamba.errors import ConfigError
+from qmamba.micro.sweep import sweep, world_dirs
 
 
 def test_two_recipes_train_in_processes_score_their_gates_and_resume(tmp_path, capsys):
@@ -31,3 +34,29 @@ def test_two_recipes_train_in_processes_score_their_gates_and_resume(tmp_path, c
     assert (out / "base" / "result.json").stat().st_mtime_ns == stamp
     table = benchmark_script("micro_lm_sweep").report(out)
     assert table.count("\n| base") == 1 and table.count("\n| more") == 1
+
+
+def test_a_recipe_with_its_own_lm_shape_and_world(tmp_path):
+    from qmamba.data.synth.manifest import SynthManifest
+    from qmamba.models.mamba_lm import MambaLMConfig
+
+    out = tmp_path / "sweep"
+    recipe = {"sft_steps": 1, "lm": {"ssm_cfg": {"d_state": 8}}, "world": {"max_objects": 2, "grid": 3}}
+    assert sweep(out, {"wide": recipe}, SHRUNK, seed=0, jobs=1, device="cpu") == []
+    world_dir, tok_dir = world_dirs(out, recipe["world"])
+    assert world_dir != out / "world" and tok_dir.is_dir() and not (out / "world").exists()
+    config = SynthManifest.load(world_dir).config
+    assert config["max_objects"] == 2 and config["grid"] == 3 and config["image_size"] == SHRUNK.world["image_size"]
+    lm = MambaLMConfig(**json.loads((out / "wide" / "mamba" / "config.json").read_text()))
+    assert lm.ssm_cfg["d_state"] == 8 and lm.d_model == SHRUNK.lm["d_model"]
+    result = json.loads((out / "wide" / "result.json").read_text())
+    assert result["overrides"] == recipe and result["lm"]["config"]["sft_steps"] == 1
+
+
+@pytest.mark.parametrize("recipe, named", [({"sft_stepz": 1}, "'sft_stepz'"), ({"lm": {"d_stat": 8}}, "'d_stat'"),
+                                           ({"world": {"max_object": 3}}, "'max_object'"),
+                                           ({"lm": {"ssm_cfg": {"layer": "Mamba3"}}}, "Mamba3")])
+def test_an_unknown_setting_is_refused_before_anything_is_drawn(tmp_path, recipe, named):
+    with pytest.raises(ConfigError, match=f"recipe 'bad'.*{named}"):
+        sweep(tmp_path / "sweep", {"bad": recipe}, SHRUNK, seed=0, jobs=1, device="cpu")
+    assert not (tmp_path / "sweep").exists()
