@@ -164,3 +164,27 @@ def test_training_kinds_select_documents(tmp_path_factory):
         LMTrainConfig(kinds=("caption", "chats"))
     with pytest.raises(ConfigError, match="choice_sft_kinds"):
         LMTrainConfig(choice_sft_kinds=("grounded", "choices"))
+
+
+def test_cuda_graph_refuses_split_steps():
+    with pytest.raises(ConfigError, match="cuda_graph replays whole steps"):
+        LMTrainConfig(cuda_graph=True, batch_size=8, micro_batch_size=4)
+    assert LMTrainConfig(cuda_graph=True, batch_size=8, micro_batch_size=0).cuda_graph
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_pretraining_makes_the_eager_updates_on_gpu(tmp_path_factory):
+    """Warm-up steps, the captured step and its replays: the losses and final weights of the eager loop."""
+    rows = _rows(tmp_path_factory)
+    runs = {}
+    for graph in (False, True):
+        model = _model(tmp_path_factory).cuda()
+        cfg = LMTrainConfig(steps=8, batch_size=4, micro_batch_size=0, seq_len=64, cuda_graph=graph)
+        log = train_lm(model, rows, cfg, torch.device("cuda"), show_progress=False)
+        runs[graph] = (log.losses, [p.detach().float().cpu() for p in model.parameters()])
+    (eager_losses, eager_w), (graph_losses, graph_w) = runs[False], runs[True]
+    assert len(graph_losses) == 8 and graph_losses[-1] < graph_losses[0]
+    assert graph_losses == pytest.approx(eager_losses, rel=2e-3), (graph_losses, eager_losses)
+    for a, b in zip(eager_w, graph_w, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)

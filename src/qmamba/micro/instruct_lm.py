@@ -81,12 +81,12 @@ def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.devic
     if not rows:
         return LossLog()
 
-    def backward(idx: torch.Tensor) -> float:
+    def backward(idx: torch.Tensor) -> torch.Tensor:
         ids, labels = pad_batch([rows[int(i)] for i in idx])
         with autocast(device):
             loss = reply_loss(model, ids.to(device), labels.to(device))
         loss.backward()
-        return float(loss.detach())
+        return loss.detach()
 
     window = cfg.sft_length_window
     lengths = torch.tensor([len(ids) for ids, _ in rows]) if window else None

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,21 +43,27 @@ def autocast(device: torch.device):
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
-                   total_steps: int, warmup_ratio: float):
-    """AdamW over qmamba's decay / no-decay groups and its warmup-cosine schedule."""
-    fused = {"fused": True} if next(model.parameters()).device.type == "cuda" else {}
+                   total_steps: int, warmup_ratio: float, capturable: bool = False):
+    """AdamW over qmamba's decay / no-decay groups and its warmup-cosine schedule. ``capturable``: a CUDA graph
+    may hold its step (``graphed_step``); the rate is then a device tensor the schedule rewrites in place."""
+    device = next(model.parameters()).device
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if capturable:
+        fused.update(capturable=True)
+        lr = torch.tensor(lr, dtype=torch.float32, device=device)
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, **fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps, warmup_ratio))
     return opt, sched
 
 
-def optimizer_step(model: nn.Module, opt, sched, grad_clip: float) -> float:
-    """Clip, step, schedule, zero the grads; returns the gradient norm before clipping."""
+def optimizer_step(model: nn.Module, opt, sched, grad_clip: float) -> torch.Tensor:
+    """Clip, step, schedule, zero the grads; returns the gradient norm before clipping (a tensor: reading it
+    would make the host wait for the step)."""
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
-    return float(norm)
+    return norm
 
 
 def progress(total: int, desc: str, enabled: bool):
@@ -93,11 +99,28 @@ class LogBar:
 
 @dataclass
 class LossLog:
-    """Per-step training losses, and a smoothed summary of the last ones."""
+    """Per-step training losses, and a smoothed summary of the last ones. A loss may be added as a 0-d tensor
+    still being computed: it is read (one wait for the device) at the next ``flush``, ``recent`` or end of
+    ``fit``, so that the host queues the next steps meanwhile. ``losses`` holds the ones read."""
 
     losses: list[float] = field(default_factory=list)
+    pending: list[torch.Tensor] = field(default_factory=list)
 
-    def add(self, loss: float) -> None:
+    def add(self, loss: float | torch.Tensor) -> None:
+        if isinstance(loss, torch.Tensor):
+            self.pending.append(loss.detach().reshape(()))
+            return
+        self._append(float(loss))
+
+    def flush(self) -> None:
+        """Read the pending losses (each checked as ``add`` checks a float)."""
+        if self.pending:
+            values = torch.stack(self.pending).float().cpu().tolist()
+            self.pending.clear()
+            for value in values:
+                self._append(value)
+
+    def _append(self, loss: float) -> None:
         if not np.isfinite(loss):
             from qmamba.errors import QMambaError
 
@@ -107,6 +130,7 @@ class LossLog:
 
     def recent(self, n: int = 50) -> float:
         """Mean of the last ``n`` losses (nan before the first)."""
+        self.flush()
         return float(np.mean(self.losses[-n:])) if self.losses else float("nan")
 
 
@@ -121,28 +145,51 @@ def length_grouped(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, 
     return torch.cat([batches[int(i)] for i in torch.randperm(len(batches), generator=gen)])
 
 
-def fit(model: nn.Module, n_items: int, batch_size: int, steps: int, seed: int, opt_args: tuple, grad_clip: float,
-        backward: Callable[[torch.Tensor], float], desc: str, show_progress: bool,
-        lengths: torch.Tensor | None = None, window: int = 16) -> LossLog:
-    """``steps`` optimizer steps over batches of ``batch_size`` indices into ``n_items`` items, reshuffled each
-    epoch with a generator seeded by ``seed``; with the items' ``lengths``, batches of similar lengths
-    (``length_grouped`` over windows of ``window`` batches). ``backward(idx)`` computes the batch's loss, calls
-    backward and returns the loss; ``opt_args`` = (lr, weight_decay, betas, warmup_ratio) of ``make_optimizer``."""
-    lr, weight_decay, betas, warmup_ratio = opt_args
+def batch_order(n_items: int, batch_size: int, steps: int, seed: int, lengths: torch.Tensor | None = None,
+                window: int = 16) -> Iterator[torch.Tensor]:
+    """``steps`` batches of ``batch_size`` indices into ``n_items`` items, reshuffled each epoch with a generator
+    seeded by ``seed``; with the items' ``lengths``, batches of similar lengths (``length_grouped``)."""
     gen = torch.Generator().manual_seed(seed)
-    opt, sched = make_optimizer(model, lr, weight_decay, betas, steps, warmup_ratio)
-    log, bar, order = LossLog(), progress(steps, desc, show_progress), torch.zeros(0, dtype=torch.long)
-    model.train()
+    order = torch.zeros(0, dtype=torch.long)
     for _ in range(steps):
         if len(order) < batch_size:
             order = torch.randperm(n_items, generator=gen)
             if lengths is not None:
                 order = length_grouped(order, lengths, batch_size, window, gen)
         idx, order = order[:batch_size], order[batch_size:]
-        loss = backward(idx)
-        optimizer_step(model, opt, sched, grad_clip)
+        yield idx
+
+
+def fit(model: nn.Module, n_items: int, batch_size: int, steps: int, seed: int, opt_args: tuple, grad_clip: float,
+        backward: Callable[[torch.Tensor], float | torch.Tensor], desc: str, show_progress: bool,
+        lengths: torch.Tensor | None = None, window: int = 16, read_every: int = 20,
+        graphed: tuple[Callable, Callable] | None = None) -> LossLog:
+    """``steps`` optimizer steps over the batches of ``batch_order``. ``backward(idx)`` computes the batch's loss,
+    calls backward and returns the loss (best a detached tensor: the losses are read every ``read_every`` steps,
+    so the host does not wait for each step before queuing the next); ``opt_args`` = (lr, weight_decay, betas,
+    warmup_ratio) of ``make_optimizer``. ``graphed`` = (inputs, loss_fn), for batches of one shape on a GPU:
+    ``inputs(idx)`` the batch's tensors, ``loss_fn(*tensors)`` its loss, the steps replayed from a CUDA graph
+    (``GraphedStep``) instead of ``backward``; the same updates."""
+    lr, weight_decay, betas, warmup_ratio = opt_args
+    capturable = graphed is not None
+    opt, sched = make_optimizer(model, lr, weight_decay, betas, steps, warmup_ratio, capturable=capturable)
+    if capturable:
+        from qmamba.micro.graphed_step import GraphedStep
+
+        inputs, graph_step = graphed[0], GraphedStep(model, graphed[1], opt, sched, grad_clip)
+    log, bar = LossLog(), progress(steps, desc, show_progress)
+    model.train()
+    for idx in batch_order(n_items, batch_size, steps, seed, lengths, window):
+        if capturable:
+            loss = graph_step(*inputs(idx))
+        else:
+            loss = backward(idx)
+            optimizer_step(model, opt, sched, grad_clip)
         log.add(loss)
+        if len(log.pending) >= read_every:
+            bar.set_postfix(loss=f"{log.recent(20):.3f}")
         bar.update()
-        bar.set_postfix(loss=f"{log.recent(20):.3f}")
+    log.flush()
+    bar.set_postfix(loss=f"{log.recent(20):.3f}")
     bar.close()
     return log

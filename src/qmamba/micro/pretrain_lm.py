@@ -27,7 +27,7 @@ import torch
 
 from qmamba.errors import ConfigError, InputError
 from qmamba.micro.corpus import KINDS, Document, PieceTokens
-from qmamba.micro.instruct_lm import instruct_lm
+from qmamba.micro.instruct_lm import instruct_lm, reply_loss
 from qmamba.micro.loop import LossLog, autocast, fit, pick_device, seed_everything
 from qmamba.micro.tokenizer import save_tokenizer
 from qmamba.models.mamba_lm import MambaLM
@@ -51,6 +51,9 @@ class LMTrainConfig:
     eval_rows: int = 64  # held-out rows scored for the held-out loss
     eval_questions: int = 200  # held-out conversations per kind for the answer accuracy
     seed: int = 0
+    # on a GPU, the pretraining steps replayed from one CUDA graph (``graphed_step``; needs micro_batch_size 0 or
+    # batch_size): the same updates with the host's launches taken out (benchmarks/micro_lm_step.py times both)
+    cuda_graph: bool = False
     # Document kinds trained on: corpus.KINDS but "choice" by default. The multiple-choice drills are opt-in
     # because they take share from the existence drills (benchmarks/micro_lm_grounding.py measures both)
     kinds: tuple[str, ...] = tuple(k for k in KINDS if k != "choice")
@@ -76,6 +79,9 @@ class LMTrainConfig:
         if self.micro_batch_size < 0 or (self.micro_batch_size and self.batch_size % self.micro_batch_size):
             raise ConfigError(f"LM pretraining: micro_batch_size={self.micro_batch_size} must divide "
                               f"batch_size={self.batch_size} (or be 0 for no accumulation)")
+        if self.cuda_graph and self.micro_batch_size not in (0, self.batch_size):
+            raise ConfigError(f"LM pretraining: cuda_graph replays whole steps; micro_batch_size="
+                              f"{self.micro_batch_size} splits them (use 0, or cuda_graph false)")
         if not 0 < self.heldout_fraction < 1:
             raise ConfigError(f"LM pretraining: heldout_fraction={self.heldout_fraction}; expected 0 < f < 1")
         for name in ("kinds", "sft_kinds", "choice_sft_kinds"):
@@ -119,19 +125,22 @@ def train_lm(model: MambaLM, rows: torch.Tensor, cfg: LMTrainConfig, device: tor
     """``cfg.steps`` optimizer steps over shuffled ``rows`` (reshuffled each epoch); returns the losses."""
     micro = cfg.micro_batch_size or cfg.batch_size
 
-    def backward(idx: torch.Tensor) -> float:
+    def backward(idx: torch.Tensor) -> torch.Tensor:
         batch, total = rows[idx], 0.0  # (batch, seq_len)
         for part in batch.split(micro):
             ids = part.to(device)
-            with autocast(device):
-                loss = model(ids, labels=ids).loss * (len(part) / len(batch))
+            with autocast(device):  # reply_loss with every position labelled: the mean next-token loss, on the
+                loss = reply_loss(model, ids, ids) * (len(part) / len(batch))  # device (no token count read back)
             loss.backward()
-            total += float(loss.detach())
+            total = total + loss.detach()
         return total
 
+    graphed = None
+    if cfg.cuda_graph and device.type == "cuda" and micro == cfg.batch_size:
+        graphed = (lambda idx: (rows[idx],), lambda ids: reply_loss(model, ids, ids))
     return fit(model, len(rows), cfg.batch_size, cfg.steps, cfg.seed,
                (cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "pretrain LM",
-               show_progress)
+               show_progress, graphed=graphed)
 
 
 @torch.no_grad()

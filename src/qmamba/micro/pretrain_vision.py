@@ -147,7 +147,7 @@ def train_siglip(model, pixels: torch.Tensor, ids: torch.Tensor, cfg: VisionTrai
                  show_progress: bool = True, aux: CellHeads | None = None) -> LossLog:
     """``cfg.steps`` steps of the sigmoid loss on shuffled pairs (reshuffled each epoch); with ``aux``, plus
     ``cfg.aux_weight`` times its per-cell loss (the heads train with the model)."""
-    def backward(idx: torch.Tensor) -> float:
+    def backward(idx: torch.Tensor) -> torch.Tensor:
         with autocast(device):
             out = model(input_ids=ids[idx].to(device), pixel_values=pixels[idx].to(device), return_loss=True,
                         output_hidden_states=aux is not None)
@@ -156,7 +156,7 @@ def train_siglip(model, pixels: torch.Tensor, ids: torch.Tensor, cfg: VisionTrai
                 feats = out.vision_model_output.hidden_states[-2]  # (b, p, d): the layer connectors read
                 loss = loss + cfg.aux_weight * aux.loss(feats, idx)
         loss.backward()
-        return float(loss.detach())
+        return loss.detach()
 
     trained = model if aux is None else torch.nn.ModuleDict({"siglip": model, "aux": aux})
     return fit(trained, len(pixels), cfg.batch_size, cfg.steps, cfg.seed,
