@@ -28,7 +28,8 @@ COLUMNS = ["config", "minutes", "SFT loss", "held-out LM loss", "grounded open",
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("configs", nargs="?", default="{}", help='JSON {name: {LMTrainConfig field: value, "lm": {shape}, "world": {settings}}}')
+    p.add_argument("configs", nargs="?", default="{}",
+                   help='JSON {name: {LMTrainConfig field: value, "lm": {shape}, "world": {settings}}}')
     p.add_argument("--out", required=True, help="the sweep's folder (world, tokenizer, one folder per configuration)")
     p.add_argument("--size", default="small", help="the micro size whose LM, world and recipe are swept")
     p.add_argument("--seed", type=int, default=0, help="the build's seed (the world's is seed + 1000)")

@@ -9,7 +9,7 @@ of a full-size preset with random weights, its local cross-attention run each wa
 
 Forward at each of --batches (inference mode; eager, and replayed from a CUDA graph), and forward + backward
 (loss = <output, fixed random gradient>, gradients of every parameter; eager, and captured with
-``bench.graphed_step.CapturedTrainStep``) at --train-batch with its peak memory. bf16 on a GPU (fp32 on CPU);
+``train.graphed_step.CapturedTrainStep``) at --train-batch with its peak memory. bf16 on a GPU (fp32 on CPU);
 median of --repeats timed calls (``ops.runtime.timing.time_ms``: CUDA events). Prints a markdown table and
 the max |difference| between each path's output and the reference's at each batch; then the same figures for one
 block's local attention alone (``ops.local_attention`` on the first block's weights, from the projected queries to the
@@ -47,7 +47,6 @@ def _without_pillow() -> None:
 
 _without_pillow()
 
-from qmamba.bench.graphed_step import CapturedTrainStep  # noqa: E402
 from qmamba.bench.multimodal import preset_config  # noqa: E402
 from qmamba.bench.options import BenchOptions  # noqa: E402
 from qmamba.infer.cuda_graph import Captured  # noqa: E402
@@ -55,6 +54,7 @@ from qmamba.models.connectors import build_connector  # noqa: E402
 from qmamba.models.vision import hf_vision_config  # noqa: E402
 from qmamba.ops import local_attention, use_local_attention  # noqa: E402
 from qmamba.ops.runtime.timing import peak_gib, time_ms  # noqa: E402
+from qmamba.train.graphed_step import CapturedTrainStep  # noqa: E402
 
 PATHS = {"reference": "naive", "absorbed": "absorbed", "fused": "fused"}  # table row -> ops.local_attention algorithm
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from micro_assets_testkit import tiny_corpus, tiny_tokenizer
 
@@ -34,6 +35,8 @@ def test_pad_batch_pads_right_with_ignored_labels():
     ids, labels = pad_batch([([5, 6, 7], [IGNORE, 6, 7]), ([8], [8])])
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
     assert labels.tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+    ids, labels = pad_batch([([8], [8])], length=3)  # one shape for every batch (a graphed tuning)
+    assert ids.tolist() == [[8, 0, 0]] and labels.tolist() == [[8, IGNORE, IGNORE]]
 
 
 def test_reply_loss_is_the_mean_over_labelled_positions():
@@ -78,3 +81,23 @@ def test_length_grouped_batches_hold_similar_lengths_and_every_item_once():
         assert sum(len(b) for b in inside) == len(window)
     first_window = [next(w for w in range(0, 200, 40) if int(b[0]) in set(order[w:w + 40].tolist())) for b in batches]
     assert first_window != sorted(first_window), "the batches are shuffled across windows, not left in order"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_tuning_follows_the_eager_one_on_gpu(tmp_path_factory):
+    """Batches padded to one shape and replayed from a graph: the eager tuning's losses (padding changes only the
+    kernels' tiling, hence a tolerance) and the same final weights within it."""
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    runs = {}
+    for graph in (False, True):
+        torch.manual_seed(0)
+        model = MambaLM(dataclasses.replace(LLM_PRESETS["micro-mamba"](), vocab_size=len(tok)), device="cuda")
+        cfg = LMTrainConfig(sft_steps=10, sft_batch_size=8, sft_lr=3e-3, warmup_ratio=0.1, cuda_graph=graph)
+        log = instruct_lm(model, tok, _docs(tmp_path_factory), cfg, torch.device("cuda"), show_progress=False)
+        runs[graph] = (log.losses, [p.detach().float().cpu() for p in model.parameters()])
+    (eager, eager_w), (graphed, graphed_w) = runs[False], runs[True]
+    assert len(graphed) == 10 and sum(graphed[-3:]) < sum(graphed[:3])
+    assert graphed == pytest.approx(eager, rel=2e-2), (graphed, eager)
+    for a, b in zip(eager_w, graphed_w, strict=True):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3)

@@ -175,7 +175,7 @@ def test_cuda_graph_refuses_split_steps():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_graphed_pretraining_makes_the_eager_updates_on_gpu(tmp_path_factory):
-    """Warm-up steps, the captured step and its replays: the losses and final weights of the eager loop."""
+    """The captured step and its replays, the optimizer outside: the losses and final weights of the eager loop."""
     rows = _rows(tmp_path_factory)
     runs = {}
     for graph in (False, True):

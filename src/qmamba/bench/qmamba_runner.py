@@ -74,7 +74,7 @@ class QMambaRunner(LMRunner):
 
     def captured_train(self, loss_fn, params):
         """The training step as one CUDA graph (``CapturedTrainStep``); None off the GPU."""
-        from qmamba.bench.graphed_step import CapturedTrainStep
+        from qmamba.train.graphed_step import CapturedTrainStep
 
         if self.device.type != "cuda":
             return None

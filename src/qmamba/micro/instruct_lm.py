@@ -50,9 +50,10 @@ def reply_rows(tokens: PieceTokens, docs: list[Document], kinds, max_len: int) -
     return [labelled(tokens.pieces(d), max_len) for d in docs if d.kind in kinds and len(d.pieces) > 1]
 
 
-def pad_batch(rows: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (b, l) ids (pad 0) and labels (pad ``IGNORE``): a causal model never sees the pads."""
-    length = max(len(ids) for ids, _ in rows)
+def pad_batch(rows: list[tuple[list[int], list[int]]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (b, l) ids (pad 0) and labels (pad ``IGNORE``): a causal model never sees the pads. ``l``: the
+    longest row's length, or ``length`` (at least that)."""
+    length = length or max(len(ids) for ids, _ in rows)
     ids = torch.zeros(len(rows), length, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
     for r, (i, lab) in enumerate(rows):
@@ -90,9 +91,14 @@ def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.devic
 
     window = cfg.sft_length_window
     lengths = torch.tensor([len(ids) for ids, _ in rows]) if window else None
+    graphed = None
+    if cfg.cuda_graph and device.type == "cuda":  # one shape: every batch padded to the longest row
+        longest = max(len(ids) for ids, _ in rows)
+        graphed = (lambda idx: pad_batch([rows[int(i)] for i in idx], longest),
+                   lambda ids, labels: reply_loss(model, ids, labels))
     return fit(model, len(rows), cfg.sft_batch_size, cfg.sft_steps, cfg.seed + 1,
                (cfg.sft_lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "instruct LM",
-               show_progress, lengths=lengths, window=window)
+               show_progress, lengths=lengths, window=window, graphed=graphed)
 
 
 __all__ = ["IGNORE", "instruct_lm", "labelled", "pad_batch", "reply_labels", "reply_loss", "reply_rows"]

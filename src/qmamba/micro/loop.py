@@ -43,14 +43,9 @@ def autocast(device: torch.device):
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
-                   total_steps: int, warmup_ratio: float, capturable: bool = False):
-    """AdamW over qmamba's decay / no-decay groups and its warmup-cosine schedule. ``capturable``: a CUDA graph
-    may hold its step (``graphed_step``); the rate is then a device tensor the schedule rewrites in place."""
-    device = next(model.parameters()).device
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if capturable:
-        fused.update(capturable=True)
-        lr = torch.tensor(lr, dtype=torch.float32, device=device)
+                   total_steps: int, warmup_ratio: float):
+    """AdamW over qmamba's decay / no-decay groups and its warmup-cosine schedule."""
+    fused = {"fused": True} if next(model.parameters()).device.type == "cuda" else {}
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, **fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps, warmup_ratio))
     return opt, sched
@@ -145,6 +140,34 @@ def length_grouped(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, 
     return torch.cat([batches[int(i)] for i in torch.randperm(len(batches), generator=gen)])
 
 
+class GraphedBatches:
+    """``CapturedTrainStep`` fed batch by batch: ``inputs(idx)`` copied into the tensors the graph reads (made from
+    the first batch, which the graph is captured on), ``loss_fn(*tensors)`` under bf16 autocast without its weight
+    cache (capture needs that). Calling it with a batch leaves that batch's gradients and returns its loss."""
+
+    def __init__(self, model: nn.Module, inputs: Callable, loss_fn: Callable):
+        self.model, self.inputs, self.loss_fn = model, inputs, loss_fn
+        self.static: tuple[torch.Tensor, ...] | None = None
+        self.step = None
+
+    def _loss(self) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            return self.loss_fn(*self.static)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        from qmamba.train.graphed_step import CapturedTrainStep
+
+        device = next(self.model.parameters()).device
+        batch = self.inputs(idx)
+        if self.static is None:
+            self.static = tuple(t.to(device) for t in batch)
+            self.step = CapturedTrainStep(self._loss, list(self.model.parameters()))
+        else:
+            for static, new in zip(self.static, batch, strict=True):
+                static.copy_(new)
+        return self.step().clone()  # the graph rewrites its loss at the next replay
+
+
 def batch_order(n_items: int, batch_size: int, steps: int, seed: int, lengths: torch.Tensor | None = None,
                 window: int = 16) -> Iterator[torch.Tensor]:
     """``steps`` batches of ``batch_size`` indices into ``n_items`` items, reshuffled each epoch with a generator
@@ -168,23 +191,16 @@ def fit(model: nn.Module, n_items: int, batch_size: int, steps: int, seed: int, 
     calls backward and returns the loss (best a detached tensor: the losses are read every ``read_every`` steps,
     so the host does not wait for each step before queuing the next); ``opt_args`` = (lr, weight_decay, betas,
     warmup_ratio) of ``make_optimizer``. ``graphed`` = (inputs, loss_fn), for batches of one shape on a GPU:
-    ``inputs(idx)`` the batch's tensors, ``loss_fn(*tensors)`` its loss, the steps replayed from a CUDA graph
-    (``GraphedStep``) instead of ``backward``; the same updates."""
+    ``inputs(idx)`` the batch's tensors, ``loss_fn(*tensors)`` its loss; each step's forward and backward then
+    replay one CUDA graph (``CapturedTrainStep``) instead of ``backward``, the same updates."""
     lr, weight_decay, betas, warmup_ratio = opt_args
-    capturable = graphed is not None
-    opt, sched = make_optimizer(model, lr, weight_decay, betas, steps, warmup_ratio, capturable=capturable)
-    if capturable:
-        from qmamba.micro.graphed_step import GraphedStep
-
-        inputs, graph_step = graphed[0], GraphedStep(model, graphed[1], opt, sched, grad_clip)
+    opt, sched = make_optimizer(model, lr, weight_decay, betas, steps, warmup_ratio)
+    graph_step = GraphedBatches(model, *graphed) if graphed is not None else None
     log, bar = LossLog(), progress(steps, desc, show_progress)
     model.train()
     for idx in batch_order(n_items, batch_size, steps, seed, lengths, window):
-        if capturable:
-            loss = graph_step(*inputs(idx))
-        else:
-            loss = backward(idx)
-            optimizer_step(model, opt, sched, grad_clip)
+        loss = graph_step(idx) if graph_step is not None else backward(idx)
+        optimizer_step(model, opt, sched, grad_clip)
         log.add(loss)
         if len(log.pending) >= read_every:
             bar.set_postfix(loss=f"{log.recent(20):.3f}")

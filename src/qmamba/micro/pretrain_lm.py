@@ -51,8 +51,9 @@ class LMTrainConfig:
     eval_rows: int = 64  # held-out rows scored for the held-out loss
     eval_questions: int = 200  # held-out conversations per kind for the answer accuracy
     seed: int = 0
-    # on a GPU, the pretraining steps replayed from one CUDA graph (``graphed_step``; needs micro_batch_size 0 or
-    # batch_size): the same updates with the host's launches taken out (benchmarks/micro_lm_step.py times both)
+    # on a GPU, each step's forward and backward replayed from one CUDA graph per training (``loop.fit``; needs
+    # micro_batch_size 0 or batch_size): the same updates with the host's launches taken out
+    # (benchmarks/micro_lm_step.py times both); the tunings then pad every batch to their longest row, one shape
     cuda_graph: bool = False
     # Document kinds trained on: corpus.KINDS but "choice" by default. The multiple-choice drills are opt-in
     # because they take share from the existence drills (benchmarks/micro_lm_grounding.py measures both)

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from testing_utils import assert_close
 
 from qmamba import MambaLM
-from qmamba.bench.graphed_step import CapturedTrainStep
 from qmamba.models.mamba_lm import MambaLMConfig
+from qmamba.train.graphed_step import CapturedTrainStep
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -2,12 +2,13 @@
 
 A deep Mamba's training step on a short batch launches thousands of small kernels, and PyTorch's host
 work per launch can then set the pace while the GPU waits. ``CapturedTrainStep`` captures the step once
-and replays it, leaving only the kernels; ``qmamba bench`` uses it to time the step without host
-overhead. Its inputs are whatever tensors ``loss_fn`` reads: copy each new batch into them (same
-shapes). Every call leaves fresh gradients in the parameters' ``.grad`` (as a step after
-``zero_grad(set_to_none=True)``: written, not accumulated), in tensors of the graph's memory pool, where
-the captured activations also stay between steps. Without CUDA the step runs eagerly, with the same
-contract.
+and replays it, leaving only the kernels: ``qmamba bench`` times the step so without host overhead, and the
+micro trainings train so (``micro.loop.fit``; the optimizer's few launches stay outside the graph). Its
+inputs are whatever tensors ``loss_fn`` reads: copy each new batch into them (same shapes). Every call
+leaves fresh gradients in the parameters' ``.grad`` (as a step after ``zero_grad(set_to_none=True)``:
+written, not accumulated), in tensors of the graph's memory pool, where the captured activations also stay
+between steps. The warm-up passes before the capture leave no gradients behind. Without CUDA the step runs
+eagerly, with the same contract.
 """
 
 from __future__ import annotations
