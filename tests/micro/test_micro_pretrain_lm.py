@@ -11,12 +11,14 @@ from micro_assets_testkit import tiny_corpus, tiny_tokenizer
 
 from qmamba.errors import ConfigError, InputError
 from qmamba.micro.corpus import Document, PieceTokens, encode_document
+from qmamba.micro.instruct_lm import IGNORE
 from qmamba.micro.pretrain_lm import (
     LMTrainConfig,
     accuracy_by_type,
     answer_accuracy,
     answer_hits,
     pack,
+    pack_aligned,
     select_documents,
     split_documents,
     train_lm,
@@ -188,3 +190,28 @@ def test_graphed_pretraining_makes_the_eager_updates_on_gpu(tmp_path_factory):
     assert graph_losses == pytest.approx(eager_losses, rel=2e-3), (graph_losses, eager_losses)
     for a, b in zip(eager_w, graph_w, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+def test_aligned_rows_begin_at_a_document_and_pad_what_the_next_does_not_fit():
+    ids, labels = pack_aligned([[1, 2, 3], [4, 5, 6], [7], [8, 9, 10, 11, 12, 13], [14]], seq_len=5)
+    assert ids.tolist() == [[1, 2, 3, 0, 0], [4, 5, 6, 7, 0], [8, 9, 10, 11, 12], [14, 0, 0, 0, 0]]
+    P = IGNORE
+    assert labels.tolist() == [[1, 2, 3, P, P], [4, 5, 6, 7, P], [8, 9, 10, 11, 12], [14, P, P, P, P]]
+    with pytest.raises(InputError, match="no tokens"):
+        pack_aligned([[]], seq_len=4)
+
+
+def test_aligned_pretraining_learns_only_the_documents_tokens(tmp_path_factory):
+    """Padding carries no loss: rows padded with garbage train exactly as rows padded with zeros."""
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    docs = [d for d in tiny_corpus(tmp_path_factory) if d.kind == "chat"][:40]
+    ids, labels = pack_aligned([encode_document(tok, d) for d in docs], 96)
+    assert (labels == IGNORE).any() and (ids[labels == IGNORE] == 0).all()
+    garbage = torch.where(labels == IGNORE, torch.randint(1, len(tok), ids.shape), ids)
+    cfg = LMTrainConfig(steps=4, batch_size=4, micro_batch_size=2, seq_len=96)
+    runs = [train_lm(_model(tmp_path_factory), rows, cfg, torch.device("cpu"), False, labels).losses
+            for rows in (ids, garbage)]
+    # a causal model: what follows a document's last token never changes its losses
+    assert runs[0] == pytest.approx(runs[1], rel=1e-5)
+    with pytest.raises(ConfigError, match="packing='tight'"):
+        LMTrainConfig(packing="tight")

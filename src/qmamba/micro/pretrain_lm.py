@@ -27,7 +27,7 @@ import torch
 
 from qmamba.errors import ConfigError, InputError
 from qmamba.micro.corpus import KINDS, Document, PieceTokens
-from qmamba.micro.instruct_lm import instruct_lm, reply_loss
+from qmamba.micro.instruct_lm import IGNORE, instruct_lm, reply_loss
 from qmamba.micro.loop import LossLog, autocast, fit, pick_device, seed_everything
 from qmamba.micro.tokenizer import save_tokenizer
 from qmamba.models.mamba_lm import MambaLM
@@ -55,6 +55,11 @@ class LMTrainConfig:
     # micro_batch_size 0 or batch_size): the same updates with the host's launches taken out
     # (benchmarks/micro_lm_step.py times both); the tunings then pad every batch to their longest row, one shape
     cuda_graph: bool = False
+    # how documents become pretraining rows: "stream" cuts their concatenation every seq_len tokens (a row may
+    # begin mid-document, so a reply can be trained without the scene it answers from: 38% of the small world's
+    # grounded and existence reply tokens at seq_len 512); "aligned" begins every row at a document's start and
+    # pads the rest of a row that the next document does not fit (a document longer than a row keeps its start)
+    packing: str = "stream"
     # Document kinds trained on: corpus.KINDS but "choice" by default. The multiple-choice drills are opt-in
     # because they take share from the existence drills (benchmarks/micro_lm_grounding.py measures both)
     kinds: tuple[str, ...] = tuple(k for k in KINDS if k != "choice")
@@ -83,6 +88,8 @@ class LMTrainConfig:
         if self.cuda_graph and self.micro_batch_size not in (0, self.batch_size):
             raise ConfigError(f"LM pretraining: cuda_graph replays whole steps; micro_batch_size="
                               f"{self.micro_batch_size} splits them (use 0, or cuda_graph false)")
+        if self.packing not in ("stream", "aligned"):
+            raise ConfigError(f"LM pretraining: packing={self.packing!r}; expected 'stream' or 'aligned'")
         if not 0 < self.heldout_fraction < 1:
             raise ConfigError(f"LM pretraining: heldout_fraction={self.heldout_fraction}; expected 0 < f < 1")
         for name in ("kinds", "sft_kinds", "choice_sft_kinds"):
@@ -120,25 +127,52 @@ def pack(token_lists, seq_len: int, what: str = "text") -> torch.Tensor:
     return torch.from_numpy(flat[: n * seq_len].reshape(n, seq_len))  # (n, seq_len)
 
 
+def pack_aligned(token_lists, seq_len: int, what: str = "text") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (n, seq_len) that each begin at a document's start, and their labels: the documents in order, a new
+    row whenever the next one does not fit in what is left of the current row, whose rest is padded (id 0, label
+    ``IGNORE``); a document longer than a row keeps its first ``seq_len`` tokens."""
+    rows: list[np.ndarray] = []
+    row: list[np.ndarray] = []
+    used = 0
+    for ids in token_lists:
+        ids = np.asarray(ids, dtype=np.int64)[:seq_len]
+        if used + len(ids) > seq_len:
+            rows.append(np.concatenate(row))
+            row, used = [], 0
+        if len(ids):
+            row.append(ids)
+            used += len(ids)
+    if row:
+        rows.append(np.concatenate(row))
+    if not rows:
+        raise InputError(f"the {what} has no tokens to pack into rows of seq_len={seq_len}")
+    ids = torch.zeros(len(rows), seq_len, dtype=torch.long)
+    labels = torch.full((len(rows), seq_len), IGNORE, dtype=torch.long)
+    for r, tokens in enumerate(rows):
+        ids[r, :len(tokens)] = labels[r, :len(tokens)] = torch.from_numpy(tokens)
+    return ids, labels
+
+
 # ------------------------------------------------------------------------------------------- train
 def train_lm(model: MambaLM, rows: torch.Tensor, cfg: LMTrainConfig, device: torch.device,
-             show_progress: bool = True) -> LossLog:
-    """``cfg.steps`` optimizer steps over shuffled ``rows`` (reshuffled each epoch); returns the losses."""
+             show_progress: bool = True, labels: torch.Tensor | None = None) -> LossLog:
+    """``cfg.steps`` optimizer steps over shuffled ``rows`` (reshuffled each epoch); returns the losses.
+    ``labels`` (n, seq_len): the rows' targets where some are ``IGNORE`` (padding); None: every token."""
     micro = cfg.micro_batch_size or cfg.batch_size
+    labels = rows if labels is None else labels
 
     def backward(idx: torch.Tensor) -> torch.Tensor:
-        batch, total = rows[idx], 0.0  # (batch, seq_len)
-        for part in batch.split(micro):
-            ids = part.to(device)
-            with autocast(device):  # reply_loss with every position labelled: the mean next-token loss, on the
-                loss = reply_loss(model, ids, ids) * (len(part) / len(batch))  # device (no token count read back)
+        total = 0.0
+        for part, part_labels in zip(rows[idx].split(micro), labels[idx].split(micro), strict=True):
+            with autocast(device):  # the mean next-token loss over the labelled positions, on the device
+                loss = reply_loss(model, part.to(device), part_labels.to(device)) * (len(part) / len(idx))
             loss.backward()
             total = total + loss.detach()
         return total
 
     graphed = None
     if cfg.cuda_graph and device.type == "cuda" and micro == cfg.batch_size:
-        graphed = (lambda idx: (rows[idx],), lambda ids: reply_loss(model, ids, ids))
+        graphed = (lambda idx: (rows[idx], labels[idx]), lambda ids, targets: reply_loss(model, ids, targets))
     return fit(model, len(rows), cfg.batch_size, cfg.steps, cfg.seed,
                (cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "pretrain LM",
                show_progress, graphed=graphed)
@@ -209,7 +243,12 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     phases.done("split", f"{len(all_train)} training and {len(held_docs)} held-out documents")
     tokens = PieceTokens(tokenizer, docs)  # every distinct piece once: pretraining, tunings and accuracies share it
     phases.done("tokenize", f"{len(docs)} documents, {len(tokens.ids)} distinct pieces")
-    train_rows = pack([tokens.document(d) for d in train_docs], cfg.seq_len, "training text")
+    train_text = [tokens.document(d) for d in train_docs]
+    train_labels = None
+    if cfg.packing == "aligned":
+        train_rows, train_labels = pack_aligned(train_text, cfg.seq_len, "training text")
+    else:
+        train_rows = pack(train_text, cfg.seq_len, "training text")
     held_text = [tokens.document(d) for d in select_documents(held_docs, cfg.kinds)]
     held_rows = pack(held_text, cfg.seq_len, "held-out text")
     held_rows = held_rows[: cfg.eval_rows]
@@ -218,7 +257,7 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     model = MambaLM(config, device=device)
     before = heldout_loss(model, held_rows, device)
     phases.done("model", "built, held-out loss before training")
-    log = train_lm(model, train_rows, cfg, device, show_progress)
+    log = train_lm(model, train_rows, cfg, device, show_progress, train_labels)
     phases.done("pretrain", f"{cfg.steps} steps")
     sft = instruct_lm(model, tokenizer, train_docs, cfg, device, show_progress, tokens)
     phases.done("sft", f"{cfg.sft_steps} steps")
@@ -228,7 +267,8 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     phases.done("choice_sft", f"{cfg.choice_sft_steps} steps")
     result = {"config": asdict(cfg), "device": str(device), "vocab_size": config.vocab_size,
               "parameters": model.num_parameters(), "train_rows": len(train_rows),
-              "train_tokens": int(train_rows.numel()), "heldout_rows": len(held_rows),
+              "train_tokens": int(train_rows.numel() if train_labels is None else (train_labels != IGNORE).sum()),
+              "heldout_rows": len(held_rows),
               "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len, "first_losses": log.losses[:5],
               "loss_curve": log.losses[:: max(1, cfg.steps // 20)], "train_loss": log.recent(50),
               "heldout_loss_before": before, "heldout_loss": heldout_loss(model, held_rows, device),
