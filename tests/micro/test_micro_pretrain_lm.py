@@ -192,11 +192,17 @@ def test_graphed_pretraining_makes_the_eager_updates_on_gpu(tmp_path_factory):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
 
 
-def test_aligned_rows_begin_at_a_document_and_pad_what_the_next_does_not_fit():
-    ids, labels = pack_aligned([[1, 2, 3], [4, 5, 6], [7], [8, 9, 10, 11, 12, 13], [14]], seq_len=5)
-    assert ids.tolist() == [[1, 2, 3, 0, 0], [4, 5, 6, 7, 0], [8, 9, 10, 11, 12], [14, 0, 0, 0, 0]]
+def test_aligned_rows_hold_whole_documents_packed_best_fit():
+    docs = [[1, 2, 3], [4, 5, 6, 7], [8], [9, 10, 11, 12, 13, 14], [15, 16]]
+    ids, labels = pack_aligned(docs, seq_len=5)
+    # longest first: [9..13] (cut to a row) fills row 0; [4..7] opens row 1, which [8] then fills;
+    # [1, 2, 3] opens row 2, which [15, 16] fills
+    assert ids.tolist() == [[9, 10, 11, 12, 13], [4, 5, 6, 7, 8], [1, 2, 3, 15, 16]]
+    assert torch.equal(labels, ids)
+    ids, labels = pack_aligned([[1, 2, 3], [4, 5, 6]], seq_len=5)
     P = IGNORE
-    assert labels.tolist() == [[1, 2, 3, P, P], [4, 5, 6, 7, P], [8, 9, 10, 11, 12], [14, P, P, P, P]]
+    assert ids.tolist() == [[1, 2, 3, 0, 0], [4, 5, 6, 0, 0]]
+    assert labels.tolist() == [[1, 2, 3, P, P], [4, 5, 6, P, P]]
     with pytest.raises(InputError, match="no tokens"):
         pack_aligned([[]], seq_len=4)
 

@@ -17,6 +17,7 @@ Written to ``out_dir``: config.json + model.safetensors (mamba_ssm format) + the
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import time
@@ -57,8 +58,8 @@ class LMTrainConfig:
     cuda_graph: bool = False
     # how documents become pretraining rows: "stream" cuts their concatenation every seq_len tokens (a row may
     # begin mid-document, so a reply can be trained without the scene it answers from: 38% of the small world's
-    # grounded and existence reply tokens at seq_len 512); "aligned" begins every row at a document's start and
-    # pads the rest of a row that the next document does not fit (a document longer than a row keeps its start)
+    # grounded and existence reply tokens at seq_len 512); "aligned" begins every row at a document's start:
+    # whole documents packed best-fit into rows, the rest padded (a document longer than a row keeps its start)
     packing: str = "stream"
     # Document kinds trained on: corpus.KINDS but "choice" by default. The multiple-choice drills are opt-in
     # because they take share from the existence drills (benchmarks/micro_lm_grounding.py measures both)
@@ -128,28 +129,34 @@ def pack(token_lists, seq_len: int, what: str = "text") -> torch.Tensor:
 
 
 def pack_aligned(token_lists, seq_len: int, what: str = "text") -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows (n, seq_len) that each begin at a document's start, and their labels: the documents in order, a new
-    row whenever the next one does not fit in what is left of the current row, whose rest is padded (id 0, label
-    ``IGNORE``); a document longer than a row keeps its first ``seq_len`` tokens."""
-    rows: list[np.ndarray] = []
-    row: list[np.ndarray] = []
-    used = 0
-    for ids in token_lists:
-        ids = np.asarray(ids, dtype=np.int64)[:seq_len]
-        if used + len(ids) > seq_len:
-            rows.append(np.concatenate(row))
-            row, used = [], 0
-        if len(ids):
-            row.append(ids)
-            used += len(ids)
-    if row:
-        rows.append(np.concatenate(row))
+    """Rows (n, seq_len) that each begin at a document's start, and their labels: whole documents packed best-fit
+    decreasing (longest first, each into the row it leaves least room in, a new row when none has room), the rest
+    of a row padded (id 0, label ``IGNORE``); a document longer than a row keeps its first ``seq_len`` tokens.
+    Deterministic: ties keep the documents' order."""
+    docs = [np.asarray(ids, dtype=np.int64)[:seq_len] for ids in token_lists]
+    rows: list[list[np.ndarray]] = []
+    room: list[tuple[int, int]] = []  # (space left, row), sorted
+    for i in sorted(range(len(docs)), key=lambda i: -len(docs[i])):
+        n = len(docs[i])
+        if n == 0:
+            continue
+        k = bisect.bisect_left(room, (n, -1))
+        if k == len(room):
+            rows.append([docs[i]])
+            left, row = seq_len - n, len(rows) - 1
+        else:
+            left, row = room.pop(k)
+            rows[row].append(docs[i])
+            left -= n
+        if left:
+            bisect.insort(room, (left, row))
     if not rows:
         raise InputError(f"the {what} has no tokens to pack into rows of seq_len={seq_len}")
     ids = torch.zeros(len(rows), seq_len, dtype=torch.long)
     labels = torch.full((len(rows), seq_len), IGNORE, dtype=torch.long)
-    for r, tokens in enumerate(rows):
-        ids[r, :len(tokens)] = labels[r, :len(tokens)] = torch.from_numpy(tokens)
+    for r, parts in enumerate(rows):
+        tokens = torch.from_numpy(np.concatenate(parts))
+        ids[r, :len(tokens)] = labels[r, :len(tokens)] = tokens
     return ids, labels
 
 
