@@ -6,6 +6,8 @@
 # build_bg starts it in its own process session (it outlives the call) and wait_build waits for it (BUILD_WAIT_S).
 # bench: `qmamba bench --only vqa --presets all` (full-size random weights: each system's time per answer) into
 # runs/bench_vqa.json and $OUT, once: replicate puts its times beside Table 1 (a later machine takes the file carried).
+# lm_graph: the GPU tests of the graphed micro training steps, then benchmarks/micro_lm_step.py (eager against
+# graphed); exits non-zero when a test fails (`lm_graph && G=true` picks the recipes' cuda_graph).
 # lm_sweep_bg: benchmarks/micro_lm_sweep.py --out runs/lm-sweep "$LM_SWEEP" (JSON {name: {LMTrainConfig field: value,
 # "lm": {shape fields}, "world": {world settings}}})
 # in its own process session; lm_sweep: its table so far and its log's tail (a later call; finished recipes are kept).
@@ -40,6 +42,9 @@ for step in ${*:-build replicate}; do
                 show_build; cp runs/build.log "$OUT/" ;;
     tests) OUT=$OUT TESTS_S=${TESTS_S:-360} bash benchmarks/gpu_all.sh tests > "$OUT/tests_wrap.log" 2>&1
            grep -E "passed|failed|FAILED|ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
+    lm_graph) python3 -m pytest -q -m gpu tests/micro tests/train/test_graphed_step.py -p no:cacheprovider \
+                > "$OUT/lm_graph_tests.log" 2>&1; rc=$?; tail -3 "$OUT/lm_graph_tests.log"
+              python3 benchmarks/micro_lm_step.py --out "$OUT" 2>&1 | tail -8; [ $rc = 0 ] || exit $rc ;;
     lm_sweep_bg) setsid nohup python3 benchmarks/micro_lm_sweep.py --out runs/lm-sweep --jobs "${LM_SWEEP_JOBS:-4}" \
                    "${LM_SWEEP:?set LM_SWEEP to a JSON object of recipes}" > runs/lm_sweep.log 2>&1 < /dev/null & ;;
     lm_sweep) tail -5 runs/lm_sweep.log; python3 benchmarks/micro_lm_sweep.py --out runs/lm-sweep --report \
