@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from micro_assets_testkit import tiny_corpus, tiny_tokenizer
 
+from qmamba.errors import ConfigError
 from qmamba.micro.corpus import encode_document
-from qmamba.micro.instruct_lm import IGNORE, instruct_lm, pad_batch, reply_labels, reply_loss
+from qmamba.micro.instruct_lm import IGNORE, instruct_lm, labelled, pad_batch, reply_labels, reply_loss
 from qmamba.micro.pretrain_lm import LMTrainConfig
 from qmamba.models.mamba_lm import MambaLM
 from qmamba.models.presets import LLM_PRESETS
@@ -50,6 +52,26 @@ def test_reply_loss_is_the_mean_over_labelled_positions():
     torch.testing.assert_close(reply_loss(model, ids, labels), expected)
 
 
+def test_per_reply_weights_make_every_reply_weigh_the_same():
+    pieces = [np.array([1, 2]), np.array([3]), np.array([4]), np.array([5, 6, 7, 8])]  # user, reply, user, reply
+    ids, labels, weights = labelled(pieces, max_len=100, per_reply=True)
+    assert ids.tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert labels.tolist() == [IGNORE, IGNORE, 3, IGNORE, 5, 6, 7, 8]
+    assert weights.tolist() == [0, 0, 1, 0, 0.25, 0.25, 0.25, 0.25]
+    ids, labels, weights = pad_batch([(ids, labels, weights)], length=10)
+    assert weights[0, 8:].tolist() == [0, 0] and labels[0, 8:].tolist() == [IGNORE, IGNORE]
+    torch.manual_seed(0)
+    model = MambaLM(dataclasses.replace(LLM_PRESETS["micro-mamba"](), vocab_size=32, n_layer=1, d_model=16))
+    logp = model(ids).logits.float().log_softmax(-1)
+    one = -logp[0, 1, 3]  # the one-token reply
+    four = -sum(logp[0, t - 1, ids[0, t]] for t in range(4, 8)) / 4  # the four-token reply's mean
+    torch.testing.assert_close(reply_loss(model, ids, labels, weights), (one + four) / 2)
+    per_token = -(logp[0, 1, 3] + sum(logp[0, t - 1, ids[0, t]] for t in range(4, 8))) / 5
+    torch.testing.assert_close(reply_loss(model, ids, labels), per_token)
+    with pytest.raises(ConfigError, match="sft_weighting='answer'"):
+        LMTrainConfig(sft_weighting="answer")
+
+
 def test_the_reply_loss_goes_down(tmp_path_factory):
     tok, _ = tiny_tokenizer(tmp_path_factory)
     torch.manual_seed(0)
@@ -61,6 +83,9 @@ def test_the_reply_loss_goes_down(tmp_path_factory):
     assert last < 0.5 * first, f"reply loss {first:.3f} -> {last:.3f}"
     empty = instruct_lm(model, tok, _docs(tmp_path_factory, "caption"), cfg, torch.device("cpu"), show_progress=False)
     assert empty.losses == []  # captions have no replies
+    cfg = dataclasses.replace(cfg, sft_weighting="reply")
+    log = instruct_lm(model, tok, _docs(tmp_path_factory), cfg, torch.device("cpu"), show_progress=False)
+    assert len(log.losses) == 25 and all(np.isfinite(log.losses))
 
 
 def test_length_grouped_batches_hold_similar_lengths_and_every_item_once():

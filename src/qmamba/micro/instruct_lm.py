@@ -38,33 +38,48 @@ def reply_labels(tokenizer, doc: Document, max_len: int) -> tuple[list[int], lis
     return ids[:max_len], labels[:max_len]
 
 
-def labelled(pieces: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """``reply_labels`` from the token arrays of a document's pieces (``PieceTokens.pieces``): (ids, labels)."""
+def labelled(pieces: list[np.ndarray], max_len: int, per_reply: bool = False) -> tuple[np.ndarray, ...]:
+    """``reply_labels`` from the token arrays of a document's pieces (``PieceTokens.pieces``): (ids, labels);
+    with ``per_reply`` also each position's weight, 1 / (its reply's length) on reply tokens, else 0, so that
+    every reply weighs the same in ``reply_loss`` whatever its length."""
     ids = np.concatenate(pieces)
     labels = np.concatenate([p if i % 2 else np.full(len(p), IGNORE, dtype=p.dtype) for i, p in enumerate(pieces)])
-    return ids[:max_len], labels[:max_len]
+    if not per_reply:
+        return ids[:max_len], labels[:max_len]
+    weights = np.concatenate([np.full(len(p), 1.0 / len(p) if i % 2 else 0.0, dtype=np.float32)
+                              for i, p in enumerate(pieces)])
+    return ids[:max_len], labels[:max_len], weights[:max_len]
 
 
-def reply_rows(tokens: PieceTokens, docs: list[Document], kinds, max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def reply_rows(tokens: PieceTokens, docs: list[Document], kinds, max_len: int,
+               per_reply: bool = False) -> list[tuple[np.ndarray, ...]]:
     """The tuning rows of the documents of ``kinds`` that hold a reply: ``labelled`` of each."""
-    return [labelled(tokens.pieces(d), max_len) for d in docs if d.kind in kinds and len(d.pieces) > 1]
+    return [labelled(tokens.pieces(d), max_len, per_reply) for d in docs if d.kind in kinds and len(d.pieces) > 1]
 
 
-def pad_batch(rows: list[tuple[list[int], list[int]]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (b, l) ids (pad 0) and labels (pad ``IGNORE``): a causal model never sees the pads. ``l``: the
-    longest row's length, or ``length`` (at least that)."""
-    length = length or max(len(ids) for ids, _ in rows)
+def pad_batch(rows: list[tuple], length: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Right-padded (b, l) ids (pad 0) and labels (pad ``IGNORE``), and the weights when the rows have them (pad
+    0): a causal model never sees the pads. ``l``: the longest row's length, or ``length`` (at least that)."""
+    length = length or max(len(row[0]) for row in rows)
     ids = torch.zeros(len(rows), length, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
-    for r, (i, lab) in enumerate(rows):
-        ids[r, :len(i)], labels[r, :len(lab)] = torch.as_tensor(i), torch.as_tensor(lab)
-    return ids, labels
+    out = [ids, labels] + ([torch.zeros(len(rows), length)] if len(rows[0]) > 2 else [])
+    for r, row in enumerate(rows):
+        for tensor, values in zip(out, row, strict=True):
+            tensor[r, :len(values)] = torch.as_tensor(values)
+    return tuple(out)
 
 
-def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labelled (reply) positions."""
+def reply_loss(model, ids: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (reply) positions; with ``weights`` (b, l), the
+    weighted mean (``labelled(..., per_reply=True)``: the mean over replies of each reply's mean)."""
     logits = model(ids).logits[:, :-1]  # (b, l-1, v)
-    return F.cross_entropy(logits.float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    if weights is None:
+        return F.cross_entropy(logits.float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    losses = F.cross_entropy(logits.float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE,
+                             reduction="none")  # (b (l-1),): 0 where ignored
+    w = weights[:, 1:].flatten()
+    return (losses * w).sum() / w.sum().clamp_min(1e-6)
 
 
 def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.device,
@@ -76,26 +91,26 @@ def instruct_lm(model, tokenizer, docs: list[Document], cfg, device: torch.devic
     start = time.perf_counter()
     if tokens is None:
         tokens = PieceTokens(tokenizer, [d for d in docs if d.kind in cfg.sft_kinds])
-    rows = reply_rows(tokens, docs, cfg.sft_kinds, cfg.sft_max_len)
+    rows = reply_rows(tokens, docs, cfg.sft_kinds, cfg.sft_max_len, cfg.sft_weighting == "reply")
     logging.getLogger("qmamba").info("instruct LM: %d rows of %s in %.1f s", len(rows), "/".join(cfg.sft_kinds),
                                      time.perf_counter() - start)
     if not rows:
         return LossLog()
 
     def backward(idx: torch.Tensor) -> torch.Tensor:
-        ids, labels = pad_batch([rows[int(i)] for i in idx])
+        batch = [t.to(device) for t in pad_batch([rows[int(i)] for i in idx])]
         with autocast(device):
-            loss = reply_loss(model, ids.to(device), labels.to(device))
+            loss = reply_loss(model, *batch)
         loss.backward()
         return loss.detach()
 
     window = cfg.sft_length_window
-    lengths = torch.tensor([len(ids) for ids, _ in rows]) if window else None
+    lengths = torch.tensor([len(row[0]) for row in rows]) if window else None
     graphed = None
     if cfg.cuda_graph and device.type == "cuda":  # one shape: every batch padded to the longest row
-        longest = max(len(ids) for ids, _ in rows)
+        longest = max(len(row[0]) for row in rows)
         graphed = (lambda idx: pad_batch([rows[int(i)] for i in idx], longest),
-                   lambda ids, labels: reply_loss(model, ids, labels))
+                   lambda *batch: reply_loss(model, *batch))
     return fit(model, len(rows), cfg.sft_batch_size, cfg.sft_steps, cfg.seed + 1,
                (cfg.sft_lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "instruct LM",
                show_progress, lengths=lengths, window=window, graphed=graphed)

@@ -72,6 +72,9 @@ class LMTrainConfig:
     # 0: batches drawn at random; N: rows of similar length batched together within windows of N batches (fewer
     # padding tokens per step; the first small build's tuning batches were 68% tokens)
     sft_length_window: int = 0
+    # "token": the tuning loss is the mean over reply tokens, so a 60-token caption weighs 30 times a "yes";
+    # "reply": the mean over replies of each reply's mean, every answer weighing the same
+    sft_weighting: str = "token"
     sft_kinds: tuple[str, ...] = ("grounded", "exist")
     # then a second, shorter tuning from the tuned LM that adds the multiple-choice drills: after the first
     # tuning they add the multiple-choice skill without costing the existence one (benchmarks/micro_lm_grounding.py)
@@ -89,6 +92,8 @@ class LMTrainConfig:
         if self.cuda_graph and self.micro_batch_size not in (0, self.batch_size):
             raise ConfigError(f"LM pretraining: cuda_graph replays whole steps; micro_batch_size="
                               f"{self.micro_batch_size} splits them (use 0, or cuda_graph false)")
+        if self.sft_weighting not in ("token", "reply"):
+            raise ConfigError(f"LM tuning: sft_weighting={self.sft_weighting!r}; expected 'token' or 'reply'")
         if self.packing not in ("stream", "aligned"):
             raise ConfigError(f"LM pretraining: packing={self.packing!r}; expected 'stream' or 'aligned'")
         if not 0 < self.heldout_fraction < 1:
