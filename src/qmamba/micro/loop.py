@@ -1,5 +1,6 @@
 """What the micro training loops share: seeding, device and autocast, the optimizer and its schedule,
-progress bars, a loss log, and ``fit``, the loop itself (shuffled batches -> loss -> step).
+progress bars, a loss log read back every few steps, the batch order, and ``fit``, the loop itself (shuffled
+batches -> loss -> step), whose forward and backward may replay a CUDA graph (``GraphedBatches``).
 
 The optimizer is AdamW with qmamba's parameter groups (no weight decay on norms, biases and the SSM's
 ``A_log``/``D``) and qmamba's schedule: linear warmup, then cosine decay to zero.
