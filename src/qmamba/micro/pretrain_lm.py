@@ -57,9 +57,9 @@ class LMTrainConfig:
     # (benchmarks/micro_lm_step.py times both); the tunings then pad every batch to their longest row, one shape
     cuda_graph: bool = False
     # how documents become pretraining rows: "stream" cuts their concatenation every seq_len tokens (a row may
-    # begin mid-document, so a reply can be trained without the scene it answers from: 38% of the small world's
-    # grounded and existence reply tokens at seq_len 512); "aligned" begins every row at a document's start:
-    # whole documents packed best-fit into rows, the rest padded (a document longer than a row keeps its start)
+    # begin mid-document, so a reply can be trained without the scene it answers from); "aligned" begins every
+    # row at a document's start: whole documents packed best-fit into rows, the rest padded (a document longer
+    # than a row keeps its start). benchmarks/micro_lm_rows.py measures both on a size's world
     packing: str = "stream"
     # Document kinds trained on: corpus.KINDS but "choice" by default. The multiple-choice drills are opt-in
     # because they take share from the existence drills (benchmarks/micro_lm_grounding.py measures both)
@@ -72,8 +72,9 @@ class LMTrainConfig:
     # 0: batches drawn at random; N: rows of similar length batched together within windows of N batches (fewer
     # padding tokens per step; the first small build's tuning batches were 68% tokens)
     sft_length_window: int = 0
-    # "token": the tuning loss is the mean over reply tokens, so a 60-token caption weighs 30 times a "yes";
-    # "reply": the mean over replies of each reply's mean, every answer weighing the same
+    # "token": the tuning loss is the mean over reply tokens, so a caption weighs as many one-word answers as it
+    # has tokens; "reply": the mean over replies of each reply's mean, every answer weighing the same (the share
+    # of reply tokens in long replies: benchmarks/micro_lm_rows.py)
     sft_weighting: str = "token"
     sft_kinds: tuple[str, ...] = ("grounded", "exist")
     # then a second, shorter tuning from the tuned LM that adds the multiple-choice drills: after the first
