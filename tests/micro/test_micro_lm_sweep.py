@@ -60,3 +60,29 @@ def test_an_unknown_setting_is_refused_before_anything_is_drawn(tmp_path, recipe
     with pytest.raises(ConfigError, match=f"recipe 'bad'.*{named}"):
         sweep(tmp_path / "sweep", {"bad": recipe}, SHRUNK, seed=0, jobs=1, device="cpu")
     assert not (tmp_path / "sweep").exists()
+
+
+def crowded_then_fine(out, name, overrides, size, seed, device):
+    """A stand-in for ``train_recipe`` (run in the sweep's processes): "tight" runs out of GPU memory the first
+    time, "broken" fails for another reason, the others succeed."""
+    marker = out / f"{name}.tried"
+    first = not marker.exists()
+    with marker.open("a") as f:
+        f.write("x")  # one mark per try
+    if name == "broken":
+        raise ValueError("a bug, not memory")
+    if name == "tight" and first:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 50.00 MiB")
+    return {"seconds": 0.0}
+
+
+def test_a_recipe_out_of_memory_beside_the_others_is_tried_again_alone(tmp_path, monkeypatch):
+    import qmamba.micro.sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "prepare", lambda *a, **k: None)  # no world needed by the stand-in
+    out = tmp_path / "sweep"
+    out.mkdir()
+    failed = sweep(out, {"tight": {}, "broken": {}, "fine": {}}, SHRUNK, jobs=3, train=crowded_then_fine)
+    assert failed == ["broken"]  # tried once: only memory is worth a second try
+    tries = {p.stem: len(p.read_text()) for p in out.glob("*.tried")}
+    assert tries == {"tight": 2, "broken": 1, "fine": 1}

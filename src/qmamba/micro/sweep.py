@@ -33,9 +33,11 @@ log = logging.getLogger("qmamba")
 
 
 def sweep(out: str | Path, recipes: dict[str, dict], size: MicroSize, seed: int = 0, jobs: int = 4,
-          device: str | None = None) -> list[str]:
+          device: str | None = None, train=None) -> list[str]:
     """Train and score every recipe of ``recipes`` ({name: LMTrainConfig overrides}) without a result in ``out``,
-    ``jobs`` processes at once; returns the names that failed (each logged with its error; the others go on)."""
+    ``jobs`` processes at once; returns the names that failed (each logged with its error; the others go on).
+    A recipe that ran out of GPU memory beside the others is tried once more at the end, alone. ``train``: the
+    function each process runs (``train_recipe``; tests pass another)."""
     out = Path(out)
     check_recipes(recipes, size)
     todo = {n: o for n, o in recipes.items() if not (out / n / "result.json").is_file()}
@@ -44,15 +46,28 @@ def sweep(out: str | Path, recipes: dict[str, dict], size: MicroSize, seed: int 
     for world in {json.dumps(o.get("world", {}), sort_keys=True) for o in todo.values()}:
         prepare(out, size, seed, json.loads(world))
     log.info("lm sweep: %d recipe(s), %d at a time", len(todo), jobs)
-    failed = []
+    train = train or train_recipe
+    failed = _run(train, out, todo, size, seed, jobs, device)
+    crowded = {n: todo[n] for n, error in failed.items() if "out of memory" in error.lower()}
+    if crowded:
+        log.info("lm sweep: %s ran out of GPU memory beside the others; again, one at a time", ", ".join(crowded))
+        again = _run(train, out, crowded, size, seed, 1, device)
+        failed = {n: e for n, e in failed.items() if n not in crowded} | again
+    return sorted(failed)
+
+
+def _run(train, out: Path, todo: dict[str, dict], size: MicroSize, seed: int, jobs: int,
+         device: str | None) -> dict[str, str]:
+    """``train`` for every recipe of ``todo`` in ``jobs`` spawned processes; returns {failed name: its error}."""
+    failed = {}
     with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(train_recipe, out, n, o, size, seed, device): n for n, o in todo.items()}
+        futures = {pool.submit(train, out, n, o, size, seed, device): n for n, o in todo.items()}
         for future in as_completed(futures):
             try:
                 log.info("lm sweep: %s done in %.0f s", futures[future], future.result()["seconds"])
             except Exception as e:
                 log.error("lm sweep: %s failed: %s", futures[future], e)
-                failed.append(futures[future])
+                failed[futures[future]] = str(e)
     return failed
 
 
