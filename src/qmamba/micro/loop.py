@@ -156,11 +156,11 @@ class GraphedBatches:
             return self.loss_fn(*self.static)
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        from qmamba.train.graphed_step import CapturedTrainStep
-
-        device = next(self.model.parameters()).device
         batch = self.inputs(idx)
         if self.static is None:
+            from qmamba.train.graphed_step import CapturedTrainStep
+
+            device = next(self.model.parameters()).device
             self.static = tuple(t.to(device) for t in batch)
             self.step = CapturedTrainStep(self._loss, list(self.model.parameters()))
         else:

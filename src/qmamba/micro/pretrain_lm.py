@@ -172,20 +172,24 @@ def train_lm(model: MambaLM, rows: torch.Tensor, cfg: LMTrainConfig, device: tor
     """``cfg.steps`` optimizer steps over shuffled ``rows`` (reshuffled each epoch); returns the losses.
     ``labels`` (n, seq_len): the rows' targets where some are ``IGNORE`` (padding); None: every token."""
     micro = cfg.micro_batch_size or cfg.batch_size
-    labels = rows if labels is None else labels
+
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (ids,) or (ids, labels)
+        return (rows[idx],) if labels is None else (rows[idx], labels[idx])
+
+    def loss_of(ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        # the mean next-token loss over the labelled positions, computed on the device
+        return reply_loss(model, ids, ids if targets is None else targets)
 
     def backward(idx: torch.Tensor) -> torch.Tensor:
         total = 0.0
-        for part, part_labels in zip(rows[idx].split(micro), labels[idx].split(micro), strict=True):
-            with autocast(device):  # the mean next-token loss over the labelled positions, on the device
-                loss = reply_loss(model, part.to(device), part_labels.to(device)) * (len(part) / len(idx))
+        for part in zip(*(t.split(micro) for t in batch(idx)), strict=True):
+            with autocast(device):
+                loss = loss_of(*(t.to(device) for t in part)) * (len(part[0]) / len(idx))
             loss.backward()
             total = total + loss.detach()
         return total
 
-    graphed = None
-    if cfg.cuda_graph and device.type == "cuda" and micro == cfg.batch_size:
-        graphed = (lambda idx: (rows[idx], labels[idx]), lambda ids, targets: reply_loss(model, ids, targets))
+    graphed = (batch, loss_of) if cfg.cuda_graph and device.type == "cuda" and micro == cfg.batch_size else None
     return fit(model, len(rows), cfg.batch_size, cfg.steps, cfg.seed,
                (cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_ratio), cfg.grad_clip, backward, "pretrain LM",
                show_progress, graphed=graphed)
