@@ -55,7 +55,8 @@ def test_a_recipe_with_its_own_lm_shape_and_world(tmp_path):
 
 @pytest.mark.parametrize("recipe, named", [({"sft_stepz": 1}, "'sft_stepz'"), ({"lm": {"d_stat": 8}}, "'d_stat'"),
                                            ({"world": {"max_object": 3}}, "'max_object'"),
-                                           ({"lm": {"ssm_cfg": {"layer": "Mamba3"}}}, "Mamba3")])
+                                           ({"lm": {"ssm_cfg": {"layer": "Mamba3"}}}, "Mamba3"),
+                                           ({"packing": "tight"}, "packing='tight'")])
 def test_an_unknown_setting_is_refused_before_anything_is_drawn(tmp_path, recipe, named):
     with pytest.raises(ConfigError, match=f"recipe 'bad'.*{named}"):
         sweep(tmp_path / "sweep", {"bad": recipe}, SHRUNK, seed=0, jobs=1, device="cpu")

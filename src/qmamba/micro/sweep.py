@@ -92,6 +92,11 @@ def check_recipes(recipes: dict[str, dict], size: MicroSize) -> None:
                 where = "" if part == "training" else f'"{part}": '
                 raise ConfigError(f"sweep recipe {name!r}: unknown {part} setting(s) {unknown} in {where}"
                                   f"{json.dumps(keys)}; expected some of {sorted(known[part])}")
+        training = {k: v for k, v in recipe.items() if k not in ("lm", "world")}
+        try:  # the values too, as the recipe's process will read them
+            LMTrainConfig(**{**size.lm_train, **training})
+        except ConfigError as e:
+            raise ConfigError(f"sweep recipe {name!r}, its training: {e}") from None
         try:
             dataclasses.replace(LLM_PRESETS["micro-mamba"](), **lm_shape(size, recipe.get("lm", {})))
         except ConfigError as e:
