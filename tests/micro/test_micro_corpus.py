@@ -74,3 +74,16 @@ def test_grounded_documents_describe_the_image_in_words(tmp_path_factory):
 def test_the_corpus_is_deterministic(tmp_path_factory):
     world = tiny_world(tmp_path_factory)
     assert build_corpus(world) == build_corpus(world.root)
+
+
+def test_drill_rounds_add_other_questions_about_the_same_scenes(tmp_path_factory):
+    world = tiny_world(tmp_path_factory)
+    one, two = build_corpus(world), build_corpus(world, drill_rounds=2)
+    for kind in ("exist", "choice"):
+        first, both = [d for d in one if d.kind == kind], [d for d in two if d.kind == kind]
+        assert both[:len(first)] == first and len(both) == 2 * len(first)  # round 0 as with one round
+        second = both[len(first):]
+        # the same scene in words opens a round's document, with other questions after it
+        assert [d.pieces[0].split("\n")[1] for d in second] == [d.pieces[0].split("\n")[1] for d in first]
+        assert sum(a != b for a, b in zip(first, second, strict=True)) > 0.9 * len(first)
+    assert [d for d in two if d.kind not in ("exist", "choice")] == [d for d in one if d.kind not in ("exist", "choice")]

@@ -118,7 +118,8 @@ def test_graphed_tuning_follows_the_eager_one_on_gpu(tmp_path_factory):
     for graph in (False, True):
         torch.manual_seed(0)
         model = MambaLM(dataclasses.replace(LLM_PRESETS["micro-mamba"](), vocab_size=len(tok)), device="cuda")
-        cfg = LMTrainConfig(sft_steps=10, sft_batch_size=8, sft_lr=3e-3, warmup_ratio=0.1, cuda_graph=graph)
+        cfg = LMTrainConfig(sft_steps=10, sft_batch_size=8, sft_lr=3e-3, warmup_ratio=0.1, micro_batch_size=0,
+                            cuda_graph=graph)
         log = instruct_lm(model, tok, _docs(tmp_path_factory), cfg, torch.device("cuda"), show_progress=False)
         runs[graph] = (log.losses, [p.detach().float().cpu() for p in model.parameters()])
     (eager, eager_w), (graphed, graphed_w) = runs[False], runs[True]

@@ -152,6 +152,8 @@ def test_bad_settings_fail_clearly():
         LMTrainConfig(batch_size=8, micro_batch_size=3)
     with pytest.raises(ConfigError, match="heldout_fraction"):
         LMTrainConfig(heldout_fraction=0.0)
+    with pytest.raises(ConfigError, match="drill_rounds=0; need at least 1"):
+        LMTrainConfig(drill_rounds=0)
 
 
 def test_training_kinds_select_documents(tmp_path_factory):

@@ -76,12 +76,13 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
         vocab_size = size.vocab_size
         vision_config = vision_config or VisionTrainConfig(**size.vision_train, seed=seed)
         lm_config = lm_config or LMTrainConfig(**size.lm_train, seed=seed)
+    lm_config = lm_config or LMTrainConfig(steps=lm_steps, seed=seed)
     with pretraining_world(world_dir, seed + WORLD_SEED_OFFSET, world, show_progress) as manifest, \
             tempfile.TemporaryDirectory(prefix=".micro-build-", dir=out) as staging:
         stage = Path(staging)  # the outputs are moved into ``out`` only once all of them are good
         seconds["world"] = time.perf_counter() - start
         log.info("micro build: world ready in %.1f s", seconds["world"])
-        docs = build_corpus(manifest)
+        docs = build_corpus(manifest, lm_config.drill_rounds)
         log.info("micro build: corpus of %d documents in %.1f s", len(docs),
                  time.perf_counter() - start - seconds["world"])
         tokenizer = train_tokenizer([d.text for d in docs], vocab_size)
@@ -91,7 +92,6 @@ def build_micro_assets(out_dir: str | Path, seed: int = 0, device: str | torch.d
         vision_config = vision_config or VisionTrainConfig(steps=vision_steps, seed=seed)
         towers = None if size is None else (size.vision_tower, size.text_tower)
         vision_args = (manifest, tokenizer, stage / "siglip", vision_config, device, show_progress, towers)
-        lm_config = lm_config or LMTrainConfig(steps=lm_steps, seed=seed)
         lm_args = (docs, tokenizer, stage / "mamba", lm_config, device, show_progress,
                    None if size is None else size.lm)
         vision, lm = _train_both(vision_args, lm_args, device.type == "cuda" if concurrent is None else concurrent)

@@ -111,8 +111,10 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
-def build_corpus(world: str | Path | SynthManifest) -> list[Document]:
-    """Every document of every kind (``KINDS``) from ``world``'s training files, in a fixed order."""
+def build_corpus(world: str | Path | SynthManifest, drill_rounds: int = 1) -> list[Document]:
+    """Every document of every kind (``KINDS``) from ``world``'s training files, in a fixed order.
+    ``drill_rounds``: existence and multiple-choice drills per scene, each round other questions (the first
+    round is the same whatever the number of rounds)."""
     manifest = world if isinstance(world, SynthManifest) else SynthManifest.load(world)
     align = _records(manifest.path("align"))
     finetune = _records(manifest.path("finetune"))
@@ -125,16 +127,20 @@ def build_corpus(world: str | Path | SynthManifest) -> list[Document]:
     docs += [Document("grounded", _chat(_ground(r, _scene_of(finetune_scenes, r)))) for r in finetune]
     docs += [Document("description", (describe_scene(s) + eos,)) for s in align_scenes.values()]
     scenes = [*align_scenes.values(), *finetune_scenes.values()]
-    docs += _drills("exist", existence_conversation, EXIST_STREAM, scenes, manifest.seed)
-    docs += _drills("choice", choice_conversation, CHOICE_STREAM, scenes, manifest.seed)
+    for r in range(drill_rounds):
+        docs += _drills("exist", existence_conversation, EXIST_STREAM, scenes, manifest.seed, r)
+    for r in range(drill_rounds):
+        docs += _drills("choice", choice_conversation, CHOICE_STREAM, scenes, manifest.seed, r)
     return [d for d in docs if d.pieces]
 
 
-def _drills(kind: str, conversation, stream: int, scenes: list[Scene], seed: int) -> list[Document]:
-    """One ``kind`` document per scene: ``conversation(scene, rng, words)`` with the scene in words."""
+def _drills(kind: str, conversation, stream: int, scenes: list[Scene], seed: int,
+            round_: int = 0) -> list[Document]:
+    """One ``kind`` document per scene: ``conversation(scene, rng, words)`` with the scene in words; each
+    ``round_`` draws its own questions."""
     docs = []
     for i, scene in enumerate(scenes):
-        rng = np.random.default_rng([seed, stream, i])
+        rng = np.random.default_rng([seed, stream, i] if round_ == 0 else [seed, stream, i, round_])
         words = scene_in_words(scene)
         docs.append(Document(kind, _chat(conversation(scene, rng, words))))
     return docs

@@ -64,6 +64,9 @@ class LMTrainConfig:
     # Document kinds trained on: corpus.KINDS but "choice" by default. The multiple-choice drills are opt-in
     # because they take share from the existence drills (benchmarks/micro_lm_grounding.py measures both)
     kinds: tuple[str, ...] = tuple(k for k in KINDS if k != "choice")
+    # existence and multiple-choice drills per scene (``corpus.build_corpus``), each round other questions: more
+    # answers that need the scene read, from the same world
+    drill_rounds: int = 1
     # instruction tuning after pretraining (``instruct_lm``): steps of conversations, loss on the replies only
     sft_steps: int = 0
     sft_batch_size: int = 32
@@ -93,6 +96,8 @@ class LMTrainConfig:
         if self.cuda_graph and self.micro_batch_size not in (0, self.batch_size):
             raise ConfigError(f"LM pretraining: cuda_graph replays whole steps; micro_batch_size="
                               f"{self.micro_batch_size} splits them (use 0, or cuda_graph false)")
+        if self.drill_rounds < 1:
+            raise ConfigError(f"LM pretraining: drill_rounds={self.drill_rounds}; need at least 1")
         if self.sft_weighting not in ("token", "reply"):
             raise ConfigError(f"LM tuning: sft_weighting={self.sft_weighting!r}; expected 'token' or 'reply'")
         if self.packing not in ("stream", "aligned"):

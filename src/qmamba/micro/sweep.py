@@ -155,7 +155,7 @@ def train_recipe(out: Path, name: str, overrides: dict, size: MicroSize, seed: i
     training = {k: v for k, v in overrides.items() if k not in ("lm", "world")}
     cfg = LMTrainConfig(**{**size.lm_train, **training, "seed": seed})
     lm_dir = out / name / "mamba"
-    record = pretrain_lm(build_corpus(manifest), load_tokenizer(tok_dir), lm_dir, cfg, device,
+    record = pretrain_lm(build_corpus(manifest, cfg.drill_rounds), load_tokenizer(tok_dir), lm_dir, cfg, device,
                          show_progress=False, shape=lm_shape(size, overrides.get("lm", {})))
     result = {"name": name, "overrides": overrides, "device": str(device), "lm": record,
               "gates": lm_gates(lm_dir, manifest, record, device), "seconds": time.perf_counter() - start}

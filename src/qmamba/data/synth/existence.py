@@ -51,19 +51,14 @@ def absent_categories(present: set[str], rng: np.random.Generator, k: int, start
 
 
 def existence_turns(scene: Scene, rng: np.random.Generator, k: int = 4) -> list[tuple[str, str]]:
-    """Up to ``k`` "yes" and as many "no" (question, answer) pairs about ``scene``, alternating, yes first
-    or no first at random. Scenes with no shape object give no turns."""
+    """Up to ``k`` "yes" and as many "no" (question, answer) pairs about ``scene``, in a random order: no answer
+    follows from the ones before it (alternating answers would let a model answer all but the first without
+    reading the scene). Scenes with no shape object give no turns."""
     present = sorted(scene.categories())
     positives = [present[int(j)] for j in rng.permutation(len(present))[:k]]
     negatives = absent_categories(set(present), rng, len(positives))
-    pairs = [(positives, "yes"), (negatives, "no")]
-    if rng.random() < 0.5:
-        pairs.reverse()
-    (first, a), (second, b) = pairs
-    turns = []
-    for x, y in zip(first, second):
-        turns += [(question(x), a), (question(y), b)]
-    return turns
+    turns = [(question(c), "yes") for c in positives] + [(question(c), "no") for c in negatives]
+    return [turns[int(j)] for j in rng.permutation(len(turns))]
 
 
 def existence_turn(scene: Scene, rng: np.random.Generator, want: bool) -> tuple[str, str] | None:
