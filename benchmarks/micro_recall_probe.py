@@ -89,7 +89,7 @@ def models(d_model: int, n_layer: int, d_state: int, device, impls: list[str]) -
         from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
         with tempfile.TemporaryDirectory() as tmp:
-            ours.save_pretrained(tmp)
+            ours.save_pretrained(tmp, dtype=torch.float32, safe_serialization=False)  # what mamba_ssm reads
             ref = MambaLMHeadModel.from_pretrained(tmp, device=device)
         out["mamba_ssm"] = (lambda ids: ref(ids).logits, list(ref.parameters()))
     return {k: v for k, v in out.items() if k in impls}

@@ -8,6 +8,8 @@
 # runs/bench_vqa.json and $OUT, once: replicate puts its times beside Table 1 (a later machine takes the file carried).
 # lm_graph: the GPU tests of the graphed micro training steps, then benchmarks/micro_lm_step.py (eager against
 # graphed); exits non-zero when a test fails (`lm_graph && G=true` picks the recipes' cuda_graph).
+# recall_probe: benchmarks/micro_recall_probe.py (qmamba beside mamba_ssm when installed; PROBE_ARGS, default gaps
+# 0,8,32,128 for up to 3,000 steps each).
 # lm_sweep_bg: benchmarks/micro_lm_sweep.py --out runs/lm-sweep "$LM_SWEEP" (JSON {name: {LMTrainConfig field: value,
 # "lm": {shape fields}, "world": {world settings}}})
 # in its own process session; lm_sweep: its table so far and its log's tail (a later call; finished recipes are kept).
@@ -45,6 +47,7 @@ for step in ${*:-build replicate}; do
     lm_graph) python3 -m pytest -q -m gpu tests/micro tests/train/test_graphed_step.py -p no:cacheprovider \
                 > "$OUT/lm_graph_tests.log" 2>&1; rc=$?; tail -3 "$OUT/lm_graph_tests.log"
               python3 benchmarks/micro_lm_step.py --out "$OUT" 2>&1 | tail -8; [ $rc = 0 ] || exit $rc ;;
+    recall_probe) python3 benchmarks/micro_recall_probe.py ${PROBE_ARGS:---gaps 0,8,32,128 --steps 3000} --out "$OUT" ;;
     lm_sweep_bg) setsid nohup python3 benchmarks/micro_lm_sweep.py --out runs/lm-sweep --jobs "${LM_SWEEP_JOBS:-4}" \
                    "${LM_SWEEP:?set LM_SWEEP to a JSON object of recipes}" > runs/lm_sweep.log 2>&1 < /dev/null & ;;
     lm_sweep) tail -5 runs/lm_sweep.log; python3 benchmarks/micro_lm_sweep.py --out runs/lm-sweep --report \
