@@ -21,6 +21,7 @@ from qmamba.micro.pretrain_lm import (
     pack_aligned,
     select_documents,
     split_documents,
+    train_curriculum,
     train_lm,
 )
 from qmamba.models.mamba_lm import MambaLM
@@ -152,6 +153,8 @@ def test_bad_settings_fail_clearly():
         LMTrainConfig(batch_size=8, micro_batch_size=3)
     with pytest.raises(ConfigError, match="heldout_fraction"):
         LMTrainConfig(heldout_fraction=0.0)
+    with pytest.raises(ConfigError, match="curriculum_len=1; need"):
+        LMTrainConfig(curriculum_steps=10, curriculum_len=1)
     with pytest.raises(ConfigError, match="drill_rounds=0; need at least 1"):
         LMTrainConfig(drill_rounds=0)
 
@@ -223,3 +226,24 @@ def test_aligned_pretraining_learns_only_the_documents_tokens(tmp_path_factory):
     assert runs[0] == pytest.approx(runs[1], rel=1e-5)
     with pytest.raises(ConfigError, match="packing='tight'"):
         LMTrainConfig(packing="tight")
+
+
+def test_the_curriculum_trains_on_the_short_documents_first(tmp_path_factory):
+    """Its steps are those of ``train_lm`` on the rows of the documents of at most curriculum_len tokens."""
+    tok, _ = tiny_tokenizer(tmp_path_factory)
+    texts = [encode_document(tok, d) for d in tiny_corpus(tmp_path_factory) if d.kind == "chat"]
+    cut = sorted(len(t) for t in texts)[len(texts) // 3]
+    short = [t for t in texts if len(t) <= cut]
+    assert 0 < len(short) < len(texts)
+    cfg = LMTrainConfig(steps=50, batch_size=4, micro_batch_size=2, seq_len=64, curriculum_steps=3, curriculum_len=cut)
+    got = train_curriculum(_model(tmp_path_factory), texts, cfg, torch.device("cpu"), False).losses
+    on_short = dataclasses.replace(cfg, steps=3)
+    want = train_lm(_model(tmp_path_factory), pack(short, 64), on_short, torch.device("cpu"), False).losses
+    on_all = train_lm(_model(tmp_path_factory), pack(texts, 64), on_short, torch.device("cpu"), False).losses
+    assert got == pytest.approx(want, rel=1e-6) and got != pytest.approx(on_all, rel=1e-3)
+    model = _model(tmp_path_factory)
+    untouched = [p.detach().clone() for p in model.parameters()]
+    assert train_curriculum(model, texts, dataclasses.replace(cfg, curriculum_steps=0), torch.device("cpu")).losses == []
+    assert all(torch.equal(a, b) for a, b in zip(untouched, model.parameters(), strict=True))
+    with pytest.raises(InputError, match="raise curriculum_len or set curriculum_steps=0"):
+        train_curriculum(model, texts, dataclasses.replace(cfg, curriculum_len=2), torch.device("cpu"), False)

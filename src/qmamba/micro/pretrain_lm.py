@@ -67,6 +67,12 @@ class LMTrainConfig:
     # existence and multiple-choice drills per scene (``corpus.build_corpus``), each round other questions: more
     # answers that need the scene read, from the same world
     drill_rounds: int = 1
+    # a curriculum before the pretraining: this many steps on rows of the documents of at most curriculum_len
+    # tokens (the smallest scenes), then the pretraining on all. Carrying a fact through the scan, which every
+    # scene-in-words answer needs, is learned on short contexts first and then carries to long ones
+    # (benchmarks/micro_recall_probe.py; RESULTS.md, "The existence drills' order")
+    curriculum_steps: int = 0
+    curriculum_len: int = 160
     # instruction tuning after pretraining (``instruct_lm``): steps of conversations, loss on the replies only
     sft_steps: int = 0
     sft_batch_size: int = 32
@@ -96,6 +102,9 @@ class LMTrainConfig:
         if self.cuda_graph and self.micro_batch_size not in (0, self.batch_size):
             raise ConfigError(f"LM pretraining: cuda_graph replays whole steps; micro_batch_size="
                               f"{self.micro_batch_size} splits them (use 0, or cuda_graph false)")
+        if self.curriculum_steps < 0 or self.curriculum_len < 2:
+            raise ConfigError(f"LM pretraining: curriculum_steps={self.curriculum_steps}, curriculum_len="
+                              f"{self.curriculum_len}; need curriculum_steps >= 0 and curriculum_len >= 2")
         if self.drill_rounds < 1:
             raise ConfigError(f"LM pretraining: drill_rounds={self.drill_rounds}; need at least 1")
         if self.sft_weighting not in ("token", "reply"):
@@ -201,6 +210,33 @@ def train_lm(model: MambaLM, rows: torch.Tensor, cfg: LMTrainConfig, device: tor
 
 
 @torch.no_grad()
+def pack_rows(texts, cfg: LMTrainConfig, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rows, labels) of ``texts`` as ``cfg.packing`` packs them; labels None when every token is trained."""
+    if cfg.packing == "aligned":
+        return pack_aligned(texts, cfg.seq_len, what)
+    return pack(texts, cfg.seq_len, what), None
+
+
+def short_documents(texts, max_len: int) -> list:
+    """The documents (token lists or arrays) of at most ``max_len`` tokens, in their order."""
+    return [t for t in texts if len(t) <= max_len]
+
+
+def train_curriculum(model: MambaLM, texts, cfg: LMTrainConfig, device: torch.device,
+                     show_progress: bool = True) -> LossLog:
+    """``cfg.curriculum_steps`` steps on the rows of the documents of at most ``cfg.curriculum_len`` tokens
+    (an empty log when there are none to take)."""
+    if cfg.curriculum_steps < 1:
+        return LossLog()
+    short = short_documents(texts, cfg.curriculum_len)
+    if not short:
+        shortest = min((len(t) for t in texts), default=0)
+        raise InputError(f"LM curriculum: no training document has at most curriculum_len={cfg.curriculum_len} "
+                         f"tokens (the shortest has {shortest}); raise curriculum_len or set curriculum_steps=0")
+    rows, labels = pack_rows(short, cfg, "the curriculum's documents")
+    return train_lm(model, rows, dataclasses.replace(cfg, steps=cfg.curriculum_steps), device, show_progress, labels)
+
+
 def heldout_loss(model: MambaLM, rows: torch.Tensor, device: torch.device, batch: int = 4) -> float:
     """Mean next-token loss over ``rows`` (every row has the same length, so rows weigh equally)."""
     model.eval()
@@ -266,11 +302,7 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     tokens = PieceTokens(tokenizer, docs)  # every distinct piece once: pretraining, tunings and accuracies share it
     phases.done("tokenize", f"{len(docs)} documents, {len(tokens.ids)} distinct pieces")
     train_text = [tokens.document(d) for d in train_docs]
-    train_labels = None
-    if cfg.packing == "aligned":
-        train_rows, train_labels = pack_aligned(train_text, cfg.seq_len, "training text")
-    else:
-        train_rows = pack(train_text, cfg.seq_len, "training text")
+    train_rows, train_labels = pack_rows(train_text, cfg, "training text")
     held_text = [tokens.document(d) for d in select_documents(held_docs, cfg.kinds)]
     held_rows = pack(held_text, cfg.seq_len, "held-out text")
     held_rows = held_rows[: cfg.eval_rows]
@@ -279,6 +311,8 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     model = MambaLM(config, device=device)
     before = heldout_loss(model, held_rows, device)
     phases.done("model", "built, held-out loss before training")
+    curriculum = train_curriculum(model, train_text, cfg, device, show_progress)
+    phases.done("curriculum", f"{cfg.curriculum_steps} steps")
     log = train_lm(model, train_rows, cfg, device, show_progress, train_labels)
     phases.done("pretrain", f"{cfg.steps} steps")
     sft = instruct_lm(model, tokenizer, train_docs, cfg, device, show_progress, tokens)
@@ -294,6 +328,7 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
               "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len, "first_losses": log.losses[:5],
               "loss_curve": log.losses[:: max(1, cfg.steps // 20)], "train_loss": log.recent(50),
               "heldout_loss_before": before, "heldout_loss": heldout_loss(model, held_rows, device),
+              "curriculum_loss": curriculum.recent(50) if curriculum.losses else None,
               "sft_first_losses": sft.losses[:5], "sft_loss": sft.recent(50) if sft.losses else None,
               "choice_sft_loss": sft2.recent(50) if sft2.losses else None}
     phases.done("heldout_loss", f"{len(held_rows)} rows")
