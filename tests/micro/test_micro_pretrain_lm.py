@@ -171,6 +171,8 @@ def test_training_kinds_select_documents(tmp_path_factory):
         LMTrainConfig(kinds=("caption", "chats"))
     with pytest.raises(ConfigError, match="choice_sft_kinds"):
         LMTrainConfig(choice_sft_kinds=("grounded", "choices"))
+    with pytest.raises(ConfigError, match="curriculum_kinds"):
+        LMTrainConfig(curriculum_kinds=("exists",))
 
 
 def test_cuda_graph_refuses_split_steps():

@@ -67,12 +67,13 @@ class LMTrainConfig:
     # existence and multiple-choice drills per scene (``corpus.build_corpus``), each round other questions: more
     # answers that need the scene read, from the same world
     drill_rounds: int = 1
-    # a curriculum before the pretraining: this many steps on rows of the documents of at most curriculum_len
-    # tokens (the smallest scenes), then the pretraining on all. Carrying a fact through the scan, which every
-    # scene-in-words answer needs, is learned on short contexts first and then carries to long ones
-    # (benchmarks/micro_recall_probe.py; RESULTS.md, "The existence drills' order")
+    # a curriculum before the pretraining: this many steps on rows of the documents of curriculum_kinds of at
+    # most curriculum_len tokens (the smallest scenes), then the pretraining on all. Carrying a fact through the
+    # scan, which every scene-in-words answer needs, is learned on short contexts first and then carries to long
+    # ones (benchmarks/micro_recall_probe.py; RESULTS.md, "The existence drills' order")
     curriculum_steps: int = 0
     curriculum_len: int = 160
+    curriculum_kinds: tuple[str, ...] = ("grounded", "exist")  # the kinds answered from a scene in words
     # instruction tuning after pretraining (``instruct_lm``): steps of conversations, loss on the replies only
     sft_steps: int = 0
     sft_batch_size: int = 32
@@ -113,7 +114,7 @@ class LMTrainConfig:
             raise ConfigError(f"LM pretraining: packing={self.packing!r}; expected 'stream' or 'aligned'")
         if not 0 < self.heldout_fraction < 1:
             raise ConfigError(f"LM pretraining: heldout_fraction={self.heldout_fraction}; expected 0 < f < 1")
-        for name in ("kinds", "sft_kinds", "choice_sft_kinds"):
+        for name in ("kinds", "sft_kinds", "choice_sft_kinds", "curriculum_kinds"):
             kinds = getattr(self, name)
             unknown = sorted(set(kinds) - set(KINDS))
             if unknown or not kinds:
@@ -311,7 +312,8 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     model = MambaLM(config, device=device)
     before = heldout_loss(model, held_rows, device)
     phases.done("model", "built, held-out loss before training")
-    curriculum = train_curriculum(model, train_text, cfg, device, show_progress)
+    reading = [tokens.document(d) for d in train_docs if d.kind in cfg.curriculum_kinds]
+    curriculum = train_curriculum(model, reading, cfg, device, show_progress)
     phases.done("curriculum", f"{cfg.curriculum_steps} steps")
     log = train_lm(model, train_rows, cfg, device, show_progress, train_labels)
     phases.done("pretrain", f"{cfg.steps} steps")
