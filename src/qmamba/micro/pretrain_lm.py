@@ -210,7 +210,6 @@ def train_lm(model: MambaLM, rows: torch.Tensor, cfg: LMTrainConfig, device: tor
                show_progress, graphed=graphed)
 
 
-@torch.no_grad()
 def pack_rows(texts, cfg: LMTrainConfig, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(rows, labels) of ``texts`` as ``cfg.packing`` packs them; labels None when every token is trained."""
     if cfg.packing == "aligned":
@@ -238,6 +237,7 @@ def train_curriculum(model: MambaLM, texts, cfg: LMTrainConfig, device: torch.de
     return train_lm(model, rows, dataclasses.replace(cfg, steps=cfg.curriculum_steps), device, show_progress, labels)
 
 
+@torch.no_grad()
 def heldout_loss(model: MambaLM, rows: torch.Tensor, device: torch.device, batch: int = 4) -> float:
     """Mean next-token loss over ``rows`` (every row has the same length, so rows weigh equally)."""
     model.eval()
