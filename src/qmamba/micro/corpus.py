@@ -127,10 +127,10 @@ def build_corpus(world: str | Path | SynthManifest, drill_rounds: int = 1) -> li
     docs += [Document("grounded", _chat(_ground(r, _scene_of(finetune_scenes, r)))) for r in finetune]
     docs += [Document("description", (describe_scene(s) + eos,)) for s in align_scenes.values()]
     scenes = [*align_scenes.values(), *finetune_scenes.values()]
-    for r in range(drill_rounds):
-        docs += _drills("exist", existence_conversation, EXIST_STREAM, scenes, manifest.seed, r)
-    for r in range(drill_rounds):
-        docs += _drills("choice", choice_conversation, CHOICE_STREAM, scenes, manifest.seed, r)
+    for kind, conversation, stream in (("exist", existence_conversation, EXIST_STREAM),
+                                       ("choice", choice_conversation, CHOICE_STREAM)):
+        for r in range(drill_rounds):
+            docs += _drills(kind, conversation, stream, scenes, manifest.seed, r)
     return [d for d in docs if d.pieces]
 
 

@@ -312,7 +312,8 @@ def pretrain_lm(docs: list[Document], tokenizer, out_dir, cfg: LMTrainConfig | N
     model = MambaLM(config, device=device)
     before = heldout_loss(model, held_rows, device)
     phases.done("model", "built, held-out loss before training")
-    reading = [tokens.document(d) for d in train_docs if d.kind in cfg.curriculum_kinds]
+    reading = [t for d, t in zip(train_docs, train_text, strict=True) if d.kind in cfg.curriculum_kinds] \
+        if cfg.curriculum_steps else []
     curriculum = train_curriculum(model, reading, cfg, device, show_progress)
     phases.done("curriculum", f"{cfg.curriculum_steps} steps")
     log = train_lm(model, train_rows, cfg, device, show_progress, train_labels)
